@@ -1,0 +1,59 @@
+//! `kube-sim`: runs the Kubernetes API server simulator as a process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use kube_sim::{ExecFallback, KubeSim, SimConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "kube-sim", version, about = "A Kubernetes API server simulator for tests (plain HTTP on 127.0.0.1)")]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Where to write a kubeconfig that points at the simulator.
+    #[arg(long)]
+    kubeconfig_out: Option<PathBuf>,
+    /// Root directory of the simulated nodes (pod volume directories live under it).
+    #[arg(long)]
+    kubelet_root: PathBuf,
+    /// Node names to create (repeatable).
+    #[arg(long = "node", default_values_t = vec!["node-1".to_string()])]
+    nodes: Vec<String>,
+    /// Map a container image to a local binary the kubelet runs: IMAGE=PATH (repeatable).
+    #[arg(long = "image", value_parser = parse_image)]
+    images: Vec<(String, PathBuf)>,
+    /// Run `kubectl exec` commands as local processes in the container's stand-in directory.
+    #[arg(long)]
+    exec_local: bool,
+    /// Serve the API only: no scheduler, kubelet, provisioner or workload controllers.
+    #[arg(long)]
+    no_controllers: bool,
+}
+
+fn parse_image(s: &str) -> Result<(String, PathBuf), String> {
+    let (image, path) = s.split_once('=').ok_or_else(|| format!("expected IMAGE=PATH, got {s:?}"))?;
+    Ok((image.to_string(), PathBuf::from(path)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    ).with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let mut config = SimConfig::new(&args.kubelet_root);
+    config.port = args.port;
+    config.nodes = args.nodes;
+    config.images = args.images.into_iter().collect::<HashMap<_, _>>();
+    config.exec_fallback = if args.exec_local { ExecFallback::RunLocal } else { ExecFallback::Deny };
+    config.run_controllers = !args.no_controllers;
+    let sim = KubeSim::start(config).await?;
+    if let Some(path) = &args.kubeconfig_out {
+        sim.write_kubeconfig(path)?;
+    }
+    println!("kube-sim serving on {}", sim.url());
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,819 @@
+//! The object store behind the API: every object as JSON, one global resourceVersion counter,
+//! an event log for watches, and the server-side behaviours that follow from writes
+//! (CRDs serving new types, finalizers, namespace deletion, ownerReference garbage collection).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::defaults;
+use crate::error::{ApiError, ApiResult};
+use crate::patch::{self, PatchKind};
+use crate::resources::{self, ResourceKey, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+
+/// How many past events a watch can resume from before it gets 410 Gone.
+const EVENT_LOG_CAPACITY: usize = 20_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub key: ResourceKey,
+    pub kind: EventType,
+    pub object: Value,
+    /// The object before this change, so watches with selectors can tell "stopped matching".
+    pub old: Option<Value>,
+}
+
+type ObjKey = (String, String);
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    types: Vec<ResourceType>,
+    objects: HashMap<ResourceKey, BTreeMap<ObjKey, Value>>,
+    log: VecDeque<Arc<Event>>,
+    /// The oldest resourceVersion a watch may start from.
+    compacted_rv: u64,
+}
+
+pub struct Store {
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+/// Options shared by writes.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Propagation {
+    #[default]
+    Background,
+    Foreground,
+    Orphan,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOpts {
+    pub dry_run: bool,
+    pub propagation: Propagation,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+/// What a list returns.
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+/// The start of a watch: events to replay, then the live stream.
+pub struct WatchStart {
+    pub replay: Vec<Arc<Event>>,
+    pub initial: Vec<Value>,
+    pub resource_version: u64,
+    pub live: broadcast::Receiver<Arc<Event>>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj["metadata"][field].as_str()
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be between 1 and 253 characters".into());
+    }
+    if name == "." || name == ".." || name.contains('/') || name.contains('%') {
+        return Err("may not be '.' or '..' and may not contain '/' or '%'".into());
+    }
+    Ok(())
+}
+
+/// Everything but metadata and status: a change to it bumps metadata.generation.
+fn spec_part(obj: &Value) -> Value {
+    match obj {
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status")).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+impl Store {
+    pub fn new() -> Arc<Store> {
+        let (events, _) = broadcast::channel(8192);
+        let inner = Inner { types: resources::builtins(), ..Default::default() };
+        Arc::new(Store { inner: Mutex::new(inner), events })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// All served types (built-ins and CRDs), in registration order.
+    pub fn types(&self) -> Vec<ResourceType> {
+        self.lock().types.clone()
+    }
+
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock().types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<Value> {
+        let inner = self.lock();
+        inner.get(&rt.key(), ns, name).map(|o| present(rt, o)).ok_or_else(|| not_found(rt, name))
+    }
+
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_from: Option<&str>,
+    ) -> ApiResult<ListResult> {
+        let inner = self.lock();
+        let start = match continue_from.filter(|c| !c.is_empty()) {
+            Some(token) => Some(decode_continue(token)?),
+            None => None,
+        };
+        let mut items = Vec::new();
+        let mut continue_token = None;
+        let mut remaining = None;
+        if let Some(objs) = inner.objects.get(&rt.key()) {
+            let matching: Vec<(&ObjKey, &Value)> = objs
+                .iter()
+                .filter(|(k, _)| ns.is_none_or(|n| k.0 == n))
+                .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
+                .filter(|(_, o)| labels.matches_object(o) && fields.matches_object(o))
+                .collect();
+            let limit = limit.filter(|l| *l > 0);
+            for (i, (_, o)) in matching.iter().enumerate() {
+                if Some(i) == limit {
+                    continue_token = Some(encode_continue(matching[i - 1].0));
+                    remaining = Some(matching.len() - i);
+                    break;
+                }
+                items.push(present(rt, o));
+            }
+        }
+        Ok(ListResult { items, resource_version: inner.rv, continue_token, remaining })
+    }
+
+    pub fn create(&self, rt: &ResourceType, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest("the object provided is not a JSON object".into()));
+        }
+        check_kind(rt, &obj)?;
+        if obj.get("metadata").is_none_or(|m| !m.is_object()) {
+            obj["metadata"] = json!({});
+        }
+        match meta_str(&obj, "namespace") {
+            Some(body_ns) if rt.namespaced && !body_ns.is_empty() && body_ns != ns => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ))
+            }
+            _ => {}
+        }
+        if rt.namespaced {
+            inner.check_namespace_open(ns)?;
+            obj["metadata"]["namespace"] = json!(ns);
+        } else if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("namespace");
+        }
+        let name = match (meta_str(&obj, "name").filter(|n| !n.is_empty()), meta_str(&obj, "generateName")) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(prefix)) if !prefix.is_empty() => {
+                let prefix = prefix.to_string();
+                loop {
+                    let candidate = format!("{prefix}{}", random_suffix());
+                    if inner.get(&rt.key(), ns, &candidate).is_none() {
+                        break candidate;
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::Invalid(format!(
+                    "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                    rt.kind
+                )))
+            }
+        };
+        valid_name(&name).map_err(|e| ApiError::Invalid(format!("{} {name:?} is invalid: metadata.name: {e}", rt.kind)))?;
+        if inner.get(&rt.key(), ns, &name).is_some() {
+            return Err(ApiError::AlreadyExists(format!("{} \"{name}\" already exists", rt_display(rt))));
+        }
+        if rt.plural == "customresourcedefinitions" && rt.group == "apiextensions.k8s.io" {
+            resources::from_crd(&obj).map_err(|e| ApiError::Invalid(format!("CustomResourceDefinition {name:?} is invalid: {e}")))?;
+        }
+        let meta = &mut obj["metadata"];
+        meta["name"] = json!(name);
+        meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        meta["creationTimestamp"] = json!(now_rfc3339());
+        meta["generation"] = json!(1);
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+        }
+        if rt.has_subresource("status") {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        inner.apply_defaults(rt, None, &mut obj);
+        if rt.group == "apiextensions.k8s.io" {
+            set_crd_status(&mut obj);
+        }
+        if opts.dry_run {
+            return Ok(present(rt, &obj));
+        }
+        let stored = inner.put(&self.events, rt, ns, &name, obj, EventType::Added, None);
+        if rt.key() == (ResourceKey { group: String::new(), plural: "namespaces".into() }) {
+            inner.create_namespace_defaults(&self.events, &name);
+        }
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            inner.register_crd(&stored);
+        }
+        Ok(present(rt, &stored))
+    }
+
+    /// Replaces an object (PUT), or its status when `subresource` is `status`.
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        inner.update(&self.events, rt, ns, name, obj, subresource, opts).map(|v| present(rt, &v))
+    }
+
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        body: &[u8],
+        subresource: Option<&str>,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        let existing = {
+            let inner = self.lock();
+            inner.get(&rt.key(), ns, name).cloned()
+        };
+        let Some(current) = existing else {
+            if kind == PatchKind::Apply && subresource.is_none() {
+                let mut obj = patch::apply(kind, &json!({}), body).map_err(ApiError::BadRequest)?;
+                obj["metadata"]["name"] = json!(name);
+                return self.create(rt, ns, obj, opts);
+            }
+            return Err(not_found(rt, name));
+        };
+        let current_presented = present(rt, &current);
+        let mut patched = patch::apply(kind, &current_presented, body).map_err(ApiError::Invalid)?;
+        // A patch without a resourceVersion applies to whatever is current; one that names a
+        // version is a precondition, checked by the update below.
+        let patch_rv = patched["metadata"]["resourceVersion"].clone();
+        if patch_rv.is_null() || patch_rv == current["metadata"]["resourceVersion"] {
+            patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        }
+        let mut inner = self.lock();
+        inner.update(&self.events, rt, ns, name, patched, subresource, opts).map(|v| present(rt, &v))
+    }
+
+    pub fn delete(&self, rt: &ResourceType, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+        let mut inner = self.lock();
+        let current = inner.get(&rt.key(), ns, name).cloned().ok_or_else(|| not_found(rt, name))?;
+        if let Some(uid) = &opts.precondition_uid {
+            if meta_str(&current, "uid") != Some(uid) {
+                return Err(ApiError::Conflict(format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&current, "uid").unwrap_or("")
+                )));
+            }
+        }
+        if let Some(rv) = &opts.precondition_rv {
+            if meta_str(&current, "resourceVersion") != Some(rv) {
+                return Err(ApiError::Conflict("Precondition failed: resourceVersion does not match".into()));
+            }
+        }
+        if opts.dry_run {
+            return Ok(present(rt, &current));
+        }
+        let out = inner.delete(&self.events, &rt.key(), ns, name, opts.propagation);
+        Ok(present(rt, &out.unwrap_or(current)))
+    }
+
+    pub fn delete_collection(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        opts: &DeleteOpts,
+    ) -> ApiResult<Vec<Value>> {
+        let mut inner = self.lock();
+        let keys: Vec<ObjKey> = inner
+            .objects
+            .get(&rt.key())
+            .map(|objs| {
+                objs.iter()
+                    .filter(|(k, o)| ns.is_none_or(|n| k.0 == n) && labels.matches_object(o) && fields.matches_object(o))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (ns, name) in keys {
+            if opts.dry_run {
+                if let Some(o) = inner.get(&rt.key(), &ns, &name) {
+                    out.push(present(rt, o));
+                }
+            } else if let Some(o) = inner.delete(&self.events, &rt.key(), &ns, &name, opts.propagation) {
+                out.push(present(rt, &o));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a watch at `from_rv` (None: now). Errors with 410 Gone when that version is no
+    /// longer in the event log, as a real server does after compaction.
+    pub fn watch(&self, rt: &ResourceType, from_rv: Option<u64>, send_initial: bool, ns: Option<&str>) -> ApiResult<WatchStart> {
+        let inner = self.lock();
+        let live = self.events.subscribe();
+        let key = rt.key();
+        let mut initial = Vec::new();
+        let mut replay = Vec::new();
+        if send_initial {
+            if let Some(objs) = inner.objects.get(&key) {
+                initial = objs.iter().filter(|(k, _)| ns.is_none_or(|n| k.0 == n)).map(|(_, o)| o.clone()).collect();
+            }
+        } else if let Some(rv) = from_rv.filter(|rv| *rv > 0) {
+            if rv < inner.compacted_rv {
+                return Err(ApiError::Gone(format!("too old resource version: {rv} ({})", inner.compacted_rv)));
+            }
+            replay = inner.log.iter().filter(|e| e.rv > rv && e.key == key).cloned().collect();
+        }
+        Ok(WatchStart { replay, initial, resource_version: inner.rv, live })
+    }
+
+    /// Periodic server-side work: finishing namespace deletion, collecting orphans.
+    pub fn background_pass(&self) {
+        let mut inner = self.lock();
+        inner.finish_namespace_deletions(&self.events);
+        inner.collect_garbage(&self.events);
+    }
+
+    /// For tests of watch expiry: forgets the event log up to now.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.log.clear();
+        inner.compacted_rv = inner.rv + 1;
+    }
+}
+
+fn encode_continue(k: &ObjKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!([k.0, k.1])).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> ApiResult<ObjKey> {
+    use base64::Engine;
+    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok(v)
+}
+
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..5].iter().map(|b| CHARS[*b as usize % CHARS.len()] as char).collect()
+}
+
+fn rt_display(rt: &ResourceType) -> String {
+    if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    }
+}
+
+fn not_found(rt: &ResourceType, name: &str) -> ApiError {
+    ApiError::not_found(&rt_display(rt), name)
+}
+
+fn check_kind(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    if let Some(kind) = obj["kind"].as_str() {
+        if !kind.is_empty() && kind != rt.kind {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                rt.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The object as served for `rt`'s version.
+pub fn present(rt: &ResourceType, obj: &Value) -> Value {
+    let mut out = obj.clone();
+    out["apiVersion"] = json!(rt.api_version());
+    out["kind"] = json!(rt.kind);
+    out
+}
+
+fn set_crd_status(crd: &mut Value) {
+    let names = crd["spec"]["names"].clone();
+    let now = now_rfc3339();
+    let stored: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .map(|vs| vs.iter().filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect())
+        .unwrap_or_default();
+    crd["status"] = json!({
+        "acceptedNames": names,
+        "storedVersions": stored,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ],
+    });
+}
+
+impl Inner {
+    fn get(&self, key: &ResourceKey, ns: &str, name: &str) -> Option<&Value> {
+        self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    fn type_for(&self, key: &ResourceKey) -> Option<ResourceType> {
+        self.types.iter().find(|t| t.key() == *key).cloned()
+    }
+
+    fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
+        let key = ResourceKey { group: String::new(), plural: "namespaces".into() };
+        match self.get(&key, "", ns) {
+            None => Err(ApiError::NotFound(format!("namespaces \"{ns}\" not found"))),
+            Some(n) if n["metadata"].get("deletionTimestamp").is_some() => Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn apply_defaults(&self, rt: &ResourceType, old: Option<&Value>, obj: &mut Value) {
+        let svc_key = ResourceKey { group: String::new(), plural: "services".into() };
+        let services: Vec<&Value> = self.objects.get(&svc_key).map(|m| m.values().collect()).unwrap_or_default();
+        let used_ips = |ip: &str| services.iter().any(|s| s["spec"]["clusterIP"].as_str() == Some(ip));
+        let used_ports = |port: i64| {
+            services.iter().any(|s| {
+                s["spec"]["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["nodePort"].as_i64() == Some(port)))
+            })
+        };
+        let sc_key = ResourceKey { group: "storage.k8s.io".into(), plural: "storageclasses".into() };
+        let default_storage_class = self.objects.get(&sc_key).and_then(|m| {
+            m.values()
+                .find(|sc| sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"].as_str() == Some("true"))
+                .and_then(|sc| meta_str(sc, "name").map(String::from))
+        });
+        let ctx = defaults::Context {
+            default_storage_class,
+            used_cluster_ips: &used_ips,
+            used_node_ports: &used_ports,
+            seed: self.rv,
+        };
+        match old {
+            None => defaults::on_create(&rt.group, &rt.plural, obj, &ctx),
+            Some(old) => defaults::on_update(&rt.group, &rt.plural, old, obj, &ctx),
+        }
+    }
+
+    /// Stores `obj`, stamps a new resourceVersion and records the event.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Event>>,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        kind: EventType,
+        old: Option<Value>,
+    ) -> Value {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let obj = present(rt, &obj);
+        self.objects.entry(rt.key()).or_default().insert((ns.to_string(), name.to_string()), obj.clone());
+        self.record(tx, Event { rv: self.rv, key: rt.key(), kind, object: obj.clone(), old });
+        obj
+    }
+
+    fn record(&mut self, tx: &broadcast::Sender<Arc<Event>>, event: Event) {
+        let event = Arc::new(event);
+        self.log.push_back(event.clone());
+        while self.log.len() > EVENT_LOG_CAPACITY {
+            if let Some(e) = self.log.pop_front() {
+                self.compacted_rv = e.rv + 1;
+            }
+        }
+        let _ = tx.send(event);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Event>>,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOpts,
+    ) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest("the object provided is not a JSON object".into()));
+        }
+        check_kind(rt, &obj)?;
+        let current = self.get(&rt.key(), ns, name).cloned().ok_or_else(|| not_found(rt, name))?;
+        if let Some(body_name) = meta_str(&obj, "name") {
+            if body_name != name {
+                return Err(ApiError::BadRequest(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        if let Some(rv) = meta_str(&obj, "resourceVersion").filter(|r| !r.is_empty()) {
+            if Some(rv) != meta_str(&current, "resourceVersion") {
+                return Err(ApiError::Conflict(format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    rt_display(rt)
+                )));
+            }
+        }
+        let mut next = match subresource {
+            Some("status") => {
+                let mut n = current.clone();
+                n["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
+                n
+            }
+            _ => {
+                if rt.has_subresource("status") {
+                    obj["status"] = current.get("status").cloned().unwrap_or(Value::Null);
+                }
+                obj
+            }
+        };
+        if next["status"].is_null() {
+            if let Some(m) = next.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        // Fields the server owns.
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            match current["metadata"].get(field) {
+                Some(v) => next["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(m) = next["metadata"].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        next["metadata"]["name"] = json!(name);
+        if rt.namespaced {
+            next["metadata"]["namespace"] = json!(ns);
+        }
+        if subresource.is_none() {
+            self.apply_defaults(rt, Some(&current), &mut next);
+            if spec_part(&next) != spec_part(&current) {
+                let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
+                next["metadata"]["generation"] = json!(g + 1);
+            }
+        }
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" && subresource.is_none() {
+            resources::from_crd(&next).map_err(|e| ApiError::Invalid(format!("CustomResourceDefinition {name:?} is invalid: {e}")))?;
+            set_crd_status(&mut next);
+        }
+        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if next == current {
+            // No-op updates do not bump the resourceVersion, as on a real server.
+            return Ok(current);
+        }
+        if opts.dry_run {
+            return Ok(next);
+        }
+        let terminating = next["metadata"].get("deletionTimestamp").is_some();
+        let finalizers_empty = next["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        if terminating && finalizers_empty && !(rt.group.is_empty() && rt.plural == "namespaces") {
+            self.remove(tx, &rt.key(), ns, name, Propagation::Background);
+            return Ok(next);
+        }
+        let stored = self.put(tx, rt, ns, name, next, EventType::Modified, Some(current));
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            self.register_crd(&stored);
+        }
+        Ok(stored)
+    }
+
+    /// Deletes, or marks for deletion when finalizers remain. Returns the object as it ends up.
+    fn delete(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Event>>,
+        key: &ResourceKey,
+        ns: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Option<Value> {
+        let current = self.get(key, ns, name)?.clone();
+        let rt = self.type_for(key)?;
+        let is_namespace = key.group.is_empty() && key.plural == "namespaces";
+        let has_finalizers = current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        if is_namespace || has_finalizers {
+            if current["metadata"].get("deletionTimestamp").is_some() {
+                return Some(current);
+            }
+            let mut next = current.clone();
+            next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if is_namespace {
+                next["status"]["phase"] = json!("Terminating");
+            }
+            return Some(self.put(tx, &rt, ns, name, next, EventType::Modified, Some(current)));
+        }
+        self.remove(tx, key, ns, name, propagation)
+    }
+
+    fn remove(
+        &mut self,
+        tx: &broadcast::Sender<Arc<Event>>,
+        key: &ResourceKey,
+        ns: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Option<Value> {
+        let mut obj = self.objects.get_mut(key)?.remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
+        self.record(tx, Event { rv: self.rv, key: key.clone(), kind: EventType::Deleted, object: obj.clone(), old: None });
+        if key.group == "apiextensions.k8s.io" && key.plural == "customresourcedefinitions" {
+            self.unregister_crd(tx, &obj);
+        }
+        self.cascade(tx, &uid, propagation);
+        Some(obj)
+    }
+
+    /// ownerReference garbage collection for the dependents of a deleted owner.
+    fn cascade(&mut self, tx: &broadcast::Sender<Arc<Event>>, owner_uid: &str, propagation: Propagation) {
+        if owner_uid.is_empty() {
+            return;
+        }
+        let mut dependents = Vec::new();
+        for (key, objs) in &self.objects {
+            for ((ns, name), o) in objs {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array() {
+                    if refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)) {
+                        dependents.push((key.clone(), ns.clone(), name.clone(), refs.len()));
+                    }
+                }
+            }
+        }
+        for (key, ns, name, n_refs) in dependents {
+            if propagation == Propagation::Orphan || n_refs > 1 {
+                let Some(rt) = self.type_for(&key) else { continue };
+                let Some(current) = self.get(&key, &ns, &name).cloned() else { continue };
+                let mut next = current.clone();
+                if let Some(refs) = next["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+                }
+                self.put(tx, &rt, &ns, &name, next, EventType::Modified, Some(current));
+            } else {
+                self.delete(tx, &key, &ns, &name, Propagation::Background);
+            }
+        }
+    }
+
+    /// Deletes objects whose owners are all gone (e.g. created with a stale ownerReference).
+    fn collect_garbage(&mut self, tx: &broadcast::Sender<Arc<Event>>) {
+        let uids: HashSet<String> =
+            self.objects.values().flat_map(|m| m.values()).filter_map(|o| meta_str(o, "uid").map(String::from)).collect();
+        let mut orphans = Vec::new();
+        for (key, objs) in &self.objects {
+            for ((ns, name), o) in objs {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array() {
+                    if !refs.is_empty()
+                        && refs.iter().all(|r| r["uid"].as_str().is_none_or(|u| !uids.contains(u)))
+                        && o["metadata"].get("deletionTimestamp").is_none()
+                    {
+                        orphans.push((key.clone(), ns.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+        for (key, ns, name) in orphans {
+            self.delete(tx, &key, &ns, &name, Propagation::Background);
+        }
+    }
+
+    fn finish_namespace_deletions(&mut self, tx: &broadcast::Sender<Arc<Event>>) {
+        let ns_key = ResourceKey { group: String::new(), plural: "namespaces".into() };
+        let terminating: Vec<String> = self
+            .objects
+            .get(&ns_key)
+            .map(|m| {
+                m.values()
+                    .filter(|n| n["metadata"].get("deletionTimestamp").is_some())
+                    .filter_map(|n| meta_str(n, "name").map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ns in terminating {
+            let contents: Vec<(ResourceKey, String)> = self
+                .objects
+                .iter()
+                .filter(|(k, _)| **k != ns_key)
+                .flat_map(|(k, m)| m.keys().filter(|(n, _)| *n == ns).map(move |(_, name)| (k.clone(), name.clone())))
+                .collect();
+            let empty = contents.is_empty();
+            for (key, name) in contents {
+                self.delete(tx, &key, &ns, &name, Propagation::Background);
+            }
+            let ns_obj = self.get(&ns_key, "", &ns).cloned();
+            let blocked = ns_obj.as_ref().is_some_and(|n| n["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()));
+            if empty && !blocked {
+                self.remove(tx, &ns_key, "", &ns, Propagation::Background);
+            }
+        }
+    }
+
+    fn create_namespace_defaults(&mut self, tx: &broadcast::Sender<Arc<Event>>, ns: &str) {
+        let Some(rt) = self.type_for(&ResourceKey { group: String::new(), plural: "serviceaccounts".into() }) else { return };
+        let sa = json!({"metadata": {"name": "default", "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": now_rfc3339()}});
+        self.put(tx, &rt, ns, "default", sa, EventType::Added, None);
+    }
+
+    fn register_crd(&mut self, crd: &Value) {
+        let Ok(new_types) = resources::from_crd(crd) else { return };
+        if let Some(first) = new_types.first() {
+            let key = first.key();
+            self.types.retain(|t| t.key() != key);
+        }
+        self.types.extend(new_types);
+    }
+
+    fn unregister_crd(&mut self, tx: &broadcast::Sender<Arc<Event>>, crd: &Value) {
+        let Ok(types) = resources::from_crd(crd) else { return };
+        let Some(key) = types.first().map(|t| t.key()) else { return };
+        if let Some(objs) = self.objects.remove(&key) {
+            for (_, mut obj) in objs {
+                self.rv += 1;
+                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.record(tx, Event { rv: self.rv, key: key.clone(), kind: EventType::Deleted, object: obj, old: None });
+            }
+        }
+        self.types.retain(|t| t.key() != key);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+
+fn setup() -> (Arc<Store>, impl Fn(&str) -> ResourceType) {
+    let store = Store::new();
+    let s2 = store.clone();
+    let ty = move |plural: &str| s2.types().into_iter().find(|t| t.plural == plural).unwrap();
+    let ns = ty("namespaces");
+    store.create(&ns, "", json!({"metadata": {"name": "app"}}), &WriteOpts::default()).unwrap();
+    (store, ty)
+}
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})
+}
+
+#[test]
+fn create_stamps_metadata_and_rejects_duplicates() {
+    let (store, ty) = setup();
+    let cms = ty("configmaps");
+    let o = store.create(&cms, "app", cm("a"), &WriteOpts::default()).unwrap();
+    assert_eq!(o["metadata"]["namespace"], "app");
+    assert!(o["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(o["metadata"]["resourceVersion"].is_string());
+    assert_eq!(o["metadata"]["generation"], 1);
+    assert!(matches!(store.create(&cms, "app", cm("a"), &WriteOpts::default()), Err(ApiError::AlreadyExists(_))));
+    let err = store.create(&cms, "app", json!({"metadata": {}}), &WriteOpts::default()).unwrap_err();
+    assert_eq!(err.code(), 422);
+    let gen = store.create(&cms, "app", json!({"metadata": {"generateName": "x-"}}), &WriteOpts::default()).unwrap();
+    assert!(gen["metadata"]["name"].as_str().unwrap().starts_with("x-"));
+    assert_eq!(store.create(&cms, "nope", cm("b"), &WriteOpts::default()).unwrap_err().code(), 404);
+    // The namespace got its default service account.
+    assert!(store.get(&ty("serviceaccounts"), "app", "default").is_ok());
+}
+
+#[test]
+fn update_checks_resource_version_and_bumps_generation() {
+    let (store, ty) = setup();
+    let deps = ty("deployments");
+    let d = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "template": {}}});
+    let created = store.create(&deps, "app", d, &WriteOpts::default()).unwrap();
+    let mut next = created.clone();
+    next["spec"]["replicas"] = json!(3);
+    let updated = store.update(&deps, "app", "d", next.clone(), None, &WriteOpts::default()).unwrap();
+    assert_eq!(updated["metadata"]["generation"], 2);
+    let err = store.update(&deps, "app", "d", next, None, &WriteOpts::default()).unwrap_err();
+    assert_eq!(err.code(), 409);
+    // Status writes through the main resource are ignored, and do not bump generation.
+    let mut st = updated.clone();
+    st["status"] = json!({"replicas": 3});
+    let after = store.update(&deps, "app", "d", st.clone(), Some("status"), &WriteOpts::default()).unwrap();
+    assert_eq!(after["status"]["replicas"], 3);
+    assert_eq!(after["metadata"]["generation"], 2);
+}
+
+#[test]
+fn finalizers_delay_deletion() {
+    let (store, ty) = setup();
+    let cms = ty("configmaps");
+    let mut o = cm("f");
+    o["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    store.create(&cms, "app", o, &WriteOpts::default()).unwrap();
+    let marked = store.delete(&cms, "app", "f", &DeleteOpts::default()).unwrap();
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let mut cur = store.get(&cms, "app", "f").unwrap();
+    cur["metadata"]["finalizers"] = json!([]);
+    store.update(&cms, "app", "f", cur, None, &WriteOpts::default()).unwrap();
+    assert_eq!(store.get(&cms, "app", "f").unwrap_err().code(), 404);
+}
+
+#[test]
+fn namespace_deletion_and_owner_garbage_collection() {
+    let (store, ty) = setup();
+    let rs = ty("replicasets");
+    let pods = ty("pods");
+    let owner = store.create(&rs, "app", json!({"metadata": {"name": "rs"}, "spec": {}}), &WriteOpts::default()).unwrap();
+    let uid = owner["metadata"]["uid"].clone();
+    let pod = json!({"metadata": {"name": "p", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid}]},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    store.create(&pods, "app", pod, &WriteOpts::default()).unwrap();
+    store.delete(&rs, "app", "rs", &DeleteOpts::default()).unwrap();
+    assert_eq!(store.get(&pods, "app", "p").unwrap_err().code(), 404, "dependent pod is collected");
+
+    store.create(&ty("configmaps"), "app", cm("c"), &WriteOpts::default()).unwrap();
+    store.delete(&ty("namespaces"), "", "app", &DeleteOpts::default()).unwrap();
+    assert_eq!(store.get(&ty("namespaces"), "", "app").unwrap()["status"]["phase"], "Terminating");
+    assert_eq!(store.create(&ty("configmaps"), "app", cm("d"), &WriteOpts::default()).unwrap_err().code(), 403);
+    store.background_pass();
+    store.background_pass();
+    assert_eq!(store.get(&ty("configmaps"), "app", "c").unwrap_err().code(), 404);
+    assert_eq!(store.get(&ty("namespaces"), "", "app").unwrap_err().code(), 404);
+}
+
+#[test]
+fn list_pages_with_continue_and_selectors() {
+    let (store, ty) = setup();
+    let cms = ty("configmaps");
+    for i in 0..5 {
+        let mut o = cm(&format!("c{i}"));
+        o["metadata"]["labels"] = json!({"even": (i % 2 == 0).to_string()});
+        store.create(&cms, "app", o, &WriteOpts::default()).unwrap();
+    }
+    let none = FieldSelector::default();
+    let page1 = store.list(&cms, Some("app"), &LabelSelector::default(), &none, Some(2), None).unwrap();
+    assert_eq!(page1.items.len(), 2);
+    let token = page1.continue_token.unwrap();
+    let page2 = store.list(&cms, Some("app"), &LabelSelector::default(), &none, Some(10), Some(&token)).unwrap();
+    assert_eq!(page2.items.len(), 3);
+    assert!(page2.continue_token.is_none());
+    let even = store.list(&cms, None, &LabelSelector::parse("even=true").unwrap(), &none, None, None).unwrap();
+    assert_eq!(even.items.len(), 3);
+}
+
+#[test]
+fn watch_replays_from_version_and_expires() {
+    let (store, ty) = setup();
+    let cms = ty("configmaps");
+    let a = store.create(&cms, "app", cm("a"), &WriteOpts::default()).unwrap();
+    let rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    store.create(&cms, "app", cm("b"), &WriteOpts::default()).unwrap();
+    let w = store.watch(&cms, Some(rv), false, None).unwrap();
+    assert_eq!(w.replay.len(), 1);
+    assert_eq!(w.replay[0].object["metadata"]["name"], "b");
+    store.compact();
+    assert_eq!(store.watch(&cms, Some(rv), false, None).err().map(|e| e.code()), Some(410));
+}
+
+#[test]
+fn crds_serve_new_types_and_take_their_objects_with_them() {
+    let (store, ty) = setup();
+    let crds = ty("customresourcedefinitions");
+    let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget", "singular": "widget"},
+        "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}}]}});
+    let created = store.create(&crds, "", crd, &WriteOpts::default()).unwrap();
+    assert_eq!(created["status"]["conditions"][1]["type"], "Established");
+    let widgets = store.resolve("example.com", "v1", "widgets").expect("type served");
+    store.create(&widgets, "app", json!({"metadata": {"name": "w"}, "spec": {"size": 1}}), &WriteOpts::default()).unwrap();
+    store.delete(&crds, "", "widgets.example.com", &DeleteOpts::default()).unwrap();
+    assert!(store.resolve("example.com", "v1", "widgets").is_none());
+}
