@@ -8,9 +8,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ns="smoke-$$"
 
-# (Typed `kubectl create <kind>` generators send protobuf, which kube-sim does not decode;
-# apply sends JSON.)
-printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$ns" | k apply -f -
+k create namespace "$ns"
+k create secret generic creds -n "$ns" --from-literal=password=s3cret
+[ "$(k get secret creds -n "$ns" -o jsonpath='{.data.password}' | base64 -d)" = s3cret ] || fail "secret data"
 manifest() {
 cat <<YAML
 apiVersion: v1

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod kubelet;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

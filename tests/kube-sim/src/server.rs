@@ -182,7 +182,7 @@ async fn body_json(req: Request) -> ApiResult<(HeaderMap, Vec<u8>)> {
 
 fn parse_object(ct: &str, bytes: &[u8]) -> ApiResult<Value> {
     if ct.contains("protobuf") {
-        return Err(ApiError::UnsupportedMediaType("the simulator accepts JSON and YAML bodies only".into()));
+        return crate::protobuf::decode(bytes).map_err(ApiError::UnsupportedMediaType);
     }
     let v: Value = if ct.contains("yaml") {
         serde_yaml::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("invalid YAML body: {e}")))?

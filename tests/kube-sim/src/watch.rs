@@ -16,7 +16,7 @@ use crate::server::{AppState, Query};
 use crate::store::{present, Event, EventType};
 use crate::table::{self, IncludeObject};
 
-const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Filter {

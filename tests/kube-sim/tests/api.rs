@@ -230,3 +230,36 @@ async fn deleting_a_namespace_removes_its_objects() {
     eventually("namespace gone to be removed", || async { nss.get_opt("gone").await.unwrap().is_none() }).await;
     assert!(cms.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
+
+#[tokio::test]
+async fn watch_sends_bookmarks_and_ends_at_its_timeout() {
+    let (_sim, client, _dir) = sim().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let start = std::time::Instant::now();
+    let events: Vec<_> = cms.watch(&WatchParams::default().timeout(3), "0").await.unwrap().collect().await;
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8), "watch lasted {elapsed:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Ok(WatchEvent::Bookmark(b)) if !b.metadata.resource_version.is_empty())),
+        "no bookmark in {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_objects_are_rejected_with_api_errors() {
+    let (_sim, client, _dir) = sim().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let nameless: ConfigMap = serde_json::from_value(json!({"metadata": {}})).unwrap();
+    let err = cms.create(&PostParams::default(), &nameless).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.reason == "Invalid"), "{err:?}");
+    // A body that is not JSON at all is a 400, as on a real API server.
+    let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(b"{not json".to_vec())
+        .unwrap();
+    let err = client.request::<ConfigMap>(req).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
+    let missing = Api::<ConfigMap>::namespaced(client.clone(), "no-such-ns");
+    let err = missing.create(&PostParams::default(), &cm("x", json!({}))).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
+}

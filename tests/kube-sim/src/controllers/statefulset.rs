@@ -81,7 +81,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let owner = controller_ref(sts.as_ref())?;
     for o in 0..replicas {
         if let Some(p) = by_ordinal.get(&o) {
-            if !parallel && !(is_ready(p) && !terminating(p)) {
+            if !parallel && (!is_ready(p) || terminating(p)) {
                 break;
             }
             continue;

@@ -80,10 +80,8 @@ pub fn join_inside(base: &Path, container_path: &str) -> PathBuf {
     for c in Path::new(container_path).components() {
         match c {
             Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                if out != base {
-                    out.pop();
-                }
+            Component::ParentDir if out != base => {
+                out.pop();
             }
             _ => {}
         }

@@ -190,7 +190,7 @@ impl PodView {
         self.set("Ready", ready, reason, message);
     }
 
-    pub fn to_json(&mut self) -> Value {
+    pub fn render(&mut self) -> Value {
         self.refresh_conditions();
         let conditions: Vec<Value> = self
             .conditions
@@ -249,14 +249,14 @@ mod tests {
             pod_ip("u"),
             "172.18.0.2".into(),
         );
-        let s: PodStatus = serde_json::from_value(view.to_json()).unwrap();
+        let s: PodStatus = serde_json::from_value(view.render()).unwrap();
         assert_eq!(condition(&s, "Initialized"), "False");
         assert_eq!(condition(&s, "Ready"), "False");
 
         view.init[0].exited(term(0), false);
         view.main[0].state = State::Running { started_at: now() };
         view.phase = "Running";
-        let s: PodStatus = serde_json::from_value(view.to_json()).unwrap();
+        let s: PodStatus = serde_json::from_value(view.render()).unwrap();
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(condition(&s, "Initialized"), "True");
         assert_eq!(condition(&s, "Ready"), "True");

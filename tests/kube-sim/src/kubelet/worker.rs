@@ -209,7 +209,7 @@ impl Worker {
 
     /// Reports the status; Err when the pod is gone or the worker was stopped.
     async fn publish(&mut self) -> Result<(), &'static str> {
-        let body = json!({"status": self.view.to_json()});
+        let body = json!({"status": self.view.render()});
         for attempt in 0..5 {
             self.stopped()?;
             match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
