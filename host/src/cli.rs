@@ -1,0 +1,124 @@
+//! Command-line interface: `stowage <command>`, kubectl-like.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::cluster::ClusterArgs;
+use crate::install::InstallArgs;
+use crate::server::ServerArgs;
+
+/// Back up and restore Kubernetes applications: objects, volume data and application-aware
+/// hooks.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Log more (-v: info, -vv: debug, -vvv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install Stowage (CRDs, RBAC, server, node agents, storage location) into a cluster.
+    Install(Box<InstallArgs>),
+    /// Run the Stowage server: the controllers for backups, restores, schedules and locations.
+    Server(ServerArgs),
+    /// Print the client version.
+    Version,
+    /// Print a shell completion script, e.g. `source <(stowage completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the CustomResourceDefinitions generated from the API types, one file per kind.
+    #[command(hide = true)]
+    Crdgen {
+        /// Directory to write into (relative to the current directory).
+        #[arg(long, default_value = "deploy/crds")]
+        out: PathBuf,
+        /// Only check that the files in the directory are up to date.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Logs go to stderr: stdout carries command output (YAML, JSON, tables).
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("Client: v{}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "stowage", &mut script);
+            write_stdout(&script).context("writing the completion script")
+        }
+        Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
+        Command::Server(args) => crate::server::run(args),
+        Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),
+    }
+}
+
+/// Writes command output; a closed pipe (`stowage ... | head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn crdgen_is_hidden_but_parses() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("crdgen"), "{help}");
+        let cli = Cli::try_parse_from(["stowage", "crdgen", "--out", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::Crdgen { check: false, .. }));
+    }
+
+    #[test]
+    fn completion_scripts_generate() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "stowage", &mut buf);
+            let script = String::from_utf8(buf).unwrap();
+            assert!(script.contains("install"), "{shell}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Object stores for Stowage: where backup archives, their metadata and restic repositories
+//! live. [`ObjectStore`] is the interface; [`S3Store`] (any S3-compatible server) and
+//! [`FsStore`] (a local directory) implement it; [`open`] builds one from a
+//! BackupStorageLocation's provider, bucket, prefix and config.
+//!
+//! Keys are `/`-separated and relative to the location's prefix: `backups/nightly/nightly.tar.zst`.
+
+mod credentials;
+mod error;
+mod fs;
+mod key;
+mod location;
+mod s3;
+
+pub use credentials::S3Credentials;
+pub use error::{Result, StorageError};
+pub use fs::FsStore;
+pub use location::{open, LocationSpec};
+pub use s3::{S3Config, S3Store, DEFAULT_PART_SIZE, DEFAULT_REGION};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::SystemTime;
+use tokio::io::AsyncRead;
+
+/// A readable object body.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// One object as listed or looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative to the location's prefix.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// A storage location's objects. Implementations are cheap to share: use `Arc<dyn ObjectStore>`.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// The BackupStorageLocation name, as used in error messages.
+    fn location(&self) -> &str;
+
+    /// Writes a whole object, replacing any previous one.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Writes an object from a reader without holding it all in memory (multipart upload on
+    /// S3). `size_hint` lets very large objects pick bigger parts. Returns the bytes written.
+    /// On error nothing is left behind: no partial object, no pending upload.
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        size_hint: Option<u64>,
+    ) -> Result<u64>;
+
+    /// Reads a whole object; [`StorageError::NotFound`] when it does not exist.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Opens an object for streaming; [`StorageError::NotFound`] when it does not exist.
+    async fn get_stream(&self, key: &str) -> Result<ObjectReader>;
+
+    /// Size and modification time; [`StorageError::NotFound`] when it does not exist.
+    async fn head(&self, key: &str) -> Result<ObjectInfo>;
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object whose key starts with `prefix` (a plain string prefix, `""` for all),
+    /// sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// The names of the "directories" directly under `prefix` (`""`, `"backups"` or
+    /// `"backups/"`), sorted: `list_dirs("backups")` gives `["daily", "nightly"]`.
+    async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Deletes an object. Deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Deletes every object whose key starts with `prefix`; returns how many were deleted.
+    /// An empty prefix is refused: wiping a whole location takes an explicit loop over `list`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64>;
+
+    /// Verifies the location is reachable, exists and can be listed with these credentials
+    /// (a BackupStorageLocation is Available when this succeeds).
+    async fn check(&self) -> Result<()>;
+}

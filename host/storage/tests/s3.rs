@@ -1,0 +1,293 @@
+//! S3Store against a real S3 server: moto on loopback (see stowage-test-support), or the
+//! server named by STOWAGE_TEST_S3_ENDPOINT.
+
+mod common;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use bytes::Bytes;
+use common::{digest, exercise_store, FailingReader, PatternReader};
+use std::time::Instant;
+use stowage_storage::{ObjectStore, S3Config, S3Credentials, S3Store, StorageError};
+use stowage_test_support::{unique_name, S3Server};
+
+fn config(server: &S3Server, bucket: &str, prefix: Option<&str>) -> S3Config {
+    let mut config = S3Config::new("default", bucket);
+    config.prefix = prefix.map(str::to_string);
+    config.region = server.region().to_string();
+    config.endpoint = Some(server.endpoint().to_string());
+    config.force_path_style = true;
+    config.credentials = Some(S3Credentials::new(server.access_key(), server.secret_key()));
+    config
+}
+
+/// A store on a fresh bucket of the shared server.
+async fn fresh_store(prefix: Option<&str>) -> S3Store {
+    let server = S3Server::shared();
+    let store = S3Store::new(config(server, &unique_name("stowage-test"), prefix)).unwrap();
+    store.create_bucket().await.unwrap();
+    store
+}
+
+/// The SDK without our wrapper, to look at the bucket independently.
+fn raw_client(server: &S3Server) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(server.region().to_string()))
+        .endpoint_url(server.endpoint())
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            server.access_key(),
+            server.secret_key(),
+            None,
+            None,
+            "test",
+        ))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[tokio::test]
+async fn behaves_like_an_object_store_under_a_prefix() {
+    let store = fresh_store(Some("/cluster-a/")).await;
+    store.check().await.unwrap();
+    exercise_store(&store).await;
+
+    // The prefix is really applied in the bucket, and hidden from callers.
+    let unprefixed = S3Store::new(config(S3Server::shared(), store.bucket(), None)).unwrap();
+    let keys: Vec<_> = unprefixed
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["cluster-a/restic/ns1/config", "cluster-a/top.txt"]);
+    assert_eq!(unprefixed.list_dirs("").await.unwrap(), ["cluster-a"]);
+}
+
+#[tokio::test]
+async fn listing_and_deleting_go_past_one_page() {
+    let store = fresh_store(None).await;
+    // More than one ListObjectsV2 page and one DeleteObjects batch (1000 each).
+    let count = 1010;
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(count / 8 + 1) {
+        let (store, chunk) = (store.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for i in chunk {
+                store
+                    .put(
+                        &format!("restic/ns/data/{i:04}"),
+                        Bytes::from(i.to_string()),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    store
+        .put("restic/other/config", Bytes::from_static(b"keep"))
+        .await
+        .unwrap();
+    tasks.join_all().await;
+
+    let listed = store.list("restic/ns/").await.unwrap();
+    assert_eq!(listed.len(), count);
+    assert_eq!(listed[1009].key, "restic/ns/data/1009");
+    assert_eq!(listed[1009].size, 4);
+    assert_eq!(
+        store.delete_prefix("restic/ns/").await.unwrap(),
+        count as u64
+    );
+    let left: Vec<_> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["restic/other/config"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_200_mib_with_multipart_upload() {
+    let store = fresh_store(Some("big")).await;
+    let len: u64 = 200 << 20;
+    let started = Instant::now();
+    let written = store
+        .put_stream(
+            "backups/b/b.tar.zst",
+            &mut PatternReader::new(len),
+            Some(len),
+        )
+        .await
+        .unwrap();
+    let upload = started.elapsed();
+    assert_eq!(written, len);
+    assert_eq!(store.head("backups/b/b.tar.zst").await.unwrap().size, len);
+
+    let started = Instant::now();
+    let got = digest(store.get_stream("backups/b/b.tar.zst").await.unwrap()).await;
+    let download = started.elapsed();
+    assert_eq!(got, digest(PatternReader::new(len)).await);
+    eprintln!("200 MiB: upload {upload:.2?}, download+sha256 {download:.2?}");
+
+    // It went up in parts (moto reports a multipart ETag as "<md5>-<parts>").
+    let raw = raw_client(S3Server::shared());
+    let head = raw
+        .head_object()
+        .bucket(store.bucket())
+        .key("big/backups/b/b.tar.zst")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap_or_default().ends_with("-25\""),
+        "{:?}",
+        head.e_tag()
+    );
+}
+
+#[tokio::test]
+async fn small_streams_are_single_puts() {
+    let store = fresh_store(None).await;
+    let written = store
+        .put_stream("small", &mut &b"tiny body"[..], None)
+        .await
+        .unwrap();
+    assert_eq!(written, 9);
+    assert_eq!(store.get("small").await.unwrap(), &b"tiny body"[..]);
+}
+
+#[tokio::test]
+async fn failed_stream_aborts_the_multipart_upload() {
+    let store = fresh_store(None).await;
+    let err = store
+        .put_stream(
+            "backups/b/b.tar.zst",
+            &mut FailingReader::new(20 << 20),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("simulated producer failure"),
+        "{err}"
+    );
+    assert!(!store.exists("backups/b/b.tar.zst").await.unwrap());
+
+    let raw = raw_client(S3Server::shared());
+    let uploads = raw
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "left behind: {:?}",
+        uploads.uploads()
+    );
+}
+
+#[tokio::test]
+async fn missing_bucket_names_the_location_and_what_to_fix() {
+    let server = S3Server::shared();
+    let store = S3Store::new(config(server, "no-such-bucket-stowage", None)).unwrap();
+    let expected = format!(
+        "storage location \"default\": bucket \"no-such-bucket-stowage\" does not exist at {}; \
+         create it or fix spec.objectStorage.bucket",
+        server.endpoint()
+    );
+    let check = store.check().await.unwrap_err();
+    assert!(
+        matches!(check, StorageError::BucketNotFound { .. }),
+        "{check:?}"
+    );
+    assert_eq!(check.to_string(), expected);
+    let get = store.get("backups/x").await.unwrap_err();
+    assert!(
+        !get.is_not_found(),
+        "a missing bucket is not a missing object: {get:?}"
+    );
+    assert_eq!(get.to_string(), expected);
+    assert_eq!(
+        store.put("x", Bytes::new()).await.unwrap_err().to_string(),
+        expected
+    );
+    assert_eq!(store.list("").await.unwrap_err().to_string(), expected);
+}
+
+#[tokio::test]
+async fn bad_credentials_are_access_denied() {
+    let server = S3Server::start_with_auth().unwrap();
+    let good = S3Store::new(config(&server, &unique_name("stowage-auth"), None)).unwrap();
+    good.create_bucket().await.unwrap();
+    good.put("backups/x", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    good.check().await.unwrap();
+
+    let mut unknown_key = config(&server, good.bucket(), None);
+    unknown_key.credentials = Some(S3Credentials::new("AKIAMADEUPKEY0000000", "whatever"));
+    let mut wrong_secret = config(&server, good.bucket(), None);
+    wrong_secret.credentials = Some(S3Credentials::new(server.access_key(), "wrong-secret"));
+
+    for (config, code) in [
+        (unknown_key, "InvalidAccessKeyId"),
+        (wrong_secret, "SignatureDoesNotMatch"),
+    ] {
+        let store = S3Store::new(config).unwrap();
+        let expected = format!(
+            "storage location \"default\": access denied ({code}); check the credentials Secret"
+        );
+        let check = store.check().await.unwrap_err();
+        assert!(
+            matches!(check, StorageError::AccessDenied { .. }),
+            "{check:?}"
+        );
+        assert_eq!(check.to_string(), expected);
+        assert_eq!(
+            store.get("backups/x").await.unwrap_err().to_string(),
+            expected
+        );
+        // HEAD replies carry no error code; still access denied, not "not found".
+        let head = store.head("backups/x").await.unwrap_err();
+        assert!(
+            matches!(head, StorageError::AccessDenied { .. }),
+            "{head:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_a_clear_connection_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut config = S3Config::new("default", "velero");
+    config.endpoint = Some(endpoint.clone());
+    config.force_path_style = true;
+    config.credentials = Some(S3Credentials::new("a", "b"));
+    let store = S3Store::new(config).unwrap();
+    let err = store.check().await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
+    assert!(
+        message.starts_with(&format!(
+            "storage location \"default\": cannot reach {endpoint}: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "{message}"
+    );
+    assert!(message.ends_with("check spec.config.s3Url and that the server is reachable"));
+}
