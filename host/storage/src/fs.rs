@@ -85,19 +85,9 @@ impl FsStore {
         path: &Path,
         body: &mut (dyn AsyncRead + Send + Unpin),
     ) -> Result<u64> {
-        let parent = path
-            .parent()
-            .expect("a validated key has a parent (the root)");
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| self.io_err(format!("creating the directory for \"{key}\""), e))?;
         let tmp = temp_path(path);
         let written = async {
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .await?;
+            let mut file = create_in_dir(&tmp).await?;
             let mut reader = BufReader::with_capacity(COPY_BUFFER, body);
             let n = tokio::io::copy_buf(&mut reader, &mut file).await?;
             file.flush().await?;
@@ -125,6 +115,27 @@ impl FsStore {
                 break; // not empty (or already gone): stop climbing
             }
             dir = d.parent();
+        }
+    }
+}
+
+/// Creates `path` and its missing parent directories. Retries because a concurrent `delete`
+/// may prune the directory between the two steps.
+async fn create_in_dir(path: &Path) -> io::Result<tokio::fs::File> {
+    let parent = path
+        .parent()
+        .expect("a validated key has a parent (the root)");
+    let mut attempts = 0;
+    loop {
+        tokio::fs::create_dir_all(parent).await?;
+        let opened = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await;
+        match opened {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+            other => return other,
         }
     }
 }
