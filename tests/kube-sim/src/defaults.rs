@@ -74,6 +74,7 @@ pub fn on_create(group: &str, plural: &str, obj: &mut Value, ctx: &Context) {
             );
         }
         ("apps", "statefulsets") | ("apps", "replicasets") => set_default(&mut obj["spec"], "replicas", json!(1)),
+        ("batch", "jobs") => default_job(obj),
         _ => {}
     }
     on_write(group, plural, obj);
@@ -98,6 +99,29 @@ fn on_write(group: &str, plural: &str, obj: &mut Value) {
         }
         set_default(obj, "type", json!("Opaque"));
     }
+}
+
+/// Jobs get a selector on their own uid and the matching template labels, unless the user
+/// asked for a manual selector; restores rely on stripping exactly these.
+fn default_job(obj: &mut Value) {
+    if obj["spec"]["manualSelector"].as_bool() == Some(true) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let name = obj["metadata"]["name"].clone();
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("job-name", &name),
+    ] {
+        labels[k] = v.clone();
+    }
+    set_default(&mut obj["spec"], "completions", json!(1));
+    set_default(&mut obj["spec"], "parallelism", json!(1));
+    set_default(&mut obj["spec"], "backoffLimit", json!(6));
 }
 
 fn default_service(obj: &mut Value, old: Option<&Value>, ctx: &Context) {
@@ -183,6 +207,14 @@ mod tests {
         on_update("", "services", &svc, &mut upd, &ctx());
         assert_eq!(upd["spec"]["clusterIP"], "10.96.0.10");
         assert_eq!(upd["spec"]["ports"][0]["nodePort"], 30008);
+    }
+
+    #[test]
+    fn jobs_get_a_selector_on_their_uid() {
+        let mut job = json!({"metadata": {"name": "j", "uid": "u-1"}, "spec": {"template": {"spec": {}}}});
+        on_create("batch", "jobs", &mut job, &ctx());
+        assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u-1");
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["job-name"], "j");
     }
 
     #[test]

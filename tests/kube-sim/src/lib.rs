@@ -91,6 +91,9 @@ impl KubeSim {
         })];
         tasks.push(state.spawn_background());
         let mut sim = KubeSim { addr, config: config.clone(), exec, state, tasks };
+        // Containers run as local processes find the simulator through this file (and never
+        // fall back to the developer's own kubeconfig).
+        sim.write_kubeconfig(&config.kubelet_root.join("kubeconfig"))?;
         if config.run_controllers {
             let client = sim.client().await?;
             sim.tasks.extend(controllers::spawn_all(client, config.clone()));

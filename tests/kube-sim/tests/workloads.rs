@@ -461,3 +461,23 @@ async fn a_node_agent_reads_pod_volumes_through_its_kubelet_host_path() {
     .await;
     assert_eq!(text, "backup me");
 }
+
+#[tokio::test]
+async fn failing_init_container_is_retried_when_the_pod_restarts() {
+    let sim = Sim::start_with(|c| {
+        c.images.insert("busybox".into(), "/bin/sh".into());
+    })
+    .await;
+    // Fails on the first run, succeeds on the second (its rootfs survives the restart).
+    let flaky = "if [ -f tried ]; then exit 0; fi; touch tried; echo not yet; exit 1";
+    let spec = PodSpecBuilder::default()
+        .init_container(ContainerBuilder::new("wait", "busybox").command(&["-c", flaky]))
+        .container(ContainerBuilder::new("app", "nginx"));
+    let _: Pod = sim.create(spec.pod("default", "flaky")).await;
+    let pods: Api<Pod> = sim.api("default");
+    let pod = running_pods(&pods, "", 1).await.remove(0);
+    let init = &pod.status.unwrap().init_container_statuses.unwrap()[0];
+    assert_eq!(init.restart_count, 1);
+    assert_eq!(init.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 1);
+    assert_eq!(init.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 0);
+}

@@ -109,7 +109,7 @@ struct Condition {
     since: String,
 }
 
-/// Everything the kubelet reports for a pod; `to_json` gives the whole `status`.
+/// Everything the kubelet reports for a pod; `render` gives the whole `status`.
 #[derive(Clone, Debug)]
 pub struct PodView {
     pub uid: String,

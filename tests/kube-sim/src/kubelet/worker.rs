@@ -69,6 +69,11 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: watch::Receiver<bool>) {
     let main_reason = if init.is_empty() { "ContainerCreating" } else { "PodInitializing" };
     let main = waiting(&spec.containers, main_reason);
     let view = PodView::new(&uid, init, main, status::pod_ip(&uid), ctx.host_ip.clone());
+    // So that downward-API references to the pod's IPs resolve for local processes.
+    let mut pod = pod;
+    let st = pod.status.get_or_insert_with(Default::default);
+    st.pod_ip = Some(view.pod_ip.clone());
+    st.host_ip = Some(view.host_ip.clone());
     let mut w = Worker {
         api: Api::namespaced(ctx.client.clone(), &ns),
         ctx,
