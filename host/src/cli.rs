@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
 
 use crate::cluster::ClusterArgs;
+use crate::commands::{backup::BackupArgs, location::LocationArgs, restore::RestoreArgs};
 use crate::install::InstallArgs;
 use crate::server::ServerArgs;
 
@@ -33,6 +34,12 @@ pub enum Command {
     Install(Box<InstallArgs>),
     /// Run the Stowage server: the controllers for backups, restores, schedules and locations.
     Server(ServerArgs),
+    /// Create, list, describe, read the logs of, download and delete backups.
+    Backup(BackupArgs),
+    /// Restore backups; list and describe restores and read their logs.
+    Restore(RestoreArgs),
+    /// Add and list the storage locations backups are kept in.
+    BackupLocation(LocationArgs),
     /// Print the client version.
     Version,
     /// Print a shell completion script, e.g. `source <(stowage completion bash)`.
@@ -77,8 +84,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_stdout(&script).context("writing the completion script")
         }
         Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
-        Command::Server(args) => crate::server::run(args),
+        Command::Server(args) => runtime()?.block_on(crate::server::run(args, &cli.cluster)),
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),
+        Command::Backup(args) => runtime()?.block_on(crate::commands::backup::run(args, &cli.cluster)),
+        Command::Restore(args) => runtime()?.block_on(crate::commands::restore::run(args, &cli.cluster)),
+        Command::BackupLocation(args) => runtime()?.block_on(crate::commands::location::run(args, &cli.cluster)),
     }
 }
 

@@ -1,8 +1,12 @@
-//! The `stowage` binary's library: the CLI, the install, CRD generation and (later) the
-//! controllers. Kept as a library so the end-to-end suites can drive it directly.
+//! The `stowage` binary's library: the CLI, the install, CRD generation and the controllers.
+//! Kept as a library so the end-to-end suites can drive it directly.
 
+pub mod backup;
 pub mod cli;
 pub mod cluster;
+pub mod commands;
 pub mod crdgen;
+pub mod discovery;
 pub mod install;
+pub mod restore;
 pub mod server;

@@ -193,12 +193,11 @@ impl Item {
     pub fn new(mut object: Value, info: &ApiResourceInfo) -> Result<Item, ItemError> {
         let resource = info.group_resource().to_string();
         let name = meta_str(&object, "name").ok_or(ItemError::MissingName { resource: resource.clone() })?;
-        let namespace = match info.namespaced {
-            true => Some(meta_str(&object, "namespace").ok_or_else(|| ItemError::MissingNamespace {
-                resource: resource.clone(),
-                name: name.clone(),
-            })?),
-            false => None,
+        let namespace = if info.namespaced {
+            let missing = || ItemError::MissingNamespace { resource: resource.clone(), name: name.clone() };
+            Some(meta_str(&object, "namespace").ok_or_else(missing)?)
+        } else {
+            None
         };
         if let Some(map) = object.as_object_mut() {
             map.entry("apiVersion").or_insert_with(|| Value::String(info.api_version()));
@@ -216,7 +215,11 @@ impl Item {
     }
 
     /// An object read from an archive: the type comes from the object itself.
-    pub fn from_archive(group_resource: &GroupResource, namespace: Option<&str>, object: Value) -> Result<Item, ItemError> {
+    pub fn from_archive(
+        group_resource: &GroupResource,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Item, ItemError> {
         let resource = group_resource.to_string();
         let name = meta_str(&object, "name").ok_or(ItemError::MissingName { resource: resource.clone() })?;
         let (api_version, kind) = match (object.get("apiVersion"), object.get("kind")) {

@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn contradictions_are_rejected_with_the_names() {
         let err = filter(&["shop"], &["sh*"]).unwrap_err();
-        assert_eq!(err.to_string(), "namespace \"shop\" is both included and excluded (by \"sh*\"); remove it from one of the lists");
+        assert_eq!(
+            err.to_string(),
+            "namespace \"shop\" is both included and excluded (by \"sh*\"); remove it from one of the lists"
+        );
         assert!(matches!(filter(&["*", "a"], &[]), Err(SelectionError::StarWithOthers { .. })));
         assert!(matches!(filter(&[], &["*"]), Err(SelectionError::ExcludesEverything { .. })));
         let err = filter(&["Shop"], &[]).unwrap_err().to_string();

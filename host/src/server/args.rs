@@ -1,5 +1,4 @@
-//! `stowage server`: the controllers. Its flags are fixed here so that installs made now keep
-//! working when the controllers land.
+//! `stowage server` flags.
 
 use std::net::SocketAddr;
 
@@ -19,19 +18,17 @@ pub struct ServerArgs {
     /// The TTL of backups that do not set one (Go duration).
     #[arg(long, default_value = stowage_api::duration::DEFAULT_BACKUP_TTL, value_parser = parse_duration)]
     pub default_backup_ttl: String,
+    /// How often storage locations are checked and synced (Go duration; default 30s).
+    #[arg(long, value_parser = parse_period)]
+    pub location_check_period: Option<std::time::Duration>,
+}
+
+fn parse_period(value: &str) -> Result<std::time::Duration, String> {
+    stowage_api::duration::parse(value).map_err(|e| e.to_string())
 }
 
 fn parse_duration(value: &str) -> Result<String, String> {
     stowage_api::duration::parse(value).map(|_| value.to_string()).map_err(|e| e.to_string())
-}
-
-pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`stowage server` is not implemented in this build (namespace {:?}, metrics on {}); \
-         use a release that includes the controllers",
-        args.namespace,
-        args.metrics_address
-    )
 }
 
 #[cfg(test)]
@@ -46,12 +43,12 @@ mod tests {
     }
 
     #[test]
-    fn flags_parse_and_run_fails_clearly() {
-        let h = Harness::try_parse_from(["server", "-n", "backup", "--metrics-address", "127.0.0.1:9000"]).unwrap();
+    fn flags_parse() {
+        let h = Harness::try_parse_from(["server", "-n", "backup", "--metrics-address", "127.0.0.1:9000",
+            "--location-check-period", "2s"]).unwrap();
         assert_eq!(h.args.namespace, "backup");
         assert_eq!(h.args.default_backup_ttl, "720h");
-        let err = run(h.args).unwrap_err().to_string();
-        assert!(err.contains("not implemented"), "{err}");
+        assert_eq!(h.args.location_check_period, Some(std::time::Duration::from_secs(2)));
         assert!(Harness::try_parse_from(["server", "--default-backup-ttl", "30 days"]).is_err());
     }
 }

@@ -1,0 +1,142 @@
+//! Reading an archive: Stowage's `tar.zst` or Velero's `tar.gz`, told apart by magic bytes,
+//! with every entry checked before anything is written to disk.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::extracted::ExtractedArchive;
+use super::{ArchiveError, ItemPath};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The largest entry accepted. etcd stores at most 1.5 MiB per object, so anything far
+/// larger is not an item of a backup; refusing it keeps a crafted archive from filling the disk.
+const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stowage's `.tar.zst`.
+    Zstd,
+    /// Velero's `.tar.gz`.
+    Gzip,
+}
+
+/// One regular file of the archive, read whole (entries are single objects, see
+/// [`MAX_ENTRY_BYTES`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// The path, relative and checked, `/`-separated.
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+impl ArchiveEntry {
+    /// What the path says about the item, if it is one.
+    pub fn item_path(&self) -> Option<ItemPath> {
+        ItemPath::parse(&self.path)
+    }
+}
+
+pub struct ArchiveReader<'a> {
+    archive: tar::Archive<Box<dyn Read + 'a>>,
+    compression: Compression,
+}
+
+impl<'a> ArchiveReader<'a> {
+    /// Detects the compression from the first bytes.
+    pub fn new<R: Read + 'a>(reader: R) -> Result<ArchiveReader<'a>, ArchiveError> {
+        let mut buffered = BufReader::new(reader);
+        let head = buffered.fill_buf()?;
+        let (compression, stream): (Compression, Box<dyn Read + 'a>) = if head.starts_with(&ZSTD_MAGIC) {
+            (Compression::Zstd, Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?))
+        } else if head.starts_with(&GZIP_MAGIC) {
+            (Compression::Gzip, Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+        } else {
+            let magic = head.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+            return Err(ArchiveError::UnknownFormat { magic });
+        };
+        Ok(ArchiveReader { archive: tar::Archive::new(stream), compression })
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Streams the regular files in archive order, failing on the first unsafe entry.
+    pub fn entries(
+        &mut self,
+    ) -> Result<impl Iterator<Item = Result<ArchiveEntry, ArchiveError>> + use<'_, 'a>, ArchiveError> {
+        let entries = self.archive.entries()?;
+        Ok(entries.filter_map(|entry| read_entry(entry).transpose()))
+    }
+
+    /// Extracts into `dir` (which should be empty): regular files and directories only.
+    pub fn extract(mut self, dir: &Path) -> Result<ExtractedArchive, ArchiveError> {
+        for entry in self.archive.entries()? {
+            let mut entry = entry?;
+            let Some(relative) = checked_path(&entry)? else { continue };
+            let target = dir.join(&relative);
+            if entry.header().entry_type().is_dir() {
+                fs::create_dir_all(&target)?;
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            io::copy(&mut (&mut entry).take(MAX_ENTRY_BYTES), &mut File::create(&target)?)?;
+        }
+        ExtractedArchive::open(dir)
+    }
+
+    /// Extracts into a fresh temporary directory, removed when the result is dropped.
+    pub fn extract_to_temp(self) -> Result<ExtractedArchive, ArchiveError> {
+        let temp = tempfile::Builder::new().prefix("stowage-restore-").tempdir()?;
+        let extracted = self.extract(temp.path())?;
+        Ok(extracted.owning(temp))
+    }
+}
+
+fn read_entry<R: Read>(entry: io::Result<tar::Entry<'_, R>>) -> Result<Option<ArchiveEntry>, ArchiveError> {
+    let mut entry = entry?;
+    let Some(relative) = checked_path(&entry)? else { return Ok(None) };
+    if entry.header().entry_type().is_dir() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes)?;
+    let path = relative.to_string_lossy().into_owned();
+    Ok(Some(ArchiveEntry { path, bytes }))
+}
+
+/// The entry's path if it is safe to extract, `None` for entries that carry no file (pax
+/// global headers), an error naming the entry otherwise.
+fn checked_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<PathBuf>, ArchiveError> {
+    let raw = entry.path_bytes();
+    let name = String::from_utf8_lossy(&raw).into_owned();
+    let unsafe_entry = |reason: &str| ArchiveError::UnsafeEntry { entry: name.clone(), reason: reason.to_string() };
+    use tar::EntryType as T;
+    match entry.header().entry_type() {
+        T::Regular | T::Continuous | T::Directory => {}
+        T::XGlobalHeader => return Ok(None),
+        T::Symlink => return Err(unsafe_entry("is a symbolic link")),
+        T::Link => return Err(unsafe_entry("is a hard link")),
+        _ => return Err(unsafe_entry("is not a regular file or directory")),
+    }
+    if entry.header().entry_size()? > MAX_ENTRY_BYTES {
+        return Err(unsafe_entry("is larger than any Kubernetes object (over 64 MiB)"));
+    }
+    if name.starts_with('/') {
+        return Err(unsafe_entry("has an absolute path"));
+    }
+    let mut relative = PathBuf::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(unsafe_entry("has a '..' component")),
+            _ => relative.push(part),
+        }
+    }
+    Ok((!relative.as_os_str().is_empty()).then_some(relative))
+}

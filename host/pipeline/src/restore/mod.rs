@@ -1,0 +1,9 @@
+//! Restore stages, in the order a restore runs them: [`plan`] (filters, namespace mapping,
+//! priorities, modifiers), [`order`], [`transform`] (built-in restore item actions),
+//! [`modifiers`] (the user's resource modifier rules), and [`existing`] (objects already there).
+
+pub mod existing;
+pub mod modifiers;
+pub mod order;
+pub mod plan;
+pub mod transform;

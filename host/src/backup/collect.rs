@@ -1,0 +1,177 @@
+//! Collect: list every resource in scope (paged), take what the selection takes, pull in
+//! related objects, and stream each item into the archive as it comes.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::json;
+use stowage_pipeline::archive::ArchiveWriter;
+use stowage_pipeline::related::{related, Related};
+use stowage_pipeline::{GroupResource, Item, ItemRef};
+
+use super::{patch_status, BackupOutcome, BackupPlan};
+use crate::discovery::{self, Discovered};
+use crate::server::oplog::OperationLog;
+use crate::server::Context;
+
+const PAGE: u32 = 500;
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+struct Collector<'a, W: Write> {
+    plan: &'a BackupPlan,
+    log: &'a OperationLog,
+    writer: ArchiveWriter<W>,
+    seen: HashSet<ItemRef>,
+    related: VecDeque<Related>,
+    out: BackupOutcome,
+    listed: u32,
+}
+
+impl<W: Write> Collector<'_, W> {
+    fn take(&mut self, item: Item) {
+        let item_ref = item.item_ref();
+        if !self.seen.insert(item_ref.clone()) {
+            return;
+        }
+        if let Err(e) = self.writer.add_item(&item) {
+            self.out.outcome.error(item.namespace.as_deref(), format!("writing {item_ref}: {e}"));
+            return;
+        }
+        self.related.extend(related(&item));
+        let key = format!("{}/{}", item.api_version(), item.kind);
+        let entry = match &item.namespace {
+            Some(ns) => format!("{ns}/{}", item.name),
+            None => item.name.clone(),
+        };
+        self.out.resource_list.entry(key).or_default().push(entry);
+        self.out.items += 1;
+    }
+}
+
+fn item_of(obj: DynamicObject, d: &Discovered) -> Result<Item, String> {
+    let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
+    Item::new(value, &d.info).map_err(|e| e.to_string())
+}
+
+/// Lists, filters and writes; returns what was written and what went wrong on the way.
+pub async fn collect_and_write(
+    ctx: &Context,
+    plan: &BackupPlan,
+    log: &OperationLog,
+    file: std::fs::File,
+) -> anyhow::Result<BackupOutcome> {
+    let writer = ArchiveWriter::new(BufWriter::new(file))?;
+    let mut c = Collector {
+        plan,
+        log,
+        writer,
+        seen: HashSet::new(),
+        related: VecDeque::new(),
+        out: BackupOutcome::default(),
+        listed: 0,
+    };
+    let mut last_progress = Instant::now();
+    for d in &plan.resources {
+        if plan.selection.includes_resource(&d.info).is_err() {
+            continue;
+        }
+        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &d.api);
+        let mut lp = ListParams::default().limit(PAGE);
+        loop {
+            let page = match api.list(&lp).await {
+                Ok(p) => p,
+                Err(e) => {
+                    c.out.outcome.error(None, format!("listing {}: {e}", d.info.group_resource()));
+                    break;
+                }
+            };
+            for obj in page.items {
+                c.listed += 1;
+                match item_of(obj, d) {
+                    Ok(item) if plan.selection.includes_item(&item).is_ok() => c.take(item),
+                    Ok(_) => {}
+                    Err(e) => c.out.outcome.warn(None, format!("skipping a {} object: {e}", d.info.group_resource())),
+                }
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                report_progress(ctx, plan, &c).await;
+                last_progress = Instant::now();
+            }
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+                _ => break,
+            }
+        }
+    }
+    take_namespaces(ctx, &mut c).await;
+    take_related(ctx, &mut c).await;
+    let mut sink = c.writer.finish()?;
+    sink.flush()?;
+    c.log.info(format!("backed up {} items ({} listed)", c.out.items, c.listed));
+    Ok(c.out)
+}
+
+async fn report_progress<W: Write>(ctx: &Context, plan: &BackupPlan, c: &Collector<'_, W>) {
+    let progress = json!({"progress": {"totalItems": c.listed.max(c.out.items), "itemsBackedUp": c.out.items}});
+    if let Err(e) = patch_status(ctx, &plan.name, progress).await {
+        tracing::debug!("progress update for backup {}: {e}", plan.name);
+    }
+}
+
+/// The Namespace objects of the namespaces a backup covers, so a restore can recreate them with
+/// their labels and annotations.
+async fn take_namespaces<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
+    let Some(d) = discovery::find(&c.plan.resources, "", "namespaces") else { return };
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &d.api);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => {
+            for obj in list.items {
+                if let Ok(item) = item_of(obj, d) {
+                    if c.plan.selection.includes_related(&item).is_ok() && c.plan.selection.includes_namespace(&item.name).is_ok() {
+                        c.take(item);
+                    }
+                }
+            }
+        }
+        Err(e) => c.out.outcome.error(None, format!("listing namespaces: {e}")),
+    }
+}
+
+/// Objects named by the ones taken: a pod's claims and service account, a claim's volume, a
+/// custom resource's definition.
+async fn take_related<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
+    while let Some(rel) = c.related.pop_front() {
+        if c.seen.contains(&rel.target) {
+            continue;
+        }
+        let GroupResource { group, resource } = &rel.target.group_resource;
+        let Some(d) = discovery::find(&c.plan.resources, group, resource) else {
+            if !rel.may_be_absent() {
+                c.out.outcome.warn(rel.target.namespace.as_deref(), format!("{} is not served by the cluster", rel.target));
+            }
+            continue;
+        };
+        let api: Api<DynamicObject> = match &rel.target.namespace {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &d.api),
+            None => Api::all_with(ctx.client.clone(), &d.api),
+        };
+        match api.get_opt(&rel.target.name).await {
+            Ok(Some(obj)) => match item_of(obj, d) {
+                Ok(item) if c.plan.selection.includes_related(&item).is_ok() => {
+                    c.log.info(format!("including {} ({:?})", rel.target, rel.relation));
+                    c.take(item);
+                }
+                Ok(_) => {}
+                Err(e) => c.out.outcome.warn(rel.target.namespace.as_deref(), format!("{}: {e}", rel.target)),
+            },
+            Ok(None) if rel.may_be_absent() => {}
+            Ok(None) => c.out.outcome.warn(
+                rel.target.namespace.as_deref(),
+                format!("{} is referenced ({:?}) but does not exist", rel.target, rel.relation),
+            ),
+            Err(e) => c.out.outcome.error(rel.target.namespace.as_deref(), format!("getting {}: {e}", rel.target)),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A backup, from its request to its uploaded files:
+//! validate → plan → collect (+ related) → write → upload → status.
+//! Item failures become warnings or errors on the outcome; they never abort the run.
+
+mod collect;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+use stowage_api::{Backup, BackupStorageLocation};
+use stowage_pipeline::{Outcome, ResourceSelection, SelectionOptions};
+use stowage_storage::ObjectStore;
+
+use crate::discovery::{self, Discovered};
+use crate::server::oplog::OperationLog;
+use crate::server::{locations, Context};
+
+/// Everything a backup resolved before it started collecting; never changed afterwards.
+pub struct BackupPlan {
+    pub name: String,
+    pub location: BackupStorageLocation,
+    pub selection: ResourceSelection,
+    pub resources: Vec<Discovered>,
+    pub ttl: std::time::Duration,
+}
+
+/// What a backup run produced, apart from the plan.
+#[derive(Default)]
+pub struct BackupOutcome {
+    pub outcome: Outcome,
+    pub items: u32,
+    /// `apiVersion/Kind` -> `namespace/name` (or `name`), as Velero's resource list has it.
+    pub resource_list: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn status_patch(status: serde_json::Value) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({ "status": status }))
+}
+
+pub async fn patch_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<Backup, kube::Error> {
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.patch_status(name, &PatchParams::default(), &status_patch(status)).await
+}
+
+/// Checks the request and resolves it into a plan; the errors are the backup's validationErrors.
+async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn ObjectStore>), Vec<String>> {
+    let name = backup.name_any();
+    let mut errors = Vec::new();
+    let ttl = backup.spec.ttl_duration().map_err(|e| errors.push(format!("spec.ttl: {e}"))).ok();
+    let location = match locations::resolve(ctx, backup.spec.storage_location.as_deref()).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            errors.push(format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(loc) = &location {
+        if let Err(e) = locations::ensure_writable(loc) {
+            errors.push(format!("backup {name:?}: {e}"));
+        }
+    }
+    let resources = match discovery::discover(&ctx.client).await {
+        Ok(r) => r,
+        Err(e) => return Err(vec![format!("discovering the cluster's resources: {e:#}")]),
+    };
+    let known: Vec<_> = resources.iter().map(|d| d.info.clone()).collect();
+    let selection = ResourceSelection::resolve(&SelectionOptions::from(&backup.spec), &known)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    let store = match &location {
+        Some(loc) if errors.is_empty() => match locations::open(ctx, loc).await {
+            Ok(s) => match s.check().await {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    errors.push(format!("{e}"));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                None
+            }
+        },
+        _ => None,
+    };
+    match (errors.is_empty(), location, selection, ttl, store) {
+        (true, Some(location), Some(selection), Some(ttl), Some(store)) => {
+            Ok((BackupPlan { name, location, selection, resources, ttl }, store))
+        }
+        _ => Err(errors),
+    }
+}
+
+/// Runs a new backup to its end, recording everything in its status.
+pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
+    let name = backup.name_any();
+    let log = OperationLog::new("backup", &name);
+    let started = Instant::now();
+    ctx.metrics.backup_attempts.inc();
+    let (plan, store) = match validate(&ctx, &backup).await {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors {
+                log.error(format!("validation: {e}"));
+            }
+            ctx.metrics.backup_validation_failures.inc();
+            patch_status(&ctx, &name, json!({"phase": "FailedValidation", "validationErrors": errors,
+                "completionTimestamp": locations::now()})).await?;
+            return Ok(());
+        }
+    };
+    let start = locations::now();
+    let expiration = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        start.0 + k8s_openapi::jiff::SignedDuration::try_from(plan.ttl).unwrap_or_default(),
+    );
+    patch_status(&ctx, &name, json!({"phase": "InProgress", "startTimestamp": start, "expiration": expiration,
+        "formatVersion": stowage_pipeline::archive::FORMAT_VERSION})).await?;
+    log.info(format!("backup started, storage location {:?}", plan.location.name_any()));
+
+    let result = async {
+        let archive = tempfile::NamedTempFile::new()?;
+        let collected = collect::collect_and_write(&ctx, &plan, &log, archive.reopen()?).await?;
+        upload::upload(&ctx, store.as_ref(), &plan, &collected, archive.path(), &log).await?;
+        anyhow::Ok(collected)
+    }
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    ctx.metrics.backup_duration.observe(elapsed);
+    match result {
+        Ok(done) => {
+            let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
+            if phase == "Completed" {
+                ctx.metrics.backup_successes.inc();
+            } else {
+                ctx.metrics.backup_partial_failures.inc();
+            }
+            ctx.metrics.backup_items.set(i64::from(done.items));
+            Ok(())
+        }
+        Err(e) => {
+            log.error(format!("backup failed: {e:#}"));
+            ctx.metrics.backup_failures.inc();
+            // Keep what happened readable: the log goes up even when the backup failed.
+            let _ = upload::upload_log(store.as_ref(), &name, &log).await;
+            patch_status(&ctx, &name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
+                "completionTimestamp": locations::now()})).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! A restore: validate → download and read the archive → plan → for each resource in priority
+//! order: filter → transform → modify → create (or compare with what exists) → status.
+//! A restore never deletes anything in the cluster.
+
+mod apply;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+use stowage_api::layout::{BackupFile, RestoreFile, StoreLayout};
+use stowage_api::{Backup, BackupPhase, BackupStorageLocation, Restore};
+use stowage_pipeline::archive::{ArchiveReader, ExtractedArchive};
+use stowage_pipeline::restore::plan::{plan, ModifierSource, RestoreOptions, RestorePlan};
+use stowage_storage::ObjectStore;
+
+use crate::discovery;
+use crate::server::oplog::{compress_json, OperationLog};
+use crate::server::{locations, Context};
+
+pub async fn patch_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<Restore, kube::Error> {
+    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await
+}
+
+/// The backup a restore reads: named, or the latest completed one of a schedule.
+async fn backup_of(ctx: &Context, restore: &Restore) -> Result<Backup, String> {
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    match (&restore.spec.backup_name, &restore.spec.schedule_name) {
+        (Some(name), _) => api
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("backup {name:?} not found in namespace {}; list backups with `stowage backup get`", ctx.namespace)),
+        (None, Some(schedule)) => {
+            let lp = ListParams::default().labels(&format!("{}={schedule}", stowage_api::labels::SCHEDULE_NAME.name));
+            let mut all = api.list(&lp).await.map_err(|e| e.to_string())?.items;
+            all.retain(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed));
+            all.sort_by_key(|b| b.metadata.creation_timestamp.clone().map(|t| t.0));
+            all.pop().ok_or_else(|| format!("schedule {schedule:?} has no completed backup yet"))
+        }
+        (None, None) => Err("spec.backupName or spec.scheduleName is required".to_string()),
+    }
+}
+
+struct Validated {
+    plan: RestorePlan,
+    backup: Backup,
+    location: BackupStorageLocation,
+    store: Arc<dyn ObjectStore>,
+}
+
+async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<String>> {
+    let name = restore.name_any();
+    let backup = backup_of(ctx, restore).await.map_err(|e| vec![e])?;
+    let backup_name = backup.name_any();
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    if !matches!(phase, Some(BackupPhase::Completed | BackupPhase::PartiallyFailed)) {
+        return Err(vec![format!(
+            "backup {backup_name:?} is {}; only Completed or PartiallyFailed backups can be restored",
+            phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
+        )]);
+    }
+    let location = locations::resolve(ctx, backup.spec.storage_location.as_deref()).await.map_err(|e| vec![format!("{e:#}")])?;
+    let store = locations::open(ctx, &location).await.map_err(|e| vec![format!("{e:#}")])?;
+    let resources = discovery::discover(&ctx.client).await.map_err(|e| vec![format!("discovery: {e:#}")])?;
+    let known: Vec<_> = resources.iter().map(|d| d.info.clone()).collect();
+    let mut options = RestoreOptions::from_spec(&name, &backup_name, &restore.spec);
+    if let Some(cm_ref) = &restore.spec.resource_modifier {
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let cm = cms.get_opt(&cm_ref.name).await.map_err(|e| vec![e.to_string()])?.ok_or_else(|| {
+            vec![format!("resource modifier ConfigMap {:?} not found in namespace {}", cm_ref.name, ctx.namespace)]
+        })?;
+        options.resource_modifiers =
+            Some(ModifierSource { config_map: cm_ref.name.clone(), data: cm.data.unwrap_or_default() });
+    }
+    let plan = plan(&options, &known).map_err(|e| vec![e.to_string()])?;
+    Ok(Validated { plan, backup, location, store })
+}
+
+/// Downloads the backup's archive and unpacks it (checking every path) before anything is
+/// created, so a corrupt or truncated archive fails the restore with nothing half-done.
+async fn read_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<ExtractedArchive> {
+    let key = StoreLayout::new(None).backup_file(backup, BackupFile::Contents);
+    let tmp = tempfile::NamedTempFile::new()?;
+    let mut reader = store.get_stream(&key).await?;
+    let mut file = tokio::fs::File::create(tmp.path()).await?;
+    tokio::io::copy(&mut reader, &mut file).await?;
+    drop(file);
+    let extracted = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(tmp.path())?;
+        ArchiveReader::new(f)?.extract_to_temp().map_err(anyhow::Error::from)
+    })
+    .await??;
+    Ok(extracted)
+}
+
+pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()> {
+    let name = restore.name_any();
+    let log = OperationLog::new("restore", &name);
+    let started = Instant::now();
+    ctx.metrics.restore_attempts.inc();
+    let v = match validate(&ctx, &restore).await {
+        Ok(v) => v,
+        Err(errors) => {
+            for e in &errors {
+                log.error(format!("validation: {e}"));
+            }
+            ctx.metrics.restore_validation_failures.inc();
+            patch_status(&ctx, &name, json!({"phase": "FailedValidation", "validationErrors": errors,
+                "completionTimestamp": locations::now()})).await?;
+            return Ok(());
+        }
+    };
+    patch_status(&ctx, &name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
+    log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
+    let result = async {
+        let archive = read_archive(v.store.as_ref(), &v.backup.name_any())
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the archive of backup {:?}: {e:#}", v.backup.name_any()))?;
+        apply::apply_all(&ctx, &v.plan, &archive, &log).await
+    }
+    .await;
+    ctx.metrics.restore_duration.observe(started.elapsed().as_secs_f64());
+    let writable = locations::ensure_writable(&v.location).is_ok();
+    match result {
+        Ok(done) => {
+            let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
+            log.info(format!("restore {phase}: {} items restored, {} warnings, {} errors", done.restored,
+                done.outcome.warning_count(), done.outcome.error_count()));
+            if writable {
+                upload(v.store.as_ref(), &name, &log, Some(&done)).await?;
+            }
+            if phase == "Completed" {
+                ctx.metrics.restore_successes.inc();
+            } else {
+                ctx.metrics.restore_partial_failures.inc();
+            }
+            ctx.metrics.restore_items.set(i64::from(done.restored));
+            patch_status(&ctx, &name, json!({"phase": phase, "completionTimestamp": locations::now(),
+                "warnings": done.outcome.warning_count(), "errors": done.outcome.error_count(),
+                "progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await?;
+        }
+        Err(e) => {
+            log.error(format!("restore failed: {e:#}"));
+            ctx.metrics.restore_failures.inc();
+            if writable {
+                let _ = upload(v.store.as_ref(), &name, &log, None).await;
+            }
+            patch_status(&ctx, &name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
+                "completionTimestamp": locations::now()})).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn upload(store: &dyn ObjectStore, name: &str, log: &OperationLog, done: Option<&apply::Applied>) -> anyhow::Result<()> {
+    let layout = StoreLayout::new(None);
+    if let Some(done) = done {
+        store.put(&layout.restore_file(name, RestoreFile::Results), compress_json(&done.outcome)?.into()).await?;
+        let list: BTreeMap<&String, &Vec<String>> = done.resource_list.iter().collect();
+        store.put(&layout.restore_file(name, RestoreFile::ResourceList), compress_json(&list)?.into()).await?;
+    }
+    store.put(&layout.restore_file(name, RestoreFile::Log), log.compressed()?.into()).await?;
+    Ok(())
+}

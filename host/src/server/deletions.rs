@@ -1,0 +1,59 @@
+//! DeleteBackupRequests: remove one backup's data from its storage location, then the Backup
+//! object — and nothing that belongs to another backup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+use stowage_api::layout::StoreLayout;
+use stowage_api::requests::DeleteBackupRequestPhase;
+use stowage_api::{Backup, DeleteBackupRequest};
+
+use super::{locations, Context};
+
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, |_, e, _| {
+            tracing::warn!("delete backup request: {e}");
+            Action::requeue(Duration::from_secs(5))
+        }, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(req: Arc<DeleteBackupRequest>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    if req.status.as_ref().and_then(|s| s.phase) == Some(DeleteBackupRequestPhase::Processed) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let errors = match delete_backup(&ctx, &req.spec.backup_name).await {
+        Ok(()) => vec![],
+        Err(e) => vec![format!("{e:#}")],
+    };
+    let status = json!({"status": {"phase": "Processed", "errors": errors}});
+    api.patch_status(&req.name_any(), &PatchParams::default(), &Patch::Merge(status)).await?;
+    ctx.metrics.backup_deletions.inc();
+    Ok(Action::await_change())
+}
+
+pub async fn delete_backup(ctx: &Context, name: &str) -> anyhow::Result<()> {
+    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(backup) = backups.get_opt(name).await? else {
+        anyhow::bail!("backup {name:?} not found in namespace {}", ctx.namespace);
+    };
+    let loc = locations::resolve(ctx, backup.spec.storage_location.as_deref()).await?;
+    locations::ensure_writable(&loc).map_err(|e| anyhow::anyhow!("cannot delete backup {name:?}: {e}"))?;
+    backups.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Deleting"}}))).await?;
+    let store = locations::open(ctx, &loc).await?;
+    // The trailing slash keeps `nightly` from matching `nightly-2`'s files.
+    let prefix = format!("{}/", StoreLayout::new(None).backup_dir(name).trim_end_matches('/'));
+    store.delete_prefix(&prefix).await?;
+    backups.delete(name, &DeleteParams::default()).await?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Backup storage locations: opening their object stores, checking them, and syncing the
+//! backups they hold into the cluster (the migration and disaster-recovery path).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use stowage_api::layout::{BackupFile, StoreLayout};
+use stowage_api::location::{AccessMode, LocationPhase};
+use stowage_api::{names, Backup, BackupStorageLocation};
+use stowage_storage::{LocationSpec, ObjectStore};
+
+use super::Context;
+
+/// How often locations are checked and synced when they do not say.
+const DEFAULT_PERIOD: Duration = Duration::from_secs(30);
+
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The location named, or the default one when `name` is None.
+pub async fn resolve(ctx: &Context, name: Option<&str>) -> anyhow::Result<BackupStorageLocation> {
+    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    match name {
+        Some(n) => api.get_opt(n).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "storage location {n:?} does not exist in namespace {}; create it with `stowage backup-location create`",
+                ctx.namespace
+            )
+        }),
+        None => {
+            let all = api.list(&ListParams::default()).await?;
+            all.items.into_iter().find(|l| l.spec.default).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no default storage location in namespace {}; name one with --storage-location or mark one `default: true`",
+                    ctx.namespace
+                )
+            })
+        }
+    }
+}
+
+/// Opens the object store behind a location, with the credentials its Secret holds.
+pub async fn open(ctx: &Context, loc: &BackupStorageLocation) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let name = loc.metadata.name.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let (secret_name, key, required) = match &loc.spec.credential {
+        Some(sel) => (sel.name.clone(), sel.key.clone(), !sel.optional.unwrap_or(false)),
+        None => (names::CREDENTIALS_SECRET.to_string(), names::CREDENTIALS_SECRET_KEY.to_string(), false),
+    };
+    let credentials_file = match secrets.get_opt(&secret_name).await? {
+        Some(s) => match s.data.as_ref().and_then(|d| d.get(&key)) {
+            Some(v) => Some(String::from_utf8(v.0.clone()).map_err(|_| {
+                anyhow::anyhow!("storage location {name:?}: Secret {secret_name:?} key {key:?} is not UTF-8 text")
+            })?),
+            None if required => anyhow::bail!(
+                "storage location {name:?}: Secret {secret_name:?} has no key {key:?}; fix spec.credential"
+            ),
+            None => None,
+        },
+        None if required => anyhow::bail!(
+            "storage location {name:?}: credentials Secret {secret_name:?} not found in namespace {}",
+            ctx.namespace
+        ),
+        None => None,
+    };
+    let ca_cert = match &loc.spec.object_storage.ca_cert {
+        Some(b64) => {
+            use base64::Engine;
+            Some(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| {
+                anyhow::anyhow!("storage location {name:?}: spec.objectStorage.caCert is not valid base64")
+            })?)
+        }
+        None => None,
+    };
+    let spec = LocationSpec {
+        name,
+        provider: loc.spec.provider.clone(),
+        bucket: loc.spec.object_storage.bucket.clone(),
+        prefix: loc.spec.object_storage.prefix.clone(),
+        config: loc.spec.config.clone(),
+        credentials_file,
+        ca_cert,
+    };
+    Ok(stowage_storage::open(&spec)?)
+}
+
+/// Checks every location now and then, records the result in its status, and syncs backups.
+pub async fn run(ctx: Arc<Context>) {
+    loop {
+        let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                for loc in list.items {
+                    validate_and_sync(&ctx, &api, &loc).await;
+                }
+            }
+            Err(e) => tracing::warn!("listing storage locations: {e}"),
+        }
+        tokio::time::sleep(ctx.location_period.unwrap_or(DEFAULT_PERIOD)).await;
+    }
+}
+
+async fn validate_and_sync(ctx: &Context, api: &Api<BackupStorageLocation>, loc: &BackupStorageLocation) {
+    let name = loc.metadata.name.clone().unwrap_or_default();
+    let checked = match open(ctx, loc).await {
+        Ok(store) => store.check().await.map(|_| store).map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    let (phase, message, store) = match checked {
+        Ok(store) => (LocationPhase::Available, None, Some(store)),
+        Err(e) => (LocationPhase::Unavailable, Some(format!("{e:#}")), None),
+    };
+    let mut status = json!({"phase": phase, "lastValidationTime": now(), "message": message});
+    if let Some(store) = store {
+        let period = loc.spec.backup_sync_period.as_deref().map(stowage_api::duration::parse);
+        let sync_enabled = !matches!(period, Some(Ok(d)) if d.is_zero());
+        if sync_enabled {
+            match sync(ctx, &name, store.as_ref()).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(location = %name, "synced {n} backup(s) from the bucket into the cluster");
+                    }
+                    status["lastSyncedTime"] = json!(now());
+                }
+                Err(e) => tracing::warn!(location = %name, "sync failed: {e:#}"),
+            }
+        }
+    }
+    let patch = json!({"status": status});
+    if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!(location = %name, "updating status: {e}");
+    }
+}
+
+/// Creates Backup objects for backups present in the bucket but not in the cluster.
+pub async fn sync(ctx: &Context, location: &str, store: &dyn ObjectStore) -> anyhow::Result<usize> {
+    let layout = StoreLayout::new(None);
+    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut created = 0;
+    for name in store.list_dirs(&layout.backups_dir()).await? {
+        if backups.get_opt(&name).await?.is_some() {
+            continue;
+        }
+        // Metadata is uploaded last: a backup without it is incomplete or being written.
+        let raw = match store.get(&layout.backup_file(&name, BackupFile::Metadata)).await {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let stored: Backup = serde_json::from_slice(&raw)
+            .map_err(|e| anyhow::anyhow!("backup {name:?} in location {location:?}: unreadable metadata: {e}"))?;
+        let mut obj = Backup::new(&name, stored.spec.clone());
+        obj.metadata.namespace = Some(ctx.namespace.clone());
+        let mut labels = stored.metadata.labels.clone().unwrap_or_default();
+        labels.insert(stowage_api::labels::STORAGE_LOCATION.name.to_string(), location.to_string());
+        obj.metadata.labels = Some(labels);
+        obj.spec.storage_location = Some(location.to_string());
+        backups.create(&PostParams::default(), &obj).await?;
+        let status = json!({"status": stored.status});
+        backups.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        created += 1;
+    }
+    Ok(created)
+}
+
+/// Refuses to write to a ReadOnly location, with a message that says what to do.
+pub fn ensure_writable(loc: &BackupStorageLocation) -> Result<(), String> {
+    if loc.spec.access_mode() == AccessMode::ReadOnly {
+        return Err(format!(
+            "storage location {:?} is ReadOnly; use a ReadWrite location",
+            loc.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `stowage server`: the controllers for backups, restores, storage locations, deletions and
+//! downloads, and the metrics endpoint.
+
+mod args;
+pub mod deletions;
+pub mod downloads;
+pub mod locations;
+pub mod metrics;
+pub mod oplog;
+mod operations;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use args::ServerArgs;
+
+use crate::cluster::ClusterArgs;
+
+/// What every controller shares.
+pub struct Context {
+    pub client: kube::Client,
+    /// The namespace Stowage's own objects live in.
+    pub namespace: String,
+    pub metrics: Arc<metrics::Metrics>,
+    /// How often locations are checked and synced (None: the default).
+    pub location_period: Option<Duration>,
+    pub default_volumes_to_fs_backup: bool,
+}
+
+pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let ctx = Arc::new(Context {
+        client,
+        namespace: args.namespace.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+        location_period: args.location_check_period,
+        default_volumes_to_fs_backup: args.default_volumes_to_fs_backup,
+    });
+    operations::fail_interrupted(&ctx).await?;
+    tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);
+    tokio::select! {
+        r = metrics::serve(args.metrics_address, ctx.metrics.clone()) => r?,
+        () = operations::run_backups(ctx.clone()) => {}
+        () = operations::run_restores(ctx.clone()) => {}
+        () = locations::run(ctx.clone()) => {}
+        () = deletions::run(ctx.clone()) => {}
+        () = downloads::run(ctx.clone()) => {}
+        r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The Backup and Restore controllers: thin reconcilers that hand new requests to their runs,
+//! and the restart rule — an operation found in progress at start-up is marked Failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+use stowage_api::{Backup, BackupPhase, Restore, RestorePhase};
+
+use super::{locations, Context};
+
+const INTERRUPTED: &str = "the server restarted while this was in progress; nothing was left running. Create it again";
+
+/// Marks operations a previous server left InProgress as Failed, with the reason.
+pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
+    let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    for b in backups.list(&ListParams::default()).await?.items {
+        let phase = b.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, Some(BackupPhase::InProgress | BackupPhase::WaitingForVolumes | BackupPhase::Finalizing)) {
+            tracing::warn!(backup = %b.name_any(), "marking interrupted backup Failed");
+            crate::backup::patch_status(ctx, &b.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
+                "completionTimestamp": locations::now()})).await?;
+        }
+    }
+    let restores: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    for r in restores.list(&ListParams::default()).await?.items {
+        let phase = r.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, Some(RestorePhase::InProgress | RestorePhase::WaitingForVolumes | RestorePhase::Finalizing)) {
+            tracing::warn!(restore = %r.name_any(), "marking interrupted restore Failed");
+            crate::restore::patch_status(ctx, &r.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
+                "completionTimestamp": locations::now()})).await?;
+        }
+    }
+    Ok(())
+}
+
+fn on_error<K>(_: Arc<K>, e: &anyhow::Error, _: Arc<Context>) -> Action {
+    tracing::warn!("{e:#}");
+    Action::requeue(Duration::from_secs(10))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct RunError(#[from] anyhow::Error);
+
+pub async fn run_backups(ctx: Arc<Context>) {
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Controller::new(api, watcher::Config::default())
+        .run(
+            |b: Arc<Backup>, ctx: Arc<Context>| async move {
+                let phase = b.status.as_ref().and_then(|s| s.phase);
+                if phase.is_none() || phase == Some(BackupPhase::New) {
+                    crate::backup::run(ctx, b).await.map_err(RunError)?;
+                }
+                Ok::<_, RunError>(Action::await_change())
+            },
+            |b, e, ctx| on_error(b, &e.0, ctx),
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+pub async fn run_restores(ctx: Arc<Context>) {
+    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Controller::new(api, watcher::Config::default())
+        .run(
+            |r: Arc<Restore>, ctx: Arc<Context>| async move {
+                let phase = r.status.as_ref().and_then(|s| s.phase);
+                if phase.is_none() || phase == Some(RestorePhase::New) {
+                    crate::restore::run(ctx, r).await.map_err(RunError)?;
+                }
+                Ok::<_, RunError>(Action::await_change())
+            },
+            |r, e, ctx| on_error(r, &e.0, ctx),
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
