@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::{ArchiveError, PREFERRED_SUFFIX};
-use crate::item::{GroupResource, Item, ItemRef};
+use crate::item::{ApiResourceInfo, GroupResource, Item, ItemRef};
 use stowage_api::layout::archive::{METADATA_VERSION, RESOURCES_DIR};
 
 /// One resource type of the archive and the directory its items are read from.
@@ -101,6 +101,23 @@ impl ExtractedArchive {
         let r = &location.item_ref;
         Item::from_archive(&r.group_resource, r.namespace.as_deref(), object)
             .map_err(|source| ArchiveError::BadItem { entry, source })
+    }
+
+    /// The archive's resource types as discovery would describe them (kind, version and scope
+    /// read from their first item), for resolving a restore's filters against types the
+    /// target cluster does not serve yet (a CRD restored by the same restore).
+    pub fn api_resources(&self) -> Result<Vec<ApiResourceInfo>, ArchiveError> {
+        let mut infos = Vec::new();
+        for resource in self.resources()? {
+            let Some(first) = self.items(&resource)?.into_iter().next() else { continue };
+            let item = self.read(&first)?;
+            let gr = &resource.group_resource;
+            let mut info =
+                ApiResourceInfo::new(&gr.group, &item.version, &gr.resource, &item.kind, item.namespace.is_some());
+            info.preferred = resource.version.as_deref().is_none_or(|v| v == item.version);
+            infos.push(info);
+        }
+        Ok(infos)
     }
 
     /// Looks an item up by identity (a restored PVC's PV, a pod's claims), if it was backed up.

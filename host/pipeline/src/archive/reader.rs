@@ -23,8 +23,7 @@ pub enum Compression {
     Gzip,
 }
 
-/// One regular file of the archive, read whole (entries are single objects, see
-/// [`MAX_ENTRY_BYTES`]).
+/// One regular file of the archive, read whole: entries are single objects, at most 64 MiB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchiveEntry {
     /// The path, relative and checked, `/`-separated.

@@ -83,6 +83,19 @@ fn long_names_survive_the_tar_header_limit() {
 }
 
 #[test]
+fn the_archive_describes_its_resource_types() {
+    let bytes = write_archive(&sample_items());
+    let extracted = ArchiveReader::new(bytes.as_slice()).unwrap().extract_to_temp().unwrap();
+    let infos = extracted.api_resources().unwrap();
+    let widget = infos.iter().find(|i| i.plural == "widgets").unwrap();
+    assert_eq!((widget.group.as_str(), widget.kind.as_str(), widget.version.as_str()), ("example.com", "Widget", "v1"));
+    assert!(widget.namespaced && widget.preferred);
+    let pv = infos.iter().find(|i| i.plural == "persistentvolumes").unwrap();
+    assert!(!pv.namespaced);
+    assert_eq!(infos.len(), 4);
+}
+
+#[test]
 fn find_looks_items_up_by_identity() {
     let bytes = write_archive(&sample_items());
     let extracted = ArchiveReader::new(bytes.as_slice()).unwrap().extract_to_temp().unwrap();

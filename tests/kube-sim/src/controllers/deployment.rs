@@ -40,13 +40,23 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let desired = spec.replicas.unwrap_or(1);
     let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = selector_string(&spec.selector);
-    let owned: Vec<ReplicaSet> = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|rs| controller_uid(&rs.metadata) == Some(uid.as_str()))
-        .collect();
+    let mut owned = Vec::new();
+    for rs in api.list(&ListParams::default().labels(&selector)).await?.items {
+        match controller_uid(&rs.metadata) {
+            Some(owner) if owner == uid => owned.push(rs),
+            Some(_) => {}
+            // As the real controller manager does: an orphan matching the selector (a restored
+            // ReplicaSet, say) is adopted rather than duplicated.
+            None => {
+                let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(controller_ref(d.as_ref())?);
+                let patch = json!({"metadata": {"ownerReferences": refs}});
+                let adopted = api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+                tracing::info!(deployment = %d.name_any(), replicaset = %rs.name_any(), "adopted replica set");
+                owned.push(adopted);
+            }
+        }
+    }
 
     let hash = template_hash(&spec.template, d.status.as_ref().and_then(|s| s.collision_count));
     let name = replica_set_name(&d.name_any(), &hash);
