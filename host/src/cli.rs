@@ -30,6 +30,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole job on embedded defaults: a simulated cluster, the nginx example backed up,
+    /// deleted and restored.
+    Demo(crate::demo::DemoArgs),
     /// Install Stowage (CRDs, RBAC, server, node agents, storage location) into a cluster.
     Install(Box<InstallArgs>),
     /// Run the Stowage server: the controllers for backups, restores, schedules and locations.
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_stdout(&script).context("writing the completion script")
         }
         Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
+        Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Server(args) => runtime()?.block_on(crate::server::run(args, &cli.cluster)),
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),
         Command::Backup(args) => runtime()?.block_on(crate::commands::backup::run(args, &cli.cluster)),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod crdgen;
+pub mod demo;
 pub mod discovery;
 pub mod install;
 pub mod restore;

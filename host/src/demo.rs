@@ -1,0 +1,270 @@
+//! `stowage demo`: the seed walkthrough on embedded defaults. A simulated cluster (kube-sim) and
+//! a filesystem storage location in a temporary directory, the real controllers in process; the
+//! nginx example is deployed, backed up, its namespace deleted, restored, and checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use stowage_api::{Backup, BackupStorageLocation, Restore};
+
+use crate::cluster::ClusterArgs;
+use crate::discovery;
+use crate::server::ServerArgs;
+
+/// The example application, as users can also apply it by hand.
+pub const NGINX_APP: &str = include_str!("../../deploy/examples/nginx-app.yaml");
+const APP_NS: &str = "nginx-example";
+const NS: &str = "stowage";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the simulated cluster running afterwards and print a kubeconfig for kubectl.
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory for the simulated nodes, the kubeconfig and the backups (default: a temporary one).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn say(cmd: &str) {
+    println!("\n$ {cmd}");
+}
+
+async fn wait_until<T, F, Fut>(what: &str, secs: u64, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies a multi-document manifest with server-side apply, printing kubectl-style lines.
+pub async fn apply_manifest(client: &Client, yaml: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let types = discovery::discover(client).await?;
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value: Value = serde::Deserialize::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_json::from_value(value.clone())?;
+        let tm = obj.types.clone().context("a manifest document has no apiVersion/kind")?;
+        let d = types
+            .iter()
+            .find(|d| d.api.api_version == tm.api_version && d.api.kind == tm.kind)
+            .with_context(|| format!("{} {} is not served by the cluster", tm.api_version, tm.kind))?;
+        let name = obj.metadata.name.clone().context("a manifest document has no metadata.name")?;
+        let api: Api<DynamicObject> = match (&obj.metadata.namespace, d.info.namespaced) {
+            (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &d.api),
+            _ => Api::all_with(client.clone(), &d.api),
+        };
+        let out = api.patch(&name, &PatchParams::apply("stowage-demo").force(), &Patch::Apply(&value)).await?;
+        let group = if d.info.group.is_empty() { String::new() } else { format!(".{}", d.info.group) };
+        println!("{}{group}/{name} created", d.info.kind.to_lowercase());
+        applied.push(out);
+    }
+    Ok(applied)
+}
+
+/// What a user compares after a restore: each object without what the cluster assigns.
+fn comparable(obj: &DynamicObject) -> Value {
+    let mut v = obj.data.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+    }
+    for path in ["/spec/clusterIP", "/spec/clusterIPs", "/spec/volumeName"] {
+        if let Some((parent, key)) = path.rsplit_once('/') {
+            if let Some(p) = v.pointer_mut(parent).and_then(Value::as_object_mut) {
+                p.remove(key);
+            }
+        }
+    }
+    if let Some(ports) = v.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            p.remove("nodePort");
+        }
+    }
+    v
+}
+
+async fn fetch(client: &Client, obj: &DynamicObject) -> anyhow::Result<Option<DynamicObject>> {
+    let types = discovery::discover(client).await?;
+    let tm = obj.types.clone().unwrap_or_default();
+    let Some(d) = types.iter().find(|d| d.api.api_version == tm.api_version && d.api.kind == tm.kind) else {
+        return Ok(None);
+    };
+    let api: Api<DynamicObject> = match &obj.metadata.namespace {
+        Some(ns) if d.info.namespaced => Api::namespaced_with(client.clone(), ns, &d.api),
+        _ => Api::all_with(client.clone(), &d.api),
+    };
+    Ok(api.get_opt(obj.metadata.name.as_deref().unwrap_or_default()).await?)
+}
+
+async fn install(client: &Client, backups_dir: &std::path::Path) -> anyhow::Result<()> {
+    let pp = PatchParams::apply("stowage-demo").force();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in stowage_api::all_crds() {
+        crds.patch(crd.metadata.name.as_deref().unwrap_or_default(), &pp, &Patch::Apply(&crd)).await?;
+    }
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.patch(NS, &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))).await?;
+    let bsl = json!({"apiVersion": "stowage.io/v1alpha1", "kind": "BackupStorageLocation",
+        "metadata": {"name": "default", "namespace": NS},
+        "spec": {"provider": "filesystem", "objectStorage": {"bucket": backups_dir}, "default": true}});
+    Api::<BackupStorageLocation>::namespaced(client.clone(), NS).patch("default", &pp, &Patch::Apply(&bsl)).await?;
+    Ok(())
+}
+
+async fn wait_phase<K>(client: &Client, name: &str) -> anyhow::Result<Value>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), NS);
+    wait_until(&format!("{} {name} to finish", K::kind(&())), 120, || async {
+        let v = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+        let phase = v["status"]["phase"].as_str()?;
+        matches!(phase, "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation").then(|| v["status"].clone())
+    })
+    .await
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new().prefix("stowage-demo-").tempdir()?;
+    let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let backups_dir = root.join("backups");
+    std::fs::create_dir_all(&backups_dir)?;
+    println!("Stowage demo: back up the nginx example, delete its namespace, restore it.");
+    println!("Working directory: {}", root.display());
+
+    say("kube-sim  # a simulated cluster: API server, scheduler, kubelet, controllers");
+    let sim = kube_sim::KubeSim::start(kube_sim::SimConfig::new(root.join("kubelet"))).await?;
+    let kubeconfig = root.join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig)?;
+    let cluster = ClusterArgs { kubeconfig: Some(kubeconfig.clone()), context: None };
+    let client = cluster.client().await?;
+    println!("cluster API at {}", sim.url());
+
+    say(&format!("stowage install --provider filesystem --bucket {}", backups_dir.display()));
+    install(&client, &backups_dir).await?;
+    println!("CustomResourceDefinitions, namespace {NS} and storage location \"default\" created");
+    let server_args = ServerArgs {
+        namespace: NS.to_string(),
+        metrics_address: "127.0.0.1:0".parse()?,
+        default_volumes_to_fs_backup: false,
+        default_backup_ttl: stowage_api::duration::DEFAULT_BACKUP_TTL.to_string(),
+        location_check_period: Some(Duration::from_secs(1)),
+    };
+    let server_cluster = cluster.clone();
+    let server = tokio::spawn(async move { crate::server::run(server_args, &server_cluster).await });
+    let bsls: Api<BackupStorageLocation> = Api::namespaced(client.clone(), NS);
+    wait_until("the storage location to be Available", 30, || async {
+        let l = bsls.get("default").await.ok()?;
+        (l.status?.phase? == stowage_api::location::LocationPhase::Available).then_some(())
+    })
+    .await?;
+    println!("stowage server running; storage location \"default\" is Available");
+
+    say("kubectl apply -f deploy/examples/nginx-app.yaml");
+    let app = apply_manifest(&client, NGINX_APP).await?;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), APP_NS);
+    let ready = || async {
+        let d = deploys.get("nginx-deployment").await.ok()?;
+        (d.status?.ready_replicas? >= 1).then_some(())
+    };
+    wait_until("nginx to be running", 60, ready).await?;
+    let mut original = Vec::new();
+    for obj in &app {
+        original.push(fetch(&client, obj).await?.map(|o| comparable(&o)));
+    }
+    println!("deployment.apps/nginx-deployment is ready");
+
+    say(&format!("stowage backup create nginx-backup --include-namespaces {APP_NS} --wait"));
+    let backup: Backup = serde_json::from_value(json!({"metadata": {"name": "nginx-backup", "namespace": NS},
+        "spec": {"includedNamespaces": [APP_NS]}}))?;
+    Api::<Backup>::namespaced(client.clone(), NS).create(&PostParams::default(), &backup).await?;
+    println!("Backup request \"nginx-backup\" submitted successfully.");
+    let status = wait_phase::<Backup>(&client, "nginx-backup").await?;
+    println!("Backup completed with status: {}. {} items backed up.", status["phase"].as_str().unwrap_or("?"),
+        status["progress"]["itemsBackedUp"]);
+    anyhow::ensure!(status["phase"] == "Completed", "the backup did not complete: {status}");
+
+    say(&format!("kubectl delete namespace {APP_NS}"));
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.delete(APP_NS, &DeleteParams::default()).await?;
+    wait_until("the namespace to be gone", 60, || async { nss.get_opt(APP_NS).await.ok()?.is_none().then_some(()) }).await?;
+    println!("namespace \"{APP_NS}\" deleted");
+    say(&format!("kubectl get all -n {APP_NS}"));
+    println!("No resources found in {APP_NS} namespace.");
+
+    let restore_name = format!("nginx-backup-{}", k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));
+    say("stowage restore create --from-backup nginx-backup --wait");
+    let restore: Restore = serde_json::from_value(json!({"metadata": {"name": restore_name, "namespace": NS},
+        "spec": {"backupName": "nginx-backup"}}))?;
+    Api::<Restore>::namespaced(client.clone(), NS).create(&PostParams::default(), &restore).await?;
+    println!("Restore request \"{restore_name}\" submitted successfully.");
+    let status = wait_phase::<Restore>(&client, &restore_name).await?;
+    println!("Restore completed with status: {}. {} items restored.", status["phase"].as_str().unwrap_or("?"),
+        status["progress"]["itemsRestored"]);
+    anyhow::ensure!(status["phase"] == "Completed", "the restore did not complete: {status}");
+    wait_until("restored nginx to be running", 60, ready).await?;
+
+    say(&format!("kubectl get all,pvc,configmap,secret -n {APP_NS}  # compared with what was deployed"));
+    let mut differences = 0;
+    for (obj, before) in app.iter().zip(&original) {
+        let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let after = fetch(&client, obj).await?.map(|o| comparable(&o));
+        if after == *before {
+            println!("  {kind}/{name}: back, identical to the original");
+        } else {
+            differences += 1;
+            println!("  {kind}/{name}: DIFFERS from the original");
+        }
+    }
+    println!("\nBackup files in {}:", backups_dir.display());
+    for entry in walk(&backups_dir)? {
+        println!("  {}", entry.strip_prefix(&backups_dir).unwrap_or(&entry).display());
+    }
+    anyhow::ensure!(differences == 0, "{differences} restored object(s) differ from the originals");
+    println!("\nEverything is back.");
+
+    if args.keep {
+        println!("\nThe simulated cluster keeps running. Look around with:\n  export KUBECONFIG={}\n  kubectl get all -n {APP_NS}\n  kubectl get backups,restores -n {NS}\nPress Ctrl-C to stop.", kubeconfig.display());
+        let _keep_dir = tmp.keep();
+        tokio::signal::ctrl_c().await?;
+    }
+    server.abort();
+    drop(sim);
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
