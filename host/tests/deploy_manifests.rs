@@ -43,6 +43,14 @@ fn examples_parse_as_their_kinds() {
                     check(serde_json::from_value::<BackupStorageLocation>(value.clone()).map(drop))
                 }
                 "Secret" => {}
+                // The demo application: built-in kinds, checked against k8s-openapi's types.
+                "Namespace" => check(serde_json::from_value::<k8s_openapi::api::core::v1::Namespace>(value.clone()).map(drop)),
+                "PersistentVolumeClaim" => check(
+                    serde_json::from_value::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(value.clone()).map(drop),
+                ),
+                "ConfigMap" => check(serde_json::from_value::<k8s_openapi::api::core::v1::ConfigMap>(value.clone()).map(drop)),
+                "Deployment" => check(serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(value.clone()).map(drop)),
+                "Service" => check(serde_json::from_value::<k8s_openapi::api::core::v1::Service>(value.clone()).map(drop)),
                 other => panic!("{name}: unexpected kind {other:?}"),
             }
             if value["apiVersion"].as_str().is_some_and(|v| v.starts_with("stowage.io/")) {

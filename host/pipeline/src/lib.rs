@@ -18,6 +18,7 @@ mod item;
 mod outcome;
 pub mod related;
 pub mod restore;
+pub mod seen;
 pub mod selection;
 
 pub use error::Error;

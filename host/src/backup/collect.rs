@@ -1,7 +1,7 @@
 //! Collect: list every resource in scope (paged), take what the selection takes, pull in
 //! related objects, and stream each item into the archive as it comes.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,8 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::json;
 use stowage_pipeline::archive::ArchiveWriter;
 use stowage_pipeline::related::{related, Related};
-use stowage_pipeline::{GroupResource, Item, ItemRef};
+use stowage_pipeline::seen::SeenItems;
+use stowage_pipeline::{GroupResource, Item};
 
 use super::{patch_status, BackupOutcome, BackupPlan};
 use crate::discovery::{self, Discovered};
@@ -23,7 +24,7 @@ struct Collector<'a, W: Write> {
     plan: &'a BackupPlan,
     log: &'a OperationLog,
     writer: ArchiveWriter<W>,
-    seen: HashSet<ItemRef>,
+    seen: SeenItems,
     related: VecDeque<Related>,
     out: BackupOutcome,
     listed: u32,
@@ -32,7 +33,7 @@ struct Collector<'a, W: Write> {
 impl<W: Write> Collector<'_, W> {
     fn take(&mut self, item: Item) {
         let item_ref = item.item_ref();
-        if !self.seen.insert(item_ref.clone()) {
+        if !self.seen.insert(&item_ref) {
             return;
         }
         if let Err(e) = self.writer.add_item(&item) {
@@ -67,7 +68,7 @@ pub async fn collect_and_write(
         plan,
         log,
         writer,
-        seen: HashSet::new(),
+        seen: SeenItems::default(),
         related: VecDeque::new(),
         out: BackupOutcome::default(),
         listed: 0,

@@ -37,6 +37,10 @@ pub enum ArchiveError {
         "not a backup archive: it starts with bytes {magic}; expected zstd (Stowage's .tar.zst) or gzip (Velero's .tar.gz)"
     )]
     UnknownFormat { magic: String },
+    /// The compressed stream or the tar inside it could not be read: damaged or cut short.
+    /// (The cause is in the message, not chained, so it is not printed twice.)
+    #[error("the archive is damaged or cut short ({0}); restore from another backup, or put an intact copy of the archive back")]
+    Damaged(std::io::Error),
     #[error("archive entry {entry:?} {reason}; refusing to extract an archive that could write outside its directory")]
     UnsafeEntry { entry: String, reason: String },
     #[error("archive entry {entry:?} is not a JSON object: {source}")]

@@ -2,7 +2,7 @@
 //! with every entry checked before anything is written to disk.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::extracted::ExtractedArchive;
@@ -72,9 +72,11 @@ impl<'a> ArchiveReader<'a> {
     }
 
     /// Extracts into `dir` (which should be empty): regular files and directories only.
+    /// Failing to read the archive is [`ArchiveError::Damaged`]; failing to write the
+    /// extraction is [`ArchiveError::Io`].
     pub fn extract(mut self, dir: &Path) -> Result<ExtractedArchive, ArchiveError> {
-        for entry in self.archive.entries()? {
-            let mut entry = entry?;
+        for entry in self.archive.entries().map_err(ArchiveError::Damaged)? {
+            let mut entry = entry.map_err(ArchiveError::Damaged)?;
             let Some(relative) = checked_path(&entry)? else { continue };
             let target = dir.join(&relative);
             if entry.header().entry_type().is_dir() {
@@ -84,8 +86,12 @@ impl<'a> ArchiveReader<'a> {
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent)?;
             }
-            io::copy(&mut (&mut entry).take(MAX_ENTRY_BYTES), &mut File::create(&target)?)?;
+            copy_entry(&mut (&mut entry).take(MAX_ENTRY_BYTES), &mut File::create(&target)?)?;
         }
+        // tar stops at its end-of-archive blocks; reading on to the end of the compressed
+        // stream makes the decoder check what follows (gzip's CRC and length, zstd's frame end
+        // and checksum), so a damaged or cut-off archive fails here rather than restoring.
+        io::copy(&mut self.archive.into_inner(), &mut io::sink()).map_err(ArchiveError::Damaged)?;
         ExtractedArchive::open(dir)
     }
 
@@ -94,6 +100,20 @@ impl<'a> ArchiveReader<'a> {
         let temp = tempfile::Builder::new().prefix("stowage-restore-").tempdir()?;
         let extracted = self.extract(temp.path())?;
         Ok(extracted.owning(temp))
+    }
+}
+
+/// Copies one entry, telling a read failure (the archive) from a write failure (the disk).
+fn copy_entry(from: &mut impl Read, to: &mut impl Write) -> Result<(), ArchiveError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ArchiveError::Damaged(e)),
+        };
+        to.write_all(&buf[..n])?;
     }
 }
 
@@ -123,7 +143,7 @@ fn checked_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<PathBuf>, A
         T::Link => return Err(unsafe_entry("is a hard link")),
         _ => return Err(unsafe_entry("is not a regular file or directory")),
     }
-    if entry.header().entry_size()? > MAX_ENTRY_BYTES {
+    if entry.header().entry_size().map_err(ArchiveError::Damaged)? > MAX_ENTRY_BYTES {
         return Err(unsafe_entry("is larger than any Kubernetes object (over 64 MiB)"));
     }
     if name.starts_with('/') {

@@ -307,3 +307,30 @@ fn twenty_thousand_items_stream_through_without_buffering() {
         .unwrap();
     assert!(max_lag < 1 << 20, "held back up to {max_lag} bytes");
 }
+
+#[test]
+fn truncated_archives_fail_to_extract_wherever_they_are_cut() {
+    for (format, whole) in [("tar.zst", write_archive(&sample_items())), ("tar.gz", velero_fixture())] {
+        assert!(ArchiveReader::new(whole.as_slice()).unwrap().extract_to_temp().is_ok(), "{format} whole");
+        for cut in (10..whole.len()).step_by(7).chain([whole.len() - 1]) {
+            let result = ArchiveReader::new(&whole[..cut]).and_then(|r| r.extract_to_temp());
+            match result {
+                Err(ArchiveError::Damaged(_)) => {}
+                Err(e) => panic!("{format} cut at {cut}: not reported as damaged: {e}"),
+                Ok(_) => panic!("{format} cut at {cut} of {} bytes extracted without an error", whole.len()),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_damaged_byte_anywhere_fails_extraction() {
+    for (format, whole) in [("tar.zst", write_archive(&sample_items())), ("tar.gz", velero_fixture())] {
+        for at in (12..whole.len()).step_by(5) {
+            let mut damaged = whole.clone();
+            damaged[at] ^= 0x55;
+            let result = ArchiveReader::new(damaged.as_slice()).and_then(|r| r.extract_to_temp());
+            assert!(result.is_err(), "{format} with byte {at} of {} damaged extracted without an error", whole.len());
+        }
+    }
+}

@@ -24,7 +24,10 @@ pub struct ArchiveWriter<W: Write> {
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive and writes its `metadata/version`.
     pub fn new(sink: W) -> Result<ArchiveWriter<W>, ArchiveError> {
-        let encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)?;
+        let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)?;
+        // A content checksum (4 bytes) lets a restore tell a damaged archive from a good one;
+        // without it a flipped byte can decode into a different, valid-looking object.
+        encoder.include_checksum(true)?;
         let mtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut writer = ArchiveWriter { tar: tar::Builder::new(encoder), mtime, items: 0 };
         writer.append(METADATA_VERSION, FORMAT_VERSION.as_bytes())?;
