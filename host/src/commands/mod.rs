@@ -26,7 +26,14 @@ use crate::cluster::ClusterArgs;
 #[derive(Debug, Clone, clap::Args)]
 pub struct InstallNamespace {
     /// The namespace Stowage is installed in.
-    #[arg(short, long, global = true, env = names::NAMESPACE_ENV, default_value = names::DEFAULT_NAMESPACE)]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = names::NAMESPACE_ENV,
+        default_value = names::DEFAULT_NAMESPACE,
+        help_heading = "Global options"
+    )]
     pub namespace: String,
 }
 

@@ -125,6 +125,12 @@ pub fn progress_line(kind: &str, name: &str, p: &Progress) -> String {
     }
 }
 
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {prefix} {msg:<18} [{bar:30}] {pos}/{len} items")
+        .expect("the template is valid")
+        .progress_chars("=> ")
+}
+
 enum Display {
     Bar(ProgressBar),
     Lines { kind: &'static str, name: String, last: Option<Progress> },
@@ -136,10 +142,7 @@ impl Display {
             return Display::Lines { kind, name: name.to_string(), last: None };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} {prefix} {msg:<18} [{bar:30}] {pos}/{len} items")
-            .expect("the template is valid")
-            .progress_chars("=> ");
-        bar.set_style(style);
+        bar.set_style(bar_style());
         bar.set_prefix(format!("{kind} {name}:"));
         bar.enable_steady_tick(Duration::from_millis(120));
         Display::Bar(bar)
@@ -191,6 +194,15 @@ mod tests {
         let mut r = Restore::new("r", Default::default());
         r.status = Some(RestoreStatus { phase: Some(RestorePhase::Completed), ..Default::default() });
         assert!(r.progress().terminal && r.progress().succeeded);
+    }
+
+    #[test]
+    fn the_bar_template_is_valid() {
+        let bar = ProgressBar::hidden();
+        bar.set_style(bar_style());
+        bar.set_length(10);
+        bar.set_position(4);
+        assert_eq!(bar.position(), 4);
     }
 
     #[test]

@@ -29,9 +29,16 @@ impl BackupDetails {
             download::decompress(bytes).map_err(|e| format!("{e:#}"))
         };
         let wants_results = status.warnings + status.errors > 0;
+        // No pod volume backups were attempted: there is no list to fetch.
+        let wants_volumes = status.pod_volume_backups_attempted > 0;
         let (resource_list, volumes, results) = tokio::join!(
             get(DownloadTargetKind::BackupResourceList),
-            get(DownloadTargetKind::BackupVolumeInfos),
+            async {
+                match wants_volumes {
+                    true => get(DownloadTargetKind::BackupVolumeInfos).await,
+                    false => Ok(b"[]".to_vec()),
+                }
+            },
             async {
                 match wants_results {
                     true => Some(get(DownloadTargetKind::BackupResults).await),
