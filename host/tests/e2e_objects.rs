@@ -5,79 +5,21 @@ mod e2e;
 
 use std::time::Duration;
 
+use e2e::apps::{deploy_nginx, nginx_snapshot};
 use e2e::{wait_for, Env, NS};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
 use serde_json::{json, Value};
 use stowage_api::{Backup, Restore};
 
-const APP: &str = "nginx-example";
-
-async fn deploy_nginx(env: &Env) {
-    env.create_namespace(APP).await;
-    let c = env.client.clone();
-    let pp = PostParams::default();
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "nginx-config", "labels": {"app": "nginx"}},
-        "data": {"nginx.conf": "worker_processes 1;\n"}})).unwrap();
-    Api::<ConfigMap>::namespaced(c.clone(), APP).create(&pp, &cm).await.unwrap();
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "nginx-tls", "labels": {"app": "nginx"}},
-        "data": {"tls.key": "c2VjcmV0LWtleQ=="}})).unwrap();
-    Api::<Secret>::namespaced(c.clone(), APP).create(&pp, &secret).await.unwrap();
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "nginx-logs", "labels": {"app": "nginx"}},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Mi"}}}})).unwrap();
-    Api::<PersistentVolumeClaim>::namespaced(c.clone(), APP).create(&pp, &pvc).await.unwrap();
-    let deploy: Deployment = serde_json::from_value(json!({"metadata": {"name": "nginx-deployment", "labels": {"app": "nginx"}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "nginx"}},
-            "template": {"metadata": {"labels": {"app": "nginx"}}, "spec": {
-                "volumes": [{"name": "nginx-logs", "persistentVolumeClaim": {"claimName": "nginx-logs"}}],
-                "containers": [{"name": "nginx", "image": "nginx:1.17.6", "ports": [{"containerPort": 80}],
-                    "volumeMounts": [{"mountPath": "/var/log/nginx", "name": "nginx-logs"}]}]}}}})).unwrap();
-    Api::<Deployment>::namespaced(c.clone(), APP).create(&pp, &deploy).await.unwrap();
-    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "my-nginx", "labels": {"app": "nginx"}},
-        "spec": {"type": "NodePort", "selector": {"app": "nginx"}, "ports": [{"port": 80, "targetPort": 80}]}})).unwrap();
-    Api::<Service>::namespaced(c.clone(), APP).create(&pp, &svc).await.unwrap();
-}
-
-/// The parts of the app a user compares after a restore, without what the cluster assigns.
-async fn snapshot(env: &Env) -> Value {
-    let c = env.client.clone();
-    let deploy = Api::<Deployment>::namespaced(c.clone(), APP).get("nginx-deployment").await.unwrap();
-    let mut svc = serde_json::to_value(Api::<Service>::namespaced(c.clone(), APP).get("my-nginx").await.unwrap().spec).unwrap();
-    for assigned in ["clusterIP", "clusterIPs"] {
-        svc.as_object_mut().unwrap().remove(assigned);
-    }
-    for p in svc["ports"].as_array_mut().unwrap() {
-        p.as_object_mut().unwrap().remove("nodePort");
-    }
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), APP).get("nginx-logs").await.unwrap();
-    let mut pvc_spec = serde_json::to_value(pvc.spec).unwrap();
-    pvc_spec.as_object_mut().unwrap().remove("volumeName");
-    json!({
-        "deployment": deploy.spec,
-        "service": svc,
-        "configmap": Api::<ConfigMap>::namespaced(c.clone(), APP).get("nginx-config").await.unwrap().data,
-        "secret": Api::<Secret>::namespaced(c.clone(), APP).get("nginx-tls").await.unwrap().data,
-        "pvc": pvc_spec,
-    })
-}
-
-async fn create<K>(env: &Env, obj: Value) -> String
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(env.client.clone(), NS);
-    let obj: K = serde_json::from_value(obj).unwrap();
-    api.create(&PostParams::default(), &obj).await.unwrap();
-    obj.meta().name.clone().unwrap()
-}
+const APP: &str = e2e::apps::NGINX;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_example_is_backed_up_and_restored_after_its_namespace_is_deleted() {
     let mut env = Env::start().await;
-    deploy_nginx(&env).await;
-    let original = snapshot(&env).await;
+    deploy_nginx(&env, APP).await;
+    let original = nginx_snapshot(&env, APP).await;
     env.start_server();
 
     // The location is checked and marked Available.
@@ -88,7 +30,7 @@ async fn nginx_example_is_backed_up_and_restored_after_its_namespace_is_deleted(
     })
     .await;
 
-    create::<Backup>(&env, json!({"metadata": {"name": "nginx-backup", "namespace": NS},
+    env.create::<Backup>(json!({"metadata": {"name": "nginx-backup", "namespace": NS},
         "spec": {"includedNamespaces": [APP]}})).await;
     let status = env.wait_finished::<Backup>("nginx-backup").await;
     assert_eq!(status["phase"], "Completed", "backup status: {status}\nserver log:\n{}", env.server_log());
@@ -111,12 +53,12 @@ async fn nginx_example_is_backed_up_and_restored_after_its_namespace_is_deleted(
 
     env.delete_namespace_and_wait(APP).await;
 
-    create::<Restore>(&env, json!({"metadata": {"name": "nginx-backup-restore", "namespace": NS},
+    env.create::<Restore>(json!({"metadata": {"name": "nginx-backup-restore", "namespace": NS},
         "spec": {"backupName": "nginx-backup"}})).await;
     let status = env.wait_finished::<Restore>("nginx-backup-restore").await;
     assert_eq!(status["phase"], "Completed", "restore status: {status}\nserver log:\n{}", env.server_log());
 
-    let restored = snapshot(&env).await;
+    let restored = nginx_snapshot(&env, APP).await;
     assert_eq!(restored, original, "restored objects differ from the originals");
     let cm = Api::<ConfigMap>::namespaced(env.client.clone(), APP).get("nginx-config").await.unwrap();
     let labels = cm.metadata.labels.unwrap();

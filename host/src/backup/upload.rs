@@ -37,16 +37,7 @@ pub async fn upload(
     store.put_stream(&layout.backup_file(name, BackupFile::Contents), &mut file, Some(size)).await?;
     store.put(&layout.backup_file(name, BackupFile::ResourceList), Bytes::from(compress_json(&done.resource_list)?)).await?;
     store.put(&layout.backup_file(name, BackupFile::Results), Bytes::from(compress_json(&done.outcome)?)).await?;
-    for (ns, warnings) in &done.outcome.warnings {
-        for w in warnings {
-            log.warn(if ns.is_empty() { w.clone() } else { format!("namespace {ns}: {w}") });
-        }
-    }
-    for (ns, errors) in &done.outcome.errors {
-        for e in errors {
-            log.error(if ns.is_empty() { e.clone() } else { format!("namespace {ns}: {e}") });
-        }
-    }
+    log.outcome(&done.outcome);
     let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
     log.info(format!("backup {phase}: {} items, {} warnings, {} errors", done.items,
         done.outcome.warning_count(), done.outcome.error_count()));

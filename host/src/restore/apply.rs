@@ -9,6 +9,7 @@ use stowage_pipeline::archive::ExtractedArchive;
 use stowage_pipeline::restore::existing::{compare, ExistingAction};
 use stowage_pipeline::restore::order::by_priority;
 use stowage_pipeline::restore::plan::RestorePlan;
+use stowage_pipeline::restore::scope::RestoreScope;
 use stowage_pipeline::restore::transform::{decide_volume, transform, VolumeDecision};
 use stowage_pipeline::{Item, Outcome};
 
@@ -26,22 +27,18 @@ pub struct Applied {
     pub resource_list: BTreeMap<String, Vec<String>>,
 }
 
-/// Cluster-scoped objects come back when related to restored ones (as in backups); namespaced
-/// ones by the filters.
-fn included(plan: &RestorePlan, item: &Item) -> bool {
-    match item.namespace {
-        Some(_) => plan.includes_item(item).is_ok(),
-        None => plan.includes_item(item).is_ok() || plan.includes_related(item).is_ok(),
-    }
-}
-
 /// The PersistentVolumes recreated as they were (the others are provisioned anew for their claims).
-fn restored_volumes(plan: &RestorePlan, archive: &ExtractedArchive, log: &OperationLog) -> anyhow::Result<BTreeSet<String>> {
+fn restored_volumes(
+    plan: &RestorePlan,
+    scope: &RestoreScope,
+    archive: &ExtractedArchive,
+    log: &OperationLog,
+) -> anyhow::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for res in archive.resources()?.iter().filter(|r| r.group_resource.is("", "persistentvolumes")) {
         for loc in archive.items(res)? {
             let pv = archive.read(&loc)?;
-            if !included(plan, &pv) {
+            if !scope.includes(&pv) {
                 continue;
             }
             match decide_volume(&pv, plan.restore_pvs, false) {
@@ -59,7 +56,8 @@ pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArc
     let mut done = Applied::default();
     let resources = archive.resources()?;
     let order = by_priority(resources.iter().map(|r| r.group_resource.clone()), &plan.priorities);
-    let volumes = restored_volumes(plan, archive, log)?;
+    let scope = RestoreScope::new(plan, archive)?;
+    let volumes = restored_volumes(plan, &scope, archive, log)?;
     let tctx = plan.transform_context(&volumes);
     let mut discovered = discovery::discover(&ctx.client).await?;
     let mut namespaces_ready = BTreeSet::new();
@@ -80,7 +78,7 @@ pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArc
                     continue;
                 }
             };
-            if !included(plan, &item) || (gr.is("", "persistentvolumes") && !volumes.contains(&item.name)) {
+            if !scope.includes(&item) || (gr.is("", "persistentvolumes") && !volumes.contains(&item.name)) {
                 continue;
             }
             let t = transform(item, &tctx);

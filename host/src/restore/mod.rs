@@ -20,7 +20,7 @@ use stowage_storage::ObjectStore;
 
 use crate::discovery;
 use crate::server::oplog::{compress_json, OperationLog};
-use crate::server::{locations, Context};
+use crate::server::{locations, velero, Context};
 
 pub async fn patch_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<Restore, kube::Error> {
     let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -82,12 +82,26 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
     Ok(Validated { plan, backup, location, store })
 }
 
+/// The backup's archive: Stowage's `tar.zst`, or Velero's `tar.gz` for a backup Velero wrote.
+async fn open_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<stowage_storage::ObjectReader> {
+    let layout = StoreLayout::new(None);
+    let ours = layout.backup_file(backup, BackupFile::Contents);
+    let velero = velero::archive_key(&layout, backup);
+    for key in [&ours, &velero] {
+        match store.get_stream(key).await {
+            Ok(reader) => return Ok(reader),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("the storage location has no archive for it (neither {ours} nor {velero}); the backup's data is gone")
+}
+
 /// Downloads the backup's archive and unpacks it (checking every path) before anything is
 /// created, so a corrupt or truncated archive fails the restore with nothing half-done.
 async fn read_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<ExtractedArchive> {
-    let key = StoreLayout::new(None).backup_file(backup, BackupFile::Contents);
     let tmp = tempfile::NamedTempFile::new()?;
-    let mut reader = store.get_stream(&key).await?;
+    let mut reader = open_archive(store, backup).await?;
     let mut file = tokio::fs::File::create(tmp.path()).await?;
     tokio::io::copy(&mut reader, &mut file).await?;
     drop(file);
@@ -130,6 +144,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
     match result {
         Ok(done) => {
             let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
+            log.outcome(&done.outcome);
             log.info(format!("restore {phase}: {} items restored, {} warnings, {} errors", done.restored,
                 done.outcome.warning_count(), done.outcome.error_count()));
             if writable {

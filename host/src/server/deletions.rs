@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::StoreLayout;
 use stowage_api::requests::DeleteBackupRequestPhase;
-use stowage_api::{Backup, DeleteBackupRequest};
+use stowage_api::{Backup, BackupPhase, DeleteBackupRequest};
 
 use super::{locations, Context};
 
@@ -33,12 +33,14 @@ async fn reconcile(req: Arc<DeleteBackupRequest>, ctx: Arc<Context>) -> Result<A
     }
     let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let errors = match delete_backup(&ctx, &req.spec.backup_name).await {
-        Ok(()) => vec![],
+        Ok(()) => {
+            ctx.metrics.backup_deletions.inc();
+            vec![]
+        }
         Err(e) => vec![format!("{e:#}")],
     };
     let status = json!({"status": {"phase": "Processed", "errors": errors}});
     api.patch_status(&req.name_any(), &PatchParams::default(), &Patch::Merge(status)).await?;
-    ctx.metrics.backup_deletions.inc();
     Ok(Action::await_change())
 }
 
@@ -47,6 +49,15 @@ pub async fn delete_backup(ctx: &Context, name: &str) -> anyhow::Result<()> {
     let Some(backup) = backups.get_opt(name).await? else {
         anyhow::bail!("backup {name:?} not found in namespace {}", ctx.namespace);
     };
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    use BackupPhase as P;
+    if matches!(phase, None | Some(P::New | P::InProgress | P::WaitingForVolumes | P::Finalizing)) {
+        // Deleting its files now would leave the rest of its upload behind, for sync to find.
+        anyhow::bail!(
+            "backup {name:?} is {}; delete it once it has finished (`stowage backup get {name}` shows its phase)",
+            phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "New".into())
+        );
+    }
     let loc = locations::resolve(ctx, backup.spec.storage_location.as_deref()).await?;
     locations::ensure_writable(&loc).map_err(|e| anyhow::anyhow!("cannot delete backup {name:?}: {e}"))?;
     backups.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Deleting"}}))).await?;

@@ -9,16 +9,17 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use stowage_api::layout::StoreLayout;
-use stowage_api::requests::DownloadRequestPhase;
+use stowage_api::requests::{DownloadRequestPhase, DownloadTarget};
 use stowage_api::{Backup, DownloadRequest, Restore};
+use stowage_storage::ObjectStore;
 
-use super::{locations, Context};
+use super::{locations, velero, Context};
 
 /// One Secret per chunk keeps each well under the 1 MiB object limit after base64.
 pub const CHUNK: usize = 700 * 1024;
@@ -82,18 +83,39 @@ async fn location_of(ctx: &Context, req: &DownloadRequest) -> anyhow::Result<Str
         .unwrap_or_default())
 }
 
+/// The target's content, None when the location does not have it. A backup Velero wrote has
+/// its log and resource list under Velero's names, gzip-compressed: served as zstd like ours.
+async fn fetch(store: &dyn ObjectStore, target: &DownloadTarget) -> anyhow::Result<Option<Vec<u8>>> {
+    let layout = StoreLayout::new(None);
+    match store.get(&layout.download_target(target.kind, &target.name)).await {
+        Ok(data) => return Ok(Some(data.to_vec())),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some(key) = velero::download_key(&layout, target.kind, &target.name) else { return Ok(None) };
+    match store.get(&key).await {
+        Ok(gz) => Ok(Some(velero::gzip_to_zstd(&gz).map_err(|e| anyhow::anyhow!("{key}: not gzip: {e}"))?)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn serve(ctx: &Context, req: &DownloadRequest) -> anyhow::Result<()> {
+    use stowage_api::requests::DownloadTargetKind as K;
     let location = location_of(ctx, req).await?;
     let loc = locations::resolve(ctx, Some(&location)).await?;
+    if matches!(req.spec.target.kind, K::RestoreLog | K::RestoreResults) && locations::ensure_writable(&loc).is_err() {
+        anyhow::bail!(
+            "restore {:?} read from storage location {location:?}, which is ReadOnly and never written to, \
+             so its log and results were not kept; `stowage restore describe` shows its status, and the \
+             server's log has its lines",
+            req.spec.target.name
+        );
+    }
     let store = locations::open(ctx, &loc).await?;
-    let key = StoreLayout::new(None).download_target(req.spec.target.kind, &req.spec.target.name);
-    let data = store.get(&key).await.map_err(|e| {
-        if e.is_not_found() {
-            anyhow::anyhow!("{:?} of {:?} is not in storage location {location:?} (it may not have been written yet)",
-                req.spec.target.kind, req.spec.target.name)
-        } else {
-            anyhow::Error::from(e)
-        }
+    let data = fetch(store.as_ref(), &req.spec.target).await?.ok_or_else(|| {
+        anyhow::anyhow!("{:?} of {:?} is not in storage location {location:?} (it may not have been written yet)",
+            req.spec.target.kind, req.spec.target.name)
     })?;
     let owner = req.controller_owner_ref(&()).map(|mut o: OwnerReference| {
         o.controller = Some(false);
@@ -113,7 +135,10 @@ async fn serve(ctx: &Context, req: &DownloadRequest) -> anyhow::Result<()> {
             data: Some(BTreeMap::from([(format!("part-{i:04}"), ByteString(chunk.to_vec()))])),
             ..Default::default()
         };
-        secrets.create(&PostParams::default(), &secret).await?;
+        // Apply rather than create: a server that stopped before marking the request
+        // Processed has left some of these behind.
+        let pp = PatchParams::apply("stowage-server").force();
+        secrets.patch(&chunk_secret_name(&req.name_any(), i), &pp, &Patch::Apply(&secret)).await?;
     }
     Ok(())
 }

@@ -1,19 +1,24 @@
 //! Backup storage locations: opening their object stores, checking them, and syncing the
 //! backups they hold into the cluster (the migration and disaster-recovery path).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::{BackupFile, StoreLayout};
 use stowage_api::location::{AccessMode, LocationPhase};
-use stowage_api::{names, Backup, BackupStorageLocation};
+use stowage_api::{names, Backup, BackupPhase, BackupStorageLocation};
 use stowage_storage::{LocationSpec, ObjectStore};
 
-use super::Context;
+use super::{velero, Context};
+
+/// Annotation on Backups created by sync: the storage location they were found in.
+pub const SYNCED_FROM: &str = "stowage.io/synced-from";
 
 /// How often locations are checked and synced when they do not say.
 const DEFAULT_PERIOD: Duration = Duration::from_secs(30);
@@ -121,9 +126,10 @@ async fn validate_and_sync(ctx: &Context, api: &Api<BackupStorageLocation>, loc:
         let sync_enabled = !matches!(period, Some(Ok(d)) if d.is_zero());
         if sync_enabled {
             match sync(ctx, &name, store.as_ref()).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(location = %name, "synced {n} backup(s) from the bucket into the cluster");
+                Ok(synced) => {
+                    if synced != Synced::default() {
+                        tracing::info!(location = %name, "synced from the bucket: {} backup(s) added, {} removed",
+                            synced.created, synced.removed);
                     }
                     status["lastSyncedTime"] = json!(now());
                 }
@@ -137,35 +143,110 @@ async fn validate_and_sync(ctx: &Context, api: &Api<BackupStorageLocation>, loc:
     }
 }
 
-/// Creates Backup objects for backups present in the bucket but not in the cluster.
-pub async fn sync(ctx: &Context, location: &str, store: &dyn ObjectStore) -> anyhow::Result<usize> {
+/// What one sync changed in the cluster.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub created: usize,
+    pub removed: usize,
+}
+
+/// Creates Backup objects for backups present in the bucket but not in the cluster: Stowage's,
+/// and Velero's (see [`super::velero`]). A backup that cannot be synced is logged and skipped;
+/// it never keeps the others from syncing. Backups this location's sync created whose data
+/// has since gone from the bucket (deleted from another cluster) are removed, as Velero does.
+pub async fn sync(ctx: &Context, location: &str, store: &dyn ObjectStore) -> anyhow::Result<Synced> {
     let layout = StoreLayout::new(None);
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let mut created = 0;
-    for name in store.list_dirs(&layout.backups_dir()).await? {
-        if backups.get_opt(&name).await?.is_some() {
+    let in_bucket: BTreeSet<String> = store.list_dirs(&layout.backups_dir()).await?.into_iter().collect();
+    let in_cluster: BTreeMap<String, Backup> =
+        backups.list(&ListParams::default()).await?.items.into_iter().map(|b| (b.name_any(), b)).collect();
+    let mut done = Synced::default();
+    for name in &in_bucket {
+        if let Err(e) = stowage_api::layout::check_object_name(name) {
+            tracing::warn!(location, "not syncing {:?}: {e}", layout.backup_dir(name));
             continue;
         }
-        // Metadata is uploaded last: a backup without it is incomplete or being written.
-        let raw = match store.get(&layout.backup_file(&name, BackupFile::Metadata)).await {
-            Ok(raw) => raw,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let stored: Backup = serde_json::from_slice(&raw)
-            .map_err(|e| anyhow::anyhow!("backup {name:?} in location {location:?}: unreadable metadata: {e}"))?;
-        let mut obj = Backup::new(&name, stored.spec.clone());
-        obj.metadata.namespace = Some(ctx.namespace.clone());
-        let mut labels = stored.metadata.labels.clone().unwrap_or_default();
-        labels.insert(stowage_api::labels::STORAGE_LOCATION.name.to_string(), location.to_string());
-        obj.metadata.labels = Some(labels);
-        obj.spec.storage_location = Some(location.to_string());
-        backups.create(&PostParams::default(), &obj).await?;
-        let status = json!({"status": stored.status});
-        backups.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-        created += 1;
+        let existing = in_cluster.get(name);
+        // A synced Backup whose status did not get written (the server stopped in between) is
+        // finished now; any other existing Backup is this cluster's own.
+        let unfinished_sync =
+            existing.is_some_and(|b| synced_from(b).is_some() && b.status.as_ref().and_then(|s| s.phase).is_none());
+        if existing.is_some() && !unfinished_sync {
+            continue;
+        }
+        match stored_backup(&layout, store, name).await {
+            Ok(Some(stored)) if unfinished_sync => write_synced_status(&backups, name, &stored).await?,
+            Ok(Some(stored)) => {
+                create_synced(ctx, &backups, location, name, stored).await?;
+                done.created += 1;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(location, backup = %name, "not syncing: {e:#}"),
+        }
     }
-    Ok(created)
+    for (name, backup) in &in_cluster {
+        let phase = backup.status.as_ref().and_then(|s| s.phase);
+        let finished = matches!(phase, Some(BackupPhase::Completed | BackupPhase::PartiallyFailed));
+        if synced_from(backup) == Some(location) && finished && !in_bucket.contains(name) {
+            backups.delete(name, &DeleteParams::default()).await?;
+            tracing::info!(location, backup = %name, "removed synced backup: its data is no longer in the storage location");
+            done.removed += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// The location a Backup was synced from, for Backups that sync created (and that are never
+/// run here).
+pub fn synced_from(backup: &Backup) -> Option<&str> {
+    backup.metadata.annotations.as_ref()?.get(SYNCED_FROM).map(String::as_str)
+}
+
+/// A backup's object as stored, or None while it is incomplete (metadata is uploaded last).
+async fn stored_backup(layout: &StoreLayout, store: &dyn ObjectStore, name: &str) -> anyhow::Result<Option<Backup>> {
+    let get = |key: String| async move {
+        match store.get(&key).await {
+            Ok(raw) => Ok(Some(raw)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(anyhow::Error::from(e)),
+        }
+    };
+    if let Some(raw) = get(layout.backup_file(name, BackupFile::Metadata)).await? {
+        let stored: Backup = serde_json::from_slice(&raw).map_err(|e| anyhow::anyhow!("unreadable metadata: {e}"))?;
+        return Ok(Some(stored));
+    }
+    let Some(raw) = get(velero::metadata_key(layout, name)).await? else { return Ok(None) };
+    let Some(v) = velero::read_metadata(&raw).map_err(anyhow::Error::msg)? else { return Ok(None) };
+    let mut backup = Backup::new(name, v.spec);
+    backup.metadata.labels = Some(v.labels);
+    backup.status = Some(v.status);
+    Ok(Some(backup))
+}
+
+async fn create_synced(ctx: &Context, backups: &Api<Backup>, location: &str, name: &str, stored: Backup) -> anyhow::Result<()> {
+    let mut obj = Backup::new(name, stored.spec.clone());
+    obj.metadata.namespace = Some(ctx.namespace.clone());
+    let mut labels = stored.metadata.labels.clone().unwrap_or_default();
+    // The location is this cluster's, whatever the writer called it.
+    for key in stowage_api::labels::STORAGE_LOCATION.spellings() {
+        labels.remove(key);
+    }
+    labels.insert(stowage_api::labels::STORAGE_LOCATION.name.to_string(), location.to_string());
+    obj.metadata.labels = Some(labels);
+    obj.spec.storage_location = Some(location.to_string());
+    // The status cannot be set on create: until it is, the annotation keeps the backup
+    // controller from taking this for a new backup to run (and overwriting the stored one).
+    obj.metadata.annotations = Some([(SYNCED_FROM.to_string(), location.to_string())].into());
+    backups.create(&PostParams::default(), &obj).await?;
+    write_synced_status(backups, name, &stored).await?;
+    tracing::info!(location, backup = %name, "synced backup from the bucket");
+    Ok(())
+}
+
+async fn write_synced_status(backups: &Api<Backup>, name: &str, stored: &Backup) -> anyhow::Result<()> {
+    let status = json!({"status": stored.status});
+    backups.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    Ok(())
 }
 
 /// Refuses to write to a ReadOnly location, with a message that says what to do.

@@ -8,6 +8,7 @@ pub mod locations;
 pub mod metrics;
 pub mod oplog;
 mod operations;
+pub mod velero;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,6 +39,13 @@ pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Backup to run: created without a phase (or New), and not synced from a bucket, where
+/// it was already taken.
+fn is_new(backup: &Backup) -> bool {
+    let phase = backup.status.as_ref().and_then(|s| s.phase);
+    matches!(phase, None | Some(BackupPhase::New)) && locations::synced_from(backup).is_none()
+}
+
 fn on_error<K>(_: Arc<K>, e: &anyhow::Error, _: Arc<Context>) -> Action {
     tracing::warn!("{e:#}");
     Action::requeue(Duration::from_secs(10))
@@ -53,8 +60,7 @@ pub async fn run_backups(ctx: Arc<Context>) {
     Controller::new(api, watcher::Config::default())
         .run(
             |b: Arc<Backup>, ctx: Arc<Context>| async move {
-                let phase = b.status.as_ref().and_then(|s| s.phase);
-                if phase.is_none() || phase == Some(BackupPhase::New) {
+                if is_new(&b) {
                     crate::backup::run(ctx, b).await.map_err(RunError)?;
                 }
                 Ok::<_, RunError>(Action::await_change())
@@ -82,4 +88,23 @@ pub async fn run_restores(ctx: Arc<Context>) {
         )
         .for_each(|_| async {})
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_api::{BackupSpec, BackupStatus};
+
+    #[test]
+    fn synced_backups_are_never_run_even_before_their_status_is_written() {
+        let mut b = Backup::new("nightly", BackupSpec::default());
+        assert!(is_new(&b));
+        b.status = Some(BackupStatus { phase: Some(BackupPhase::New), ..Default::default() });
+        assert!(is_new(&b));
+        b.status = Some(BackupStatus { phase: Some(BackupPhase::Completed), ..Default::default() });
+        assert!(!is_new(&b));
+        let mut synced = Backup::new("nightly", BackupSpec::default());
+        synced.metadata.annotations = Some([(locations::SYNCED_FROM.to_string(), "default".to_string())].into());
+        assert!(!is_new(&synced), "a synced Backup without status yet is not a new backup");
+    }
 }

@@ -37,6 +37,22 @@ impl OperationLog {
         self.push("error", msg.as_ref());
     }
 
+    /// Records each warning and error of a run's outcome, with the namespace it concerns, so
+    /// that `stowage backup logs` and `restore logs` show them beside the rest.
+    pub fn outcome(&self, outcome: &stowage_pipeline::Outcome) {
+        let located = |ns: &str, m: &str| if ns.is_empty() { m.to_string() } else { format!("namespace {ns}: {m}") };
+        for (ns, warnings) in &outcome.warnings {
+            for w in warnings {
+                self.warn(located(ns, w));
+            }
+        }
+        for (ns, errors) in &outcome.errors {
+            for e in errors {
+                self.error(located(ns, e));
+            }
+        }
+    }
+
     /// The log as uploaded: zstd-compressed text, one line per entry.
     pub fn compressed(&self) -> std::io::Result<Vec<u8>> {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,5 +83,19 @@ mod tests {
         let text = String::from_utf8(zstd::decode_all(log.compressed().unwrap().as_slice()).unwrap()).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text.contains("level=warning") && text.contains("backup=b1"));
+    }
+
+    #[test]
+    fn outcome_messages_are_logged_with_their_namespace() {
+        let log = OperationLog::new("restore", "r1");
+        let mut outcome = stowage_pipeline::Outcome::default();
+        outcome.warn(Some("shop"), "configmaps shop/settings already exists");
+        outcome.error(None, "widgets.example.com is not served");
+        log.outcome(&outcome);
+        let text = String::from_utf8(zstd::decode_all(log.compressed().unwrap().as_slice()).unwrap()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("level=warning") && lines[0].contains("namespace shop: configmaps shop/settings"), "{text}");
+        assert!(lines[1].contains("level=error") && lines[1].contains("widgets.example.com"), "{text}");
     }
 }

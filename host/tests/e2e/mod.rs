@@ -1,31 +1,64 @@
 //! The end-to-end environment: a cluster (kube-sim in process, or a real one named by
 //! `STOWAGE_E2E_KUBECONFIG`), a real S3 server on loopback, Stowage's CRDs and storage location,
-//! and the real `stowage server` binary running against them.
+//! and the real `stowage server` binary running against them. A second simulated cluster can
+//! share the first one's bucket (cluster migration).
 
 #![allow(dead_code)]
 
+pub mod apps;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::{ClusterResourceScope, NamespaceResourceScope};
 use kube::Client;
 use kube_sim::{KubeSim, SimConfig};
-use serde_json::json;
-use stowage_storage::{S3Config, S3Credentials, S3Store};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use stowage_api::location::LocationPhase;
+use stowage_api::BackupStorageLocation;
+use stowage_storage::{ObjectStore, S3Config, S3Credentials, S3Store};
 use stowage_test_support::S3Server;
 
 pub const NS: &str = "stowage";
+
+/// A namespaced object type the tests create and read.
+pub trait Namespaced:
+    kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug
+{
+}
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug
+{
+}
+
+/// A cluster-scoped object type the tests create and read.
+pub trait ClusterScoped:
+    kube::Resource<Scope = ClusterResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug
+{
+}
+impl<K> ClusterScoped for K where
+    K: kube::Resource<Scope = ClusterResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug
+{
+}
 
 pub struct Env {
     pub sim: Option<KubeSim>,
     pub client: Client,
     pub kubeconfig: PathBuf,
-    pub s3: S3Server,
+    pub s3: Arc<S3Server>,
     pub bucket: String,
     pub dir: tempfile::TempDir,
+    /// Where the server serves `/metrics` once started.
+    pub metrics_address: SocketAddr,
     server: Option<Child>,
 }
 
@@ -47,26 +80,61 @@ where
     }
 }
 
+async fn start_sim(dir: &Path) -> (KubeSim, PathBuf) {
+    let sim = KubeSim::start(SimConfig::new(dir.join("kubelet"))).await.unwrap();
+    let path = dir.join("kubeconfig");
+    sim.write_kubeconfig(&path).unwrap();
+    (sim, path)
+}
+
+async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
 impl Env {
+    /// A cluster with a fresh bucket as its default, ReadWrite location.
     pub async fn start() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (sim, kubeconfig) = match std::env::var_os("STOWAGE_E2E_KUBECONFIG") {
             Some(path) => (None, PathBuf::from(path)),
             None => {
-                let sim = KubeSim::start(SimConfig::new(dir.path().join("kubelet"))).await.unwrap();
-                let path = dir.path().join("kubeconfig");
-                sim.write_kubeconfig(&path).unwrap();
+                let (sim, path) = start_sim(dir.path()).await;
                 (Some(sim), path)
             }
         };
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-        let client = Client::try_from(config).unwrap();
-        let s3 = S3Server::start().expect("S3 server (moto) starts");
+        let client = client_for(&kubeconfig).await;
+        let s3 = Arc::new(S3Server::start().expect("S3 server (moto) starts"));
         let bucket = stowage_test_support::unique_name("backups");
-        let env = Env { sim, client, kubeconfig, s3, bucket, dir, server: None };
+        let env = Env { sim, client, kubeconfig, s3, bucket, dir, metrics_address: free_port(), server: None };
         env.store().create_bucket().await.unwrap();
-        env.install().await;
+        env.install("ReadWrite").await;
+        env
+    }
+
+    /// Another cluster (always simulated) whose default location is this one's bucket, with
+    /// the access mode given: the cluster a backup migrates to.
+    pub async fn second_cluster(&self, access_mode: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, kubeconfig) = start_sim(dir.path()).await;
+        let client = client_for(&kubeconfig).await;
+        let env = Env {
+            sim: Some(sim),
+            client,
+            kubeconfig,
+            s3: self.s3.clone(),
+            bucket: self.bucket.clone(),
+            dir,
+            metrics_address: free_port(),
+            server: None,
+        };
+        env.install(access_mode).await;
         env
     }
 
@@ -80,7 +148,7 @@ impl Env {
     }
 
     /// CRDs, the install namespace, the credentials Secret and the default location.
-    async fn install(&self) {
+    async fn install(&self, access_mode: &str) {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         let pp = PatchParams::apply("stowage-e2e").force();
         for crd in stowage_api::all_crds() {
@@ -94,7 +162,7 @@ impl Env {
         let ini = format!("[default]\naws_access_key_id={}\naws_secret_access_key={}\n", self.s3.access_key(), self.s3.secret_key());
         let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "cloud-credentials"}, "stringData": {"cloud": ini}})).unwrap();
         secrets.patch("cloud-credentials", &pp, &Patch::Apply(&secret)).await.unwrap();
-        self.apply_location("default", &self.bucket, true, "ReadWrite").await;
+        self.apply_location("default", &self.bucket, true, access_mode).await;
     }
 
     pub async fn apply_location(&self, name: &str, bucket: &str, default: bool, access_mode: &str) {
@@ -112,7 +180,8 @@ impl Env {
         let child = Command::new(env!("CARGO_BIN_EXE_stowage"))
             .args(["server", "--kubeconfig"])
             .arg(&self.kubeconfig)
-            .args(["-n", NS, "--metrics-address", "127.0.0.1:0", "--location-check-period", "1s"])
+            .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
+            .arg(self.metrics_address.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -130,9 +199,7 @@ impl Env {
     }
 
     pub async fn create_namespace(&self, name: &str) {
-        let nss: Api<Namespace> = Api::all(self.client.clone());
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        nss.create(&PostParams::default(), &ns).await.unwrap();
+        self.create_cluster::<Namespace>(json!({"metadata": {"name": name}})).await;
     }
 
     pub async fn delete_namespace_and_wait(&self, name: &str) {
@@ -144,20 +211,119 @@ impl Env {
         .await;
     }
 
+    /// Creates a namespaced object in `ns`; returns its name.
+    pub async fn create_in<K: Namespaced>(&self, ns: &str, obj: Value) -> String {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let obj: K = serde_json::from_value(obj).unwrap();
+        let name = obj.meta().name.clone().unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {name} in {ns}: {e}"));
+        name
+    }
+
+    /// Creates one of Stowage's objects (a Backup, Restore, request...) in its namespace.
+    pub async fn create<K: Namespaced>(&self, obj: Value) -> String {
+        self.create_in::<K>(NS, obj).await
+    }
+
+    pub async fn create_cluster<K: ClusterScoped>(&self, obj: Value) -> String {
+        let api: Api<K> = Api::all(self.client.clone());
+        let obj: K = serde_json::from_value(obj).unwrap();
+        let name = obj.meta().name.clone().unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        name
+    }
+
+    /// A namespaced object as JSON, if it exists.
+    pub async fn get_in<K: Namespaced>(&self, ns: &str, name: &str) -> Option<Value> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    pub async fn get_cluster<K: ClusterScoped>(&self, name: &str) -> Option<Value> {
+        let api: Api<K> = Api::all(self.client.clone());
+        api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// Creates a Backup with this spec and waits for it to finish; returns its status.
+    pub async fn backup(&self, name: &str, spec: Value) -> Value {
+        self.create::<stowage_api::Backup>(json!({"metadata": {"name": name, "namespace": NS}, "spec": spec})).await;
+        self.wait_finished::<stowage_api::Backup>(name).await
+    }
+
+    /// Creates a Restore with this spec and waits for it to finish; returns its status.
+    pub async fn restore(&self, name: &str, spec: Value) -> Value {
+        self.create::<stowage_api::Restore>(json!({"metadata": {"name": name, "namespace": NS}, "spec": spec})).await;
+        self.wait_finished::<stowage_api::Restore>(name).await
+    }
+
     /// Waits until a Backup or Restore reaches a terminal phase; returns its status as JSON.
-    pub async fn wait_finished<K>(&self, name: &str) -> serde_json::Value
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-    {
+    pub async fn wait_finished<K: Namespaced>(&self, name: &str) -> Value {
         let api: Api<K> = Api::namespaced(self.client.clone(), NS);
-        let status = wait_for(&format!("{} {name} to finish", K::kind(&())), 120, || async {
+        wait_for(&format!("{} {name} to finish", K::kind(&())), 120, || async {
             let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
             let phase = obj["status"]["phase"].as_str()?.to_string();
-            matches!(phase.as_str(), "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation").then(|| obj["status"].clone())
+            let finished = matches!(phase.as_str(), "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation");
+            finished.then(|| obj["status"].clone())
+        })
+        .await
+    }
+
+    /// Waits until a request (DeleteBackupRequest, DownloadRequest) is Processed; returns its status.
+    pub async fn wait_processed<K: Namespaced>(&self, name: &str) -> Value {
+        let api: Api<K> = Api::namespaced(self.client.clone(), NS);
+        wait_for(&format!("{} {name} to be processed", K::kind(&())), 60, || async {
+            let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+            (obj["status"]["phase"] == "Processed").then(|| obj["status"].clone())
+        })
+        .await
+    }
+
+    pub async fn wait_location_available(&self, name: &str) {
+        let api: Api<BackupStorageLocation> = Api::namespaced(self.client.clone(), NS);
+        wait_for(&format!("storage location {name} to be Available"), 60, || async {
+            let l = api.get(name).await.ok()?;
+            (l.status?.phase? == LocationPhase::Available).then_some(())
         })
         .await;
-        status
+    }
+
+    /// Every key in the bucket under `prefix`.
+    pub async fn bucket_keys(&self, prefix: &str) -> BTreeSet<String> {
+        self.store().list(prefix).await.unwrap().into_iter().map(|o| o.key).collect()
+    }
+
+    /// A zstd-compressed JSON document from the bucket.
+    pub async fn read_zstd_json(&self, key: &str) -> Value {
+        let raw = self.store().get(key).await.unwrap_or_else(|e| panic!("reading {key}: {e}"));
+        serde_json::from_slice(&zstd::decode_all(&raw[..]).unwrap()).unwrap()
+    }
+
+    /// A zstd-compressed text from the bucket (a log).
+    pub async fn read_zstd_text(&self, key: &str) -> String {
+        let raw = self.store().get(key).await.unwrap_or_else(|e| panic!("reading {key}: {e}"));
+        String::from_utf8(zstd::decode_all(&raw[..]).unwrap()).unwrap()
+    }
+
+    /// What a backup's uploaded resource list says: `apiVersion/Kind` -> entries.
+    pub async fn resource_list(&self, backup: &str) -> Value {
+        self.read_zstd_json(&format!("backups/{backup}/{backup}-resource-list.json.zst")).await
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_address;
+        wait_for("the metrics endpoint to answer", 30, || async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(req.as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await.ok()?;
+            let text = String::from_utf8(raw).ok()?;
+            let (head, body) = text.split_once("\r\n\r\n")?;
+            head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        })
+        .await
     }
 }
 
