@@ -18,16 +18,17 @@ sim_pid=$!
 for _ in $(seq 50); do [ -s "$KUBECONFIG" ] && break; sleep 0.1; done
 
 kubectl create namespace bench >/dev/null
-python3 - "$n" >"$work/objects.json" <<'PY'
+python3 - "$n" >"$work/objects.yaml" <<'PY'
 import json, sys
 n = int(sys.argv[1])
 items = [{"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": f"config-{i:07d}", "namespace": "bench", "labels": {"app": f"app-{i % 50}"},
                        "annotations": {"description": "x" * 200}},
           "data": {"settings.yaml": f"replicas: {i % 7}\n" + "key: value\n" * 50}} for i in range(n)]
-json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout)
+# One document per object: kubectl validates each kind server-side.
+sys.stdout.write("\n---\n".join(json.dumps(i) for i in items))
 PY
-kubectl create -f "$work/objects.json" >/dev/null
+kubectl create -f "$work/objects.yaml" >/dev/null
 kubectl apply -f deploy/crds >/dev/null
 kubectl create namespace stowage >/dev/null
 mkdir -p "$work/backups"
@@ -61,7 +62,8 @@ while :; do
 done
 secs=$(echo "$(date +%s.%N) - $start" | bc)
 items=$(kubectl get backup bench -n stowage -o jsonpath='{.status.progress.itemsBackedUp}')
-kill -INT "$srv_pid"; wait "$srv_pid" 2>/dev/null || true
+# GNU time ignores SIGINT while it waits: signal the server itself.
+pkill -INT -P "$srv_pid"; wait "$srv_pid" 2>/dev/null || true
 rss=$(tail -1 "$work/server.rss")
 archive=$(stat -c %s "$work/backups/backups/bench/bench.tar.zst")
 printf 'objects=%s phase=%s items=%s\n' "$n" "$phase" "$items"

@@ -168,7 +168,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         namespace: NS.to_string(),
         metrics_address: "127.0.0.1:0".parse()?,
         default_volumes_to_fs_backup: false,
-        default_backup_ttl: stowage_api::duration::DEFAULT_BACKUP_TTL.to_string(),
         location_check_period: Some(Duration::from_secs(1)),
     };
     let server_cluster = cluster.clone();

@@ -36,6 +36,8 @@ async fn nginx_example_is_backed_up_and_restored_after_its_namespace_is_deleted(
     assert_eq!(status["phase"], "Completed", "backup status: {status}\nserver log:\n{}", env.server_log());
     assert!(status["progress"]["itemsBackedUp"].as_u64().unwrap() >= 6, "{status}");
     assert!(status["expiration"].is_string());
+    let stored = Api::<Backup>::namespaced(env.client.clone(), NS).get("nginx-backup").await.unwrap();
+    assert_eq!(stored.spec.storage_location.as_deref(), Some("default"), "the default location is recorded on the backup");
 
     // What a user would find in the bucket.
     let store = env.store();

@@ -119,6 +119,13 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
     );
     patch_status(&ctx, &name, json!({"phase": "InProgress", "startTimestamp": start, "expiration": expiration,
         "formatVersion": stowage_pipeline::archive::FORMAT_VERSION})).await?;
+    if backup.spec.storage_location.is_none() {
+        // Record which location "the default" was, as Velero does: `get` and `describe` show it,
+        // and a later change of default does not move this backup.
+        let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let spec = json!({"spec": {"storageLocation": plan.location.name_any()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)).await?;
+    }
     log.info(format!("backup started, storage location {:?}", plan.location.name_any()));
 
     let result = async {

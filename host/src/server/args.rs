@@ -15,9 +15,6 @@ pub struct ServerArgs {
     /// Back up every pod volume unless opted out, for backups that do not say.
     #[arg(long)]
     pub default_volumes_to_fs_backup: bool,
-    /// The TTL of backups that do not set one (Go duration).
-    #[arg(long, default_value = stowage_api::duration::DEFAULT_BACKUP_TTL, value_parser = parse_duration)]
-    pub default_backup_ttl: String,
     /// How often storage locations are checked and synced (Go duration; default 30s).
     #[arg(long, value_parser = parse_period)]
     pub location_check_period: Option<std::time::Duration>,
@@ -25,10 +22,6 @@ pub struct ServerArgs {
 
 fn parse_period(value: &str) -> Result<std::time::Duration, String> {
     stowage_api::duration::parse(value).map_err(|e| e.to_string())
-}
-
-fn parse_duration(value: &str) -> Result<String, String> {
-    stowage_api::duration::parse(value).map(|_| value.to_string()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -47,8 +40,7 @@ mod tests {
         let h = Harness::try_parse_from(["server", "-n", "backup", "--metrics-address", "127.0.0.1:9000",
             "--location-check-period", "2s"]).unwrap();
         assert_eq!(h.args.namespace, "backup");
-        assert_eq!(h.args.default_backup_ttl, "720h");
         assert_eq!(h.args.location_check_period, Some(std::time::Duration::from_secs(2)));
-        assert!(Harness::try_parse_from(["server", "--default-backup-ttl", "30 days"]).is_err());
+        assert!(Harness::try_parse_from(["server", "--location-check-period", "soon"]).is_err());
     }
 }
