@@ -10,7 +10,7 @@ pub fn info() -> ApiResourceInfo {
 
 pub fn item(i: usize) -> Item {
     let mut labels = json!({"app": format!("app-{}", i % 50), "tier": "web"});
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         labels["stowage.io/exclude-from-backup"] = json!("true");
     }
     let obj = json!({

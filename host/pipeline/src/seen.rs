@@ -3,31 +3,21 @@
 //! 100k-object backup keeps ~3 MiB here rather than ~15 MiB of names).
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use crate::item::ItemRef;
 
 /// Two independently keyed hashes: a false "already seen" (which would drop an item) needs a
 /// 128-bit collision, about 1 in 10^28 for a million items.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SeenItems {
     keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
     fingerprints: HashSet<u128>,
 }
 
-impl Default for SeenItems {
-    fn default() -> Self {
-        SeenItems { keys: (Default::default(), Default::default()), fingerprints: HashSet::new() }
-    }
-}
-
 impl SeenItems {
     fn fingerprint(&self, item: &ItemRef) -> u128 {
-        let half = |state: &std::collections::hash_map::RandomState| {
-            let mut h = state.build_hasher();
-            item.hash(&mut h);
-            h.finish()
-        };
+        let half = |state: &std::collections::hash_map::RandomState| state.hash_one(item);
         (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
     }
 

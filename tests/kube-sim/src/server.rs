@@ -52,7 +52,7 @@ impl AppState {
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node}],
             }});
             self.store
-                .patch(&nodes, "", node, PatchKind::Merge, status.to_string().as_bytes(), Some("status"), &opts)
+                .patch(&nodes, "", node, (PatchKind::Merge, status.to_string().as_bytes()), Some("status"), &opts)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let classes = ty("storage.k8s.io", "v1", "storageclasses")?;
@@ -265,7 +265,7 @@ async fn dispatch(state: &AppState, t: Target, q: Query, watching: bool, req: Re
             let binding = parse_object(&ct, &bytes)?;
             let node = binding["target"]["name"].as_str().ok_or_else(|| ApiError::Invalid("target.name is required".into()))?;
             let p = json!({"spec": {"nodeName": node}}).to_string();
-            store.patch(rt, &ns, name, PatchKind::Merge, p.as_bytes(), None, &write)?;
+            store.patch(rt, &ns, name, (PatchKind::Merge, p.as_bytes()), None, &write)?;
             Ok(created(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
         }
         (Method::PUT, Some(name), Some("scale")) => {
@@ -287,7 +287,7 @@ async fn dispatch(state: &AppState, t: Target, q: Query, watching: bool, req: Re
             let kind = PatchKind::from_content_type(&ct)
                 .ok_or_else(|| ApiError::UnsupportedMediaType(format!("unsupported patch type {ct}")))?;
             let sub = sub.filter(|s| *s == "status");
-            Ok(ok(store.patch(rt, &ns, name, kind, &bytes, sub, &write)?))
+            Ok(ok(store.patch(rt, &ns, name, (kind, &bytes), sub, &write)?))
         }
         (Method::DELETE, name, None) => {
             let body: Value = if bytes.is_empty() { json!({}) } else { serde_json::from_slice(&bytes).unwrap_or(json!({})) };
@@ -363,7 +363,7 @@ fn set_replicas(store: &Store, rt: &ResourceType, ns: &str, name: &str, scale: &
     if let Some(rv) = scale["metadata"]["resourceVersion"].as_str().filter(|r| !r.is_empty()) {
         p["metadata"] = json!({"resourceVersion": rv});
     }
-    let updated = store.patch(rt, ns, name, PatchKind::Merge, p.to_string().as_bytes(), None, opts)?;
+    let updated = store.patch(rt, ns, name, (PatchKind::Merge, p.to_string().as_bytes()), None, opts)?;
     Ok(scale_of(rt, &updated))
 }
 

@@ -292,8 +292,7 @@ impl Store {
         rt: &ResourceType,
         ns: &str,
         name: &str,
-        kind: PatchKind,
-        body: &[u8],
+        (kind, body): (PatchKind, &[u8]),
         subresource: Option<&str>,
         opts: &WriteOpts,
     ) -> ApiResult<Value> {
