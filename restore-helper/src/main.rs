@@ -6,14 +6,15 @@
 //! Deliberately dependency-free and synchronous: it runs in every restored pod.
 
 mod args;
+mod wait;
 
 use std::process::ExitCode;
 
-use args::{Action, Args};
+use args::{Action, Env};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    match args::parse(&argv) {
+    match args::parse(&argv, Env::from_process()) {
         Ok(Action::Help) => {
             print!("{}", args::HELP);
             ExitCode::SUCCESS
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             println!("stowage-restore-helper {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Action::Run(args)) => match run(&args) {
+        Ok(Action::Run(args)) => match wait::run(&args, &mut wait::RealClock::start(), &mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -34,13 +35,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn run(args: &Args) -> Result<(), String> {
-    Err(format!(
-        "waiting for restored volumes is not implemented in this build (restore {}, volumes under {}); \
-         use a release that includes it",
-        args.restore_uid,
-        args.volumes_dir.display()
-    ))
 }

@@ -8,4 +8,10 @@ pub enum ApiError {
 
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
+
+    #[error(
+        "the repository master key is {len} bytes, not 32; restore the Secret stowage-repo-master-key from your copy \
+         (it is created once by `stowage install`)"
+    )]
+    InvalidMasterKey { len: usize },
 }

@@ -18,6 +18,7 @@ pub mod layout;
 pub mod location;
 pub mod names;
 pub mod podvolume;
+pub mod repo_keys;
 pub mod repository;
 pub mod requests;
 pub mod restore;
