@@ -43,6 +43,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Add and list the storage locations backups are kept in.
     BackupLocation(LocationArgs),
+    /// Reach volume backup repositories with the restic CLI.
+    Repo(crate::commands::repo::RepoArgs),
     /// Print the client version.
     Version,
     /// Print a shell completion script, e.g. `source <(stowage completion bash)`.
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_stdout(&script).context("writing the completion script")
         }
         Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
+        Command::Repo(args) => runtime()?.block_on(crate::commands::repo::run(args, &cli.cluster)),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Server(args) => runtime()?.block_on(crate::server::run(args, &cli.cluster)),
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),

@@ -7,6 +7,7 @@ pub mod download;
 pub mod filters;
 pub mod location;
 pub mod output;
+pub mod repo;
 pub mod restore;
 pub mod selector;
 pub mod wait;

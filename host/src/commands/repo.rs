@@ -1,0 +1,178 @@
+//! `stowage repo restic-env`: the restic CLI as a first-class way into volume backups (seed 003:
+//! restore one deleted file). Prints the environment a user exports to run `restic snapshots`
+//! or `restic restore` against a namespace's repository.
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Secret;
+use stowage_api::location::Provider;
+use stowage_api::repo_keys::{repository_identity, repository_password};
+use stowage_api::{names, BackupStorageLocation};
+
+use super::{Context, InstallNamespace};
+use crate::cluster::ClusterArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct RepoArgs {
+    #[command(flatten)]
+    pub namespace: InstallNamespace,
+    #[command(subcommand)]
+    pub command: RepoCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RepoCommand {
+    /// Print `export` lines (RESTIC_REPOSITORY, RESTIC_PASSWORD, storage credentials) for the
+    /// repository holding one namespace's volume data, e.g. `eval "$(stowage repo restic-env app)"`.
+    ResticEnv {
+        /// The namespace whose pod volumes the repository holds.
+        volume_namespace: String,
+        /// The storage location (default: the default one).
+        #[arg(long)]
+        location: Option<String>,
+    },
+}
+
+/// The variables for one repository; values are secrets, so they only ever go to stdout.
+pub struct ResticEnv {
+    pub vars: Vec<(&'static str, String)>,
+}
+
+/// Names only: the values are passwords and keys.
+impl std::fmt::Debug for ResticEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.vars.iter().map(|(k, _)| k)).finish()
+    }
+}
+
+impl ResticEnv {
+    pub fn render(&self) -> String {
+        self.vars.iter().map(|(k, v)| format!("export {k}={}\n", shell_quote(v))).collect()
+    }
+}
+
+fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// Builds the environment from a location, its credentials file and the master key.
+pub fn restic_env(
+    loc: &BackupStorageLocation,
+    credentials_ini: Option<&str>,
+    master_key: &[u8],
+    volume_namespace: &str,
+) -> anyhow::Result<ResticEnv> {
+    let spec = &loc.spec;
+    let name = loc.metadata.name.as_deref().unwrap_or_default();
+    let provider = spec.provider_kind().with_context(|| {
+        format!("storage location {name:?} has provider {:?}, which this build does not know", spec.provider)
+    })?;
+    let bucket = &spec.object_storage.bucket;
+    let prefix = spec.object_storage.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
+    let path = match prefix {
+        Some(p) => format!("{bucket}/{p}/restic/{volume_namespace}"),
+        None => format!("{bucket}/restic/{volume_namespace}"),
+    };
+    let identity = repository_identity(provider.as_str(), bucket, prefix, volume_namespace);
+    let mut vars = Vec::new();
+    match provider {
+        Provider::Aws => {
+            let region = spec.config.get("region").cloned().unwrap_or_else(|| "us-east-1".to_string());
+            let endpoint = spec
+                .config
+                .get("s3Url")
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+            vars.push(("RESTIC_REPOSITORY", format!("s3:{endpoint}/{path}")));
+            vars.push(("RESTIC_PASSWORD", repository_password(master_key, &identity)?));
+            if let Some(ini) = credentials_ini {
+                let profile = spec.config.get("profile").map(String::as_str).unwrap_or("default");
+                let creds = stowage_storage::S3Credentials::from_ini(ini, profile)?;
+                vars.push(("AWS_ACCESS_KEY_ID", creds.access_key_id.clone()));
+                vars.push(("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.clone()));
+                if let Some(token) = &creds.session_token {
+                    vars.push(("AWS_SESSION_TOKEN", token.clone()));
+                }
+            }
+            vars.push(("AWS_DEFAULT_REGION", region));
+        }
+        Provider::Filesystem => {
+            vars.push(("RESTIC_REPOSITORY", path));
+            vars.push(("RESTIC_PASSWORD", repository_password(master_key, &identity)?));
+        }
+    }
+    Ok(ResticEnv { vars })
+}
+
+pub async fn run(args: RepoArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let ctx = Context::connect(cluster, &args.namespace).await?;
+    match args.command {
+        RepoCommand::ResticEnv { volume_namespace, location } => {
+            let locs = ctx.api::<BackupStorageLocation>();
+            let loc = match &location {
+                Some(n) => locs.get_opt(n).await?.with_context(|| {
+                    format!("storage location {n:?} not found in namespace {}; list them with `stowage backup-location get`", ctx.namespace)
+                })?,
+                None => locs.list(&Default::default()).await?.items.into_iter().find(|l| l.spec.default).with_context(|| {
+                    format!("no default storage location in namespace {}; pass --location", ctx.namespace)
+                })?,
+            };
+            let secrets = ctx.api::<Secret>();
+            let key = secrets
+                .get_opt(names::MASTER_KEY_SECRET)
+                .await?
+                .and_then(|s| s.data?.get(names::MASTER_KEY_SECRET_KEY).map(|v| v.0.clone()))
+                .with_context(|| {
+                    format!(
+                        "Secret {}/{} (key {}) not found: it holds the key every repository password is derived from; \
+                         restore it from your copy",
+                        ctx.namespace,
+                        names::MASTER_KEY_SECRET,
+                        names::MASTER_KEY_SECRET_KEY
+                    )
+                })?;
+            let (secret_name, secret_key) = match &loc.spec.credential {
+                Some(sel) => (sel.name.clone(), sel.key.clone()),
+                None => (names::CREDENTIALS_SECRET.to_string(), names::CREDENTIALS_SECRET_KEY.to_string()),
+            };
+            let ini = secrets
+                .get_opt(&secret_name)
+                .await?
+                .and_then(|s| s.data?.get(&secret_key).map(|v| String::from_utf8_lossy(&v.0).into_owned()));
+            let env = restic_env(&loc, ini.as_deref(), &key, &volume_namespace)?;
+            crate::cli::write_stdout(env.render().as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(spec: serde_json::Value) -> BackupStorageLocation {
+        serde_json::from_value(serde_json::json!({"apiVersion": "stowage.io/v1alpha1", "kind": "BackupStorageLocation",
+            "metadata": {"name": "default", "namespace": "stowage"}, "spec": spec}))
+        .unwrap()
+    }
+
+    #[test]
+    fn s3_repository_env_names_endpoint_bucket_prefix_and_credentials() {
+        let loc = location(serde_json::json!({"provider": "aws", "objectStorage": {"bucket": "velero", "prefix": "/c1/"},
+            "config": {"region": "minio", "s3Url": "http://minio:9000/"}}));
+        let env = restic_env(&loc, Some("[default]\naws_access_key_id=AK\naws_secret_access_key=it's\n"), &[3u8; 32], "app").unwrap();
+        let text = env.render();
+        assert!(text.contains("export RESTIC_REPOSITORY='s3:http://minio:9000/velero/c1/restic/app'\n"), "{text}");
+        assert!(text.contains("export AWS_ACCESS_KEY_ID='AK'\n"), "{text}");
+        assert!(text.contains(r"export AWS_SECRET_ACCESS_KEY='it'\''s'"), "{text}");
+        let expected = repository_password(&[3u8; 32], "aws:velero/c1/restic/app").unwrap();
+        assert!(text.contains(&format!("export RESTIC_PASSWORD='{expected}'")), "{text}");
+    }
+
+    #[test]
+    fn filesystem_repository_is_a_path() {
+        let loc = location(serde_json::json!({"provider": "filesystem", "objectStorage": {"bucket": "/var/backups"}}));
+        let env = restic_env(&loc, None, &[3u8; 32], "app").unwrap();
+        assert_eq!(env.vars[0], ("RESTIC_REPOSITORY", "/var/backups/restic/app".to_string()));
+        assert!(restic_env(&loc, None, &[3u8; 5], "app").unwrap_err().to_string().contains("master key"));
+    }
+}
