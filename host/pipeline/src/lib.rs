@@ -20,6 +20,7 @@ pub mod related;
 pub mod restore;
 pub mod seen;
 pub mod selection;
+pub mod volumes;
 
 pub use error::Error;
 pub use item::{is_built_in_group, ApiResourceInfo, GroupResource, Item, ItemError, ItemRef};
