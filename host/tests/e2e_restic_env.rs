@@ -58,4 +58,14 @@ async fn restic_cli_uses_the_printed_environment() {
     assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
     assert!(env.bucket_keys("restic/nginx-example/").await.iter().any(|k| k.ends_with("/config")),
         "the repository lives under restic/<namespace>/ in the location's bucket");
+
+    // `stowage repo get` lists the BackupRepository objects (created by the server in practice).
+    let repo: stowage_api::BackupRepository = serde_json::from_value(json!({"metadata": {"name": "nginx-example-default"},
+        "spec": {"volumeNamespace": "nginx-example", "backupStorageLocation": "default",
+            "resticIdentifier": get("RESTIC_REPOSITORY")}})).unwrap();
+    Api::<stowage_api::BackupRepository>::namespaced(env.client.clone(), NS).create(&PostParams::default(), &repo).await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(["repo", "get", "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.lines().any(|l| l.starts_with("nginx-example-default ") && l.contains(&get("RESTIC_REPOSITORY"))), "{table}");
 }

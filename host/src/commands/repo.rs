@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Secret;
 use stowage_api::location::Provider;
 use stowage_api::repo_keys::{repository_identity, repository_password};
-use stowage_api::{names, BackupStorageLocation};
+use stowage_api::{names, BackupRepository, BackupStorageLocation};
 
+use super::output::{self, OutputFormat, Table};
 use super::{Context, InstallNamespace};
 use crate::cluster::ClusterArgs;
 
@@ -21,6 +22,13 @@ pub struct RepoArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RepoCommand {
+    /// List the restic repositories holding pod volume data, one per (location, namespace).
+    Get {
+        /// Only these repositories.
+        names: Vec<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Print `export` lines (RESTIC_REPOSITORY, RESTIC_PASSWORD, storage credentials) for the
     /// repository holding one namespace's volume data, e.g. `eval "$(stowage repo restic-env app)"`.
     ResticEnv {
@@ -106,6 +114,20 @@ pub fn restic_env(
 pub async fn run(args: RepoArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
     let ctx = Context::connect(cluster, &args.namespace).await?;
     match args.command {
+        RepoCommand::Get { names, output } => {
+            let repos: Vec<BackupRepository> = ctx.get_or_list("repository", &names, None, "stowage repo get").await?;
+            match output.object_format() {
+                Some(format) => output::print(&output::render_objects(&repos, names.len() == 1, format)?),
+                None if repos.is_empty() => {
+                    eprintln!(
+                        "No repositories in namespace {}: they are created by the first backup of a pod volume.",
+                        ctx.namespace
+                    );
+                    Ok(())
+                }
+                None => output::print(&table(&repos)),
+            }
+        }
         RepoCommand::ResticEnv { volume_namespace, location } => {
             let locs = ctx.api::<BackupStorageLocation>();
             let loc = match &location {
@@ -145,6 +167,23 @@ pub async fn run(args: RepoArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `NAME  VOLUME NAMESPACE  LOCATION  PHASE  LAST MAINTENANCE  REPOSITORY`.
+pub fn table(repos: &[BackupRepository]) -> String {
+    let mut t = Table::new(&["NAME", "VOLUME NAMESPACE", "LOCATION", "PHASE", "LAST MAINTENANCE", "REPOSITORY"]);
+    for r in repos {
+        let status = r.status.clone().unwrap_or_default();
+        t.row(vec![
+            r.metadata.name.clone().unwrap_or_default(),
+            r.spec.volume_namespace.clone(),
+            r.spec.backup_storage_location.clone(),
+            status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "New".into()),
+            output::time(status.last_maintenance_time.as_ref()),
+            r.spec.restic_identifier.clone(),
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +205,22 @@ mod tests {
         assert!(text.contains(r"export AWS_SECRET_ACCESS_KEY='it'\''s'"), "{text}");
         let expected = repository_password(&[3u8; 32], "aws:velero/c1/restic/app").unwrap();
         assert!(text.contains(&format!("export RESTIC_PASSWORD='{expected}'")), "{text}");
+    }
+
+    #[test]
+    fn repositories_table_lists_namespace_location_and_phase() {
+        let repo: BackupRepository = serde_json::from_value(serde_json::json!({"apiVersion": "stowage.io/v1alpha1",
+            "kind": "BackupRepository", "metadata": {"name": "app-default-x1", "namespace": "stowage"},
+            "spec": {"volumeNamespace": "app", "backupStorageLocation": "default",
+                "resticIdentifier": "s3:http://minio:9000/velero/restic/app"},
+            "status": {"phase": "Ready"}}))
+        .unwrap();
+        let text = table(&[repo]);
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with("NAME"));
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(row[..4], ["app-default-x1", "app", "default", "Ready"]);
+        assert_eq!(row.last(), Some(&"s3:http://minio:9000/velero/restic/app"));
     }
 
     #[test]
