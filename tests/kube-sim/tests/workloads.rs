@@ -149,11 +149,21 @@ async fn statefulset_gets_ordered_pods_with_their_own_claims_kept_on_scale_down(
     let running = running_pods(&pods, "app=db", 2).await;
     let names: HashSet<String> = running.iter().map(|p| p.name_any()).collect();
     assert_eq!(names, HashSet::from(["db-0".to_string(), "db-1".to_string()]));
-    for p in &running {
-        let ordinal = p.name_any().rsplit('-').next().unwrap().to_string();
+    for ordinal in ["0", "1"] {
         let pv = bound_volume(&sim, "default", &format!("data-db-{ordinal}")).await;
-        assert!(layout::csi_mount(sim.root(), &p.uid().unwrap(), &pv).is_dir());
-        assert!(sim.rootfs(p, "db").join("var/lib/postgresql").is_dir());
+        // Read the pod again: the check is about the pod running now, whatever replaced what.
+        eventually(&format!("db-{ordinal}'s volume and mount laid out"), || {
+            let (pods, pv, root) = (pods.clone(), pv.clone(), sim.root().to_path_buf());
+            let sim = &sim;
+            async move {
+                let p = pods.get(&format!("db-{ordinal}")).await.ok()?;
+                (phase(&p) == "Running"
+                    && layout::csi_mount(&root, &p.uid()?, &pv).is_dir()
+                    && sim.rootfs(&p, "db").join("var/lib/postgresql").is_dir())
+                .then_some(())
+            }
+        })
+        .await;
     }
 
     let sets: Api<StatefulSet> = sim.api("default");
