@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use stowage_api::{Backup, BackupStorageLocation, Restore};
 
 use crate::cluster::ClusterArgs;
-use crate::discovery;
+use crate::commands::wait::{self, Progress, Tracked};
+use crate::discovery::{self, Discovered};
 use crate::server::ServerArgs;
 
 /// The example application, as users can also apply it by hand.
@@ -103,8 +104,7 @@ fn comparable(obj: &DynamicObject) -> Value {
     v
 }
 
-async fn fetch(client: &Client, obj: &DynamicObject) -> anyhow::Result<Option<DynamicObject>> {
-    let types = discovery::discover(client).await?;
+async fn fetch(client: &Client, types: &[Discovered], obj: &DynamicObject) -> anyhow::Result<Option<DynamicObject>> {
     let tm = obj.types.clone().unwrap_or_default();
     let Some(d) = types.iter().find(|d| d.api.api_version == tm.api_version && d.api.kind == tm.kind) else {
         return Ok(None);
@@ -131,18 +131,13 @@ async fn install(client: &Client, backups_dir: &std::path::Path) -> anyhow::Resu
     Ok(())
 }
 
-async fn wait_phase<K>(client: &Client, name: &str) -> anyhow::Result<Value>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
+/// Follows a backup or restore as `--wait` does, bounded so the demo never hangs.
+async fn wait_done<K: Tracked>(client: &Client, name: &str) -> anyhow::Result<Progress> {
     let api: Api<K> = Api::namespaced(client.clone(), NS);
-    wait_until(&format!("{} {name} to finish", K::kind(&())), 120, || async {
-        let v = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-        let phase = v["status"]["phase"].as_str()?;
-        matches!(phase, "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation").then(|| v["status"].clone())
-    })
-    .await
+    let done = tokio::time::timeout(Duration::from_secs(120), wait::until_done(api, name))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after 120s waiting for {} {name:?} to finish", K::KIND))??;
+    Ok(done.progress())
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -188,9 +183,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         (d.status?.ready_replicas? >= 1).then_some(())
     };
     wait_until("nginx to be running", 60, ready).await?;
+    let types = discovery::discover(&client).await?;
     let mut original = Vec::new();
     for obj in &app {
-        original.push(fetch(&client, obj).await?.map(|o| comparable(&o)));
+        original.push(fetch(&client, &types, obj).await?.map(|o| comparable(&o)));
     }
     println!("deployment.apps/nginx-deployment is ready");
 
@@ -199,10 +195,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "spec": {"includedNamespaces": [APP_NS]}}))?;
     Api::<Backup>::namespaced(client.clone(), NS).create(&PostParams::default(), &backup).await?;
     println!("Backup request \"nginx-backup\" submitted successfully.");
-    let status = wait_phase::<Backup>(&client, "nginx-backup").await?;
-    println!("Backup completed with status: {}. {} items backed up.", status["phase"].as_str().unwrap_or("?"),
-        status["progress"]["itemsBackedUp"]);
-    anyhow::ensure!(status["phase"] == "Completed", "the backup did not complete: {status}");
+    let done = wait_done::<Backup>(&client, "nginx-backup").await?;
+    println!("Backup completed with status: {}. {} items backed up.", done.phase, done.done);
+    anyhow::ensure!(done.succeeded, "the backup did not complete: it ended {}", done.phase);
 
     say(&format!("kubectl delete namespace {APP_NS}"));
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -218,10 +213,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "spec": {"backupName": "nginx-backup"}}))?;
     Api::<Restore>::namespaced(client.clone(), NS).create(&PostParams::default(), &restore).await?;
     println!("Restore request \"{restore_name}\" submitted successfully.");
-    let status = wait_phase::<Restore>(&client, &restore_name).await?;
-    println!("Restore completed with status: {}. {} items restored.", status["phase"].as_str().unwrap_or("?"),
-        status["progress"]["itemsRestored"]);
-    anyhow::ensure!(status["phase"] == "Completed", "the restore did not complete: {status}");
+    let done = wait_done::<Restore>(&client, &restore_name).await?;
+    println!("Restore completed with status: {}. {} items restored.", done.phase, done.done);
+    anyhow::ensure!(done.succeeded, "the restore did not complete: it ended {}", done.phase);
     wait_until("restored nginx to be running", 60, ready).await?;
 
     say(&format!("kubectl get all,pvc,configmap,secret -n {APP_NS}  # compared with what was deployed"));
@@ -229,7 +223,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (obj, before) in app.iter().zip(&original) {
         let kind = obj.types.as_ref().map(|t| t.kind.to_lowercase()).unwrap_or_default();
         let name = obj.metadata.name.clone().unwrap_or_default();
-        let after = fetch(&client, obj).await?.map(|o| comparable(&o));
+        let after = fetch(&client, &types, obj).await?.map(|o| comparable(&o));
         if after == *before {
             println!("  {kind}/{name}: back, identical to the original");
         } else {

@@ -12,7 +12,7 @@ use stowage_pipeline::related::{related, Related};
 use stowage_pipeline::seen::SeenItems;
 use stowage_pipeline::{GroupResource, Item};
 
-use super::{patch_status, BackupOutcome, BackupPlan};
+use super::{BackupOutcome, BackupPlan};
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
 use crate::server::Context;
@@ -116,7 +116,7 @@ pub async fn collect_and_write(
 
 async fn report_progress<W: Write>(ctx: &Context, plan: &BackupPlan, c: &Collector<'_, W>) {
     let progress = json!({"progress": {"totalItems": c.listed.max(c.out.items), "itemsBackedUp": c.out.items}});
-    if let Err(e) = patch_status(ctx, &plan.name, progress).await {
+    if let Err(e) = ctx.patch_status::<stowage_api::Backup>(&plan.name, progress).await {
         tracing::debug!("progress update for backup {}: {e}", plan.name);
     }
 }

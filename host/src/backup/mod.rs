@@ -37,15 +37,6 @@ pub struct BackupOutcome {
     pub resource_list: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-fn status_patch(status: serde_json::Value) -> Patch<serde_json::Value> {
-    Patch::Merge(json!({ "status": status }))
-}
-
-pub async fn patch_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<Backup, kube::Error> {
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(name, &PatchParams::default(), &status_patch(status)).await
-}
-
 /// Checks the request and resolves it into a plan; the errors are the backup's validationErrors.
 async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn ObjectStore>), Vec<String>> {
     let name = backup.name_any();
@@ -108,7 +99,7 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
                 log.error(format!("validation: {e}"));
             }
             ctx.metrics.backup_validation_failures.inc();
-            patch_status(&ctx, &name, json!({"phase": "FailedValidation", "validationErrors": errors,
+            ctx.patch_status::<Backup>(&name, json!({"phase": "FailedValidation", "validationErrors": errors,
                 "completionTimestamp": locations::now()})).await?;
             return Ok(());
         }
@@ -117,7 +108,7 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
     let expiration = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         start.0 + k8s_openapi::jiff::SignedDuration::try_from(plan.ttl).unwrap_or_default(),
     );
-    patch_status(&ctx, &name, json!({"phase": "InProgress", "startTimestamp": start, "expiration": expiration,
+    ctx.patch_status::<Backup>(&name, json!({"phase": "InProgress", "startTimestamp": start, "expiration": expiration,
         "formatVersion": stowage_pipeline::archive::FORMAT_VERSION})).await?;
     if backup.spec.storage_location.is_none() {
         // Record which location "the default" was, as Velero does: `get` and `describe` show it,
@@ -153,7 +144,7 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
             ctx.metrics.backup_failures.inc();
             // Keep what happened readable: the log goes up even when the backup failed.
             let _ = upload::upload_log(store.as_ref(), &name, &log).await;
-            patch_status(&ctx, &name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
+            ctx.patch_status::<Backup>(&name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
                 "completionTimestamp": locations::now()})).await?;
             Ok(())
         }

@@ -10,7 +10,7 @@ use stowage_api::layout::{BackupFile, StoreLayout};
 use stowage_api::Backup;
 use stowage_storage::ObjectStore;
 
-use super::{patch_status, BackupOutcome, BackupPlan};
+use super::{BackupOutcome, BackupPlan};
 use crate::server::oplog::{compress_json, OperationLog};
 use crate::server::{locations, Context};
 
@@ -30,7 +30,7 @@ pub async fn upload(
 ) -> anyhow::Result<()> {
     let layout = StoreLayout::new(None);
     let name = &plan.name;
-    patch_status(ctx, name, json!({"phase": "Finalizing",
+    ctx.patch_status::<Backup>(name, json!({"phase": "Finalizing",
         "progress": {"totalItems": done.items, "itemsBackedUp": done.items}})).await?;
     let mut file = tokio::fs::File::open(archive).await?;
     let size = file.metadata().await?.len();
@@ -60,6 +60,6 @@ pub async fn upload(
         }
     }
     store.put(&layout.backup_file(name, BackupFile::Metadata), Bytes::from(serde_json::to_vec_pretty(&metadata)?)).await?;
-    patch_status(ctx, name, final_status).await?;
+    ctx.patch_status::<Backup>(name, final_status).await?;
     Ok(())
 }

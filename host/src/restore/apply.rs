@@ -13,7 +13,6 @@ use stowage_pipeline::restore::scope::RestoreScope;
 use stowage_pipeline::restore::transform::{decide_volume, transform, VolumeDecision};
 use stowage_pipeline::{Item, Outcome};
 
-use super::patch_status;
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
 use crate::server::Context;
@@ -98,7 +97,7 @@ pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArc
             }
             create_or_compare(ctx, plan, &d, &item, &mut done).await;
             if done.restored % 50 == 0 {
-                let _ = patch_status(ctx, &plan.restore_name,
+                let _ = ctx.patch_status::<stowage_api::Restore>(&plan.restore_name,
                     json!({"progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await;
             }
         }

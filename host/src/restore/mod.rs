@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::{BackupFile, RestoreFile, StoreLayout};
@@ -21,11 +21,6 @@ use stowage_storage::ObjectStore;
 use crate::discovery;
 use crate::server::oplog::{compress_json, OperationLog};
 use crate::server::{locations, velero, Context};
-
-pub async fn patch_status(ctx: &Context, name: &str, status: serde_json::Value) -> Result<Restore, kube::Error> {
-    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await
-}
 
 /// The backup a restore reads: named, or the latest completed one of a schedule.
 async fn backup_of(ctx: &Context, restore: &Restore) -> Result<Backup, String> {
@@ -125,12 +120,12 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
                 log.error(format!("validation: {e}"));
             }
             ctx.metrics.restore_validation_failures.inc();
-            patch_status(&ctx, &name, json!({"phase": "FailedValidation", "validationErrors": errors,
+            ctx.patch_status::<Restore>(&name, json!({"phase": "FailedValidation", "validationErrors": errors,
                 "completionTimestamp": locations::now()})).await?;
             return Ok(());
         }
     };
-    patch_status(&ctx, &name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
+    ctx.patch_status::<Restore>(&name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
     log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
     let result = async {
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any())
@@ -156,7 +151,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
                 ctx.metrics.restore_partial_failures.inc();
             }
             ctx.metrics.restore_items.set(i64::from(done.restored));
-            patch_status(&ctx, &name, json!({"phase": phase, "completionTimestamp": locations::now(),
+            ctx.patch_status::<Restore>(&name, json!({"phase": phase, "completionTimestamp": locations::now(),
                 "warnings": done.outcome.warning_count(), "errors": done.outcome.error_count(),
                 "progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await?;
         }
@@ -166,7 +161,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             if writable {
                 let _ = upload(v.store.as_ref(), &name, &log, None).await;
             }
-            patch_status(&ctx, &name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
+            ctx.patch_status::<Restore>(&name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
                 "completionTimestamp": locations::now()})).await?;
         }
     }

@@ -28,6 +28,21 @@ pub struct Context {
     pub default_volumes_to_fs_backup: bool,
 }
 
+impl Context {
+    /// Merges `status` into the status of one of Stowage's objects in its namespace.
+    pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<K, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &self.namespace);
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+        api.patch_status(name, &kube::api::PatchParams::default(), &patch).await
+    }
+}
+
 pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
     let client = cluster.client().await?;
     let ctx = Arc::new(Context {

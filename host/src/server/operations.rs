@@ -23,7 +23,7 @@ pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
         let phase = b.status.as_ref().and_then(|s| s.phase);
         if matches!(phase, Some(BackupPhase::InProgress | BackupPhase::WaitingForVolumes | BackupPhase::Finalizing)) {
             tracing::warn!(backup = %b.name_any(), "marking interrupted backup Failed");
-            crate::backup::patch_status(ctx, &b.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
+            ctx.patch_status::<Backup>(&b.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
                 "completionTimestamp": locations::now()})).await?;
         }
     }
@@ -32,7 +32,7 @@ pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
         let phase = r.status.as_ref().and_then(|s| s.phase);
         if matches!(phase, Some(RestorePhase::InProgress | RestorePhase::WaitingForVolumes | RestorePhase::Finalizing)) {
             tracing::warn!(restore = %r.name_any(), "marking interrupted restore Failed");
-            crate::restore::patch_status(ctx, &r.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
+            ctx.patch_status::<Restore>(&r.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
                 "completionTimestamp": locations::now()})).await?;
         }
     }
