@@ -181,6 +181,23 @@ impl ObjectStore for FsStore {
         Ok(Bytes::from(data))
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        let read = tokio::task::spawn_blocking(move || read_range(&path, offset, len))
+            .await
+            .expect("ranged read does not panic");
+        match read {
+            Ok(data) => Ok(Bytes::from(data)),
+            // A directory is not an object.
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => Err(self.not_found(key)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.io_err(
+                format!("reading bytes {offset}..{} of \"{key}\"", offset + len),
+                io::Error::new(e.kind(), "range reaches past the end of the object"),
+            )),
+            Err(e) => Err(self.read_err(key, e)),
+        }
+    }
+
     async fn get_stream(&self, key: &str) -> Result<ObjectReader> {
         self.head(key).await?;
         let path = self.path_of(key)?;
@@ -278,6 +295,20 @@ impl ObjectStore for FsStore {
             Err(e) => Err(self.list_err("", e)),
         }
     }
+}
+
+/// `len` bytes at `offset` of the file at `path`; `UnexpectedEof` when the file is shorter.
+fn read_range(path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::IsADirectory));
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut data = vec![0; len];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut data)?;
+    Ok(data)
 }
 
 /// Appends the regular files under `root/rel` to `out`, recursively. Symlinks are not followed

@@ -57,6 +57,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Reads a whole object; [`StorageError::NotFound`] when it does not exist.
     async fn get(&self, key: &str) -> Result<Bytes>;
 
+    /// Reads `len` bytes of an object starting at `offset` (restic repositories read single
+    /// blobs out of pack files). A range reaching past the end is an error, not a short read.
+    /// [`StorageError::NotFound`] when the object does not exist.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes>;
+
     /// Opens an object for streaming; [`StorageError::NotFound`] when it does not exist.
     async fn get_stream(&self, key: &str) -> Result<ObjectReader>;
 

@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{digest, exercise_store, FailingReader, PatternReader};
+use common::{digest, exercise_ranges, exercise_store, FailingReader, PatternReader};
 use std::path::Path;
 use stowage_storage::{open, FsStore, LocationSpec, ObjectStore, StorageError};
 
@@ -35,6 +35,7 @@ async fn behaves_like_an_object_store() {
     let store = store_in(dir.path());
     store.create_root().await.unwrap();
     exercise_store(&store).await;
+    exercise_ranges(&store).await;
     // Deleting the last object removes its now-empty directories, as on S3.
     assert_eq!(
         files_under(dir.path()),

@@ -5,7 +5,7 @@ mod common;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
-use common::{digest, exercise_store, FailingReader, PatternReader};
+use common::{digest, exercise_ranges, exercise_store, FailingReader, PatternReader};
 use std::time::Instant;
 use stowage_storage::{ObjectStore, S3Config, S3Credentials, S3Store, StorageError};
 use stowage_test_support::{unique_name, S3Server};
@@ -52,6 +52,7 @@ async fn behaves_like_an_object_store_under_a_prefix() {
     let store = fresh_store(Some("/cluster-a/")).await;
     store.check().await.unwrap();
     exercise_store(&store).await;
+    exercise_ranges(&store).await;
 
     // The prefix is really applied in the bucket, and hidden from callers.
     let unprefixed = S3Store::new(config(S3Server::shared(), store.bucket(), None)).unwrap();

@@ -161,6 +161,40 @@ impl ObjectStore for S3Store {
         Ok(data.into_bytes())
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        if len == 0 {
+            self.head(key).await?;
+            return Ok(Bytes::new());
+        }
+        let full = self.full_key(key)?;
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .range(format!("bytes={offset}-{}", offset + len - 1))
+            .send()
+            .await
+            .map_err(|e| self.map_err("GetObject", Some(key), e))?;
+        let data = output.body.collect().await.map_err(|e| {
+            let e = std::io::Error::other(e);
+            StorageError::io(&self.location, format!("reading \"{key}\""), e)
+        })?;
+        let data = data.into_bytes();
+        // A server clamps a range that runs past the end instead of failing it.
+        if data.len() as u64 != len {
+            return Err(StorageError::io(
+                &self.location,
+                format!("reading bytes {offset}..{} of \"{key}\"", offset + len),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("got {} bytes; range reaches past the end of the object", data.len()),
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
     async fn get_stream(&self, key: &str) -> Result<ObjectReader> {
         Ok(Box::new(self.get_object(key).await?.into_async_read()))
     }
