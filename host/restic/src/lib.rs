@@ -1,0 +1,142 @@
+//! Restic-format volume backups: the node agent backs pod volumes up into, and restores them
+//! from, one restic repository per namespace at `restic/<namespace>/` of a storage location;
+//! the server initialises repositories and forgets snapshots of deleted backups.
+//!
+//! The format engine is `rustic_core`, over Stowage's own [`ObjectStore`] (S3 or a
+//! directory), so repositories are read and written by the `restic` CLI too: a user can
+//! `restic -r s3:<endpoint>/<bucket>/<prefix>/restic/<ns> restore` one file.
+//!
+//! # Calling it
+//!
+//! [`Repo`] is async; the engine underneath is blocking and runs on the runtime's blocking
+//! pool (its backend calls back into the runtime through a captured handle). Progress comes
+//! at least every second while an operation runs, and once at its end.
+//!
+//! # Snapshot paths and parents
+//!
+//! A snapshot holds the volume's contents under a stable path made from the backup's
+//! `parent_tags` (`/pvc-uid=<uid>`, or `/pod-uid=<uid>/volume=<name>`), not under the
+//! volume's mount path, which changes with every pod. The parent is the latest snapshot
+//! carrying all `parent_tags`; because both snapshots use the same path, files whose size,
+//! mtime, ctime and inode did not change are not read again, also after a pod reschedule.
+//! Restores put the contents of the snapshot's single path straight into the target
+//! directory, which also works for snapshots made by `restic backup /some/dir`.
+//!
+//! # Locks
+//!
+//! rustic_core writes no locks. Every operation here takes a restic-compatible,
+//! **non-exclusive** lock (the kind `restic backup` takes), refreshed every 5 minutes and
+//! removed when the operation ends however it ends (success, error, cancel, timeout or panic:
+//! the guard lives on the operation's thread). Why:
+//!
+//! - a user running `restic prune` against the repository while an agent uploads would
+//!   otherwise delete the agent's not-yet-indexed packs and corrupt the snapshot; with our
+//!   lock present, restic refuses to take its exclusive lock;
+//! - while a user's `restic prune`/`check` holds a fresh exclusive lock, operations fail with
+//!   [`EngineError::Locked`] rather than race it;
+//! - a lock left by a killed agent never blocks us (non-exclusive locks do not conflict with
+//!   each other) and restic treats it as stale after 30 minutes, as it does its own.
+//!
+//! `forget` also takes only a non-exclusive lock: it deletes snapshot files, never data, and
+//! an exclusive lock would make it wait for every backup running in the namespace.
+//!
+//! # Initialisation
+//!
+//! [`Repo::open_or_init`] is for the server, which creates repositories one at a time; node
+//! agents use [`Repo::open`]. Two processes initialising the same repository at once would
+//! write two configs, which no object store can prevent without conditional writes.
+
+mod backend;
+mod error;
+mod lock;
+mod progress;
+mod repo;
+mod source;
+
+pub use error::EngineError;
+pub use repo::Repo;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+use stowage_storage::ObjectStore;
+
+/// Where a repository lives and how to open it.
+#[derive(Clone)]
+pub struct RepoConfig {
+    pub store: Arc<dyn ObjectStore>,
+    /// The Kubernetes namespace: the repository is `restic/<namespace>/` of the store.
+    pub namespace: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RepoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoConfig")
+            .field("store", &self.store.location())
+            .field("namespace", &self.namespace)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One volume backup.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    /// The volume directory (may be a symlink to it).
+    pub path: PathBuf,
+    /// `key=value` tags stored on the snapshot.
+    pub tags: Vec<String>,
+    /// The parent is the latest snapshot carrying all of these, e.g. `["pvc-uid=…"]` or
+    /// `["pod-uid=…", "volume=…"]`; they also make the snapshot's path. Empty: no parent.
+    pub parent_tags: Vec<String>,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    pub parent: Option<String>,
+    /// Bytes of all files in the volume.
+    pub total_bytes: u64,
+    /// Bytes added to the repository (after deduplication and compression).
+    pub data_added: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    /// Entries that could not be read and are missing from the snapshot (the snapshot is
+    /// still written, as restic does): a non-empty list means a partial backup.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The full 64-digit id.
+    pub id: String,
+    pub time: SystemTime,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+    pub parent: Option<String>,
+    pub hostname: String,
+}
+
+/// Sends rustic_core's `log` records to `tracing`, once per process. A no-op when the
+/// process already installed a `log` logger (tracing-subscriber's `init` does).
+pub fn forward_log_to_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_log::LogTracer::init();
+    });
+}

@@ -1,0 +1,628 @@
+//! [`Repo`]: the async face of the engine. Each operation opens the repository with the
+//! master key found at open time (no key derivation per operation) on a backend of its own,
+//! so cancelling one operation never disturbs another.
+
+use crate::backend::{CancelFlag, StoreBackend};
+use crate::error::EngineError;
+use crate::lock::{DataKey, RepoLock};
+use crate::progress::{ByteCounters, CountingBars, TICK};
+use crate::source::{GuardedSource, Warnings};
+use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
+use rustic_core::repofile::{MasterKey, SnapshotFile};
+use rustic_core::{
+    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalDestination, LocalSource,
+    LsOptions, OpenStatus, ParentOptions, ReadBackend, Repository, RepositoryBackends,
+    RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use stowage_storage::ObjectStore;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// An open restic repository. Cheap to clone; operations may run concurrently.
+#[derive(Clone)]
+pub struct Repo {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    /// `restic/<namespace>/`
+    prefix: String,
+    /// `<location>:restic/<namespace>`, for messages.
+    name: String,
+    key: MasterKey,
+    data_key: DataKey,
+    handle: Handle,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+/// The one rustic_core repository of an operation, with the things its errors are read with.
+struct Session {
+    repo: Repository<OpenStatus>,
+    ctx: Ctx,
+}
+
+struct Ctx {
+    backend: StoreBackend,
+    cancel: CancelFlag,
+}
+
+impl Repo {
+    /// Opens the repository, initialising it first when `restic/<ns>/config` does not exist.
+    /// Returns whether it was created.
+    pub async fn open_or_init(cfg: RepoConfig) -> Result<(Repo, bool), EngineError> {
+        Self::open_inner(cfg, true).await
+    }
+
+    /// Opens an existing repository: [`EngineError::NotInitialised`] when there is none,
+    /// [`EngineError::WrongPassword`] when the password opens none of its keys.
+    pub async fn open(cfg: RepoConfig) -> Result<Repo, EngineError> {
+        Ok(Self::open_inner(cfg, false).await?.0)
+    }
+
+    async fn open_inner(cfg: RepoConfig, init: bool) -> Result<(Repo, bool), EngineError> {
+        crate::forward_log_to_tracing();
+        let prefix = format!("restic/{}/", cfg.namespace);
+        let name = format!("\"{}:restic/{}\"", cfg.store.location(), cfg.namespace);
+        if cfg.namespace.is_empty() || cfg.namespace.contains('/') {
+            return Err(EngineError::Repository {
+                repo: name,
+                operation: "open",
+                message: "a namespace name is needed (without '/')".into(),
+            });
+        }
+        let exists = cfg
+            .store
+            .exists(&format!("{prefix}config"))
+            .await
+            .map_err(|source| EngineError::Storage {
+                repo: name.clone(),
+                source,
+            })?;
+        if !exists && !init {
+            return Err(EngineError::NotInitialised { repo: name });
+        }
+        let handle = Handle::current();
+        let backend = StoreBackend::new(
+            cfg.store.clone(),
+            prefix.clone(),
+            handle.clone(),
+            CancelFlag::default(),
+        );
+        let password = cfg.password;
+        let repo_name = name.clone();
+        let key = tokio::task::spawn_blocking(move || {
+            let repo = Repository::new(&repo_options(), &backends(&backend))
+                .map_err(|e| engine_error(&repo_name, "open", &backend, None, e))?;
+            let creds = Credentials::password(&password);
+            let opened = if exists {
+                repo.open(&creds)
+            } else {
+                tracing::info!("initialising restic repository {repo_name}");
+                repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default())
+            };
+            match opened {
+                Ok(repo) => Ok(repo.key()),
+                Err(e) if e.is_incorrect_password() => {
+                    Err(EngineError::WrongPassword { repo: repo_name })
+                }
+                Err(e) => Err(engine_error(
+                    &repo_name,
+                    if exists { "open" } else { "init" },
+                    &backend,
+                    None,
+                    e,
+                )),
+            }
+        })
+        .await
+        .expect("opening does not panic")?;
+        let inner = Inner {
+            store: cfg.store,
+            prefix,
+            name,
+            data_key: DataKey::new(&key),
+            key,
+            handle,
+        };
+        Ok((
+            Repo {
+                inner: Arc::new(inner),
+            },
+            !exists,
+        ))
+    }
+
+    /// Backs the directory `req.path` up; see the crate docs for paths and parents.
+    pub async fn backup(
+        &self,
+        req: BackupRequest,
+        progress: ProgressFn,
+        cancel: CancellationToken,
+    ) -> Result<BackupSummary, EngineError> {
+        let source_err = |path: &Path, reason: String| EngineError::SourcePath {
+            repo: self.inner.name.clone(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let path = tokio::fs::canonicalize(&req.path)
+            .await
+            .map_err(|e| source_err(&req.path, e.to_string()))?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| source_err(&req.path, e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(source_err(&req.path, "not a directory".into()));
+        }
+        let inner = self.inner.clone();
+        self.run("backup", progress, cancel, move |session| {
+            inner.backup(session, &req, path)
+        })
+        .await
+    }
+
+    /// Restores snapshot `snapshot_id` (full or unique prefix) into the existing directory
+    /// `target`: the contents of the snapshot's path land directly in `target`.
+    pub async fn restore(
+        &self,
+        snapshot_id: &str,
+        target: &Path,
+        progress: ProgressFn,
+        cancel: CancellationToken,
+    ) -> Result<RestoreSummary, EngineError> {
+        let target_err = |reason: String| EngineError::Target {
+            repo: self.inner.name.clone(),
+            path: target.to_path_buf(),
+            reason,
+        };
+        let meta = tokio::fs::metadata(target)
+            .await
+            .map_err(|e| target_err(e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(target_err("not a directory".into()));
+        }
+        let inner = self.inner.clone();
+        let (id, target) = (snapshot_id.to_string(), target.to_path_buf());
+        self.run("restore", progress, cancel, move |session| {
+            inner.restore(session, &id, &target)
+        })
+        .await
+    }
+
+    /// Removes the given snapshots (full ids or unique prefixes); ids not in the repository
+    /// are skipped. Returns how many were removed. Data stays until a prune.
+    pub async fn forget(&self, snapshot_ids: &[String]) -> Result<usize, EngineError> {
+        let inner = self.inner.clone();
+        let ids = snapshot_ids.to_vec();
+        self.run(
+            "forget",
+            no_progress(),
+            CancellationToken::new(),
+            move |session| inner.forget(session, &ids),
+        )
+        .await
+    }
+
+    /// The snapshots carrying all `tags`, oldest first.
+    pub async fn snapshots(&self, tags: &[String]) -> Result<Vec<SnapshotInfo>, EngineError> {
+        let inner = self.inner.clone();
+        let tags = tags.to_vec();
+        self.run(
+            "listing snapshots",
+            no_progress(),
+            CancellationToken::new(),
+            move |s| {
+                let mut snaps = inner.matching(&s, &tags)?;
+                snaps.sort_by(|a, b| a.time.cmp(&b.time));
+                Ok(snaps.iter().map(snapshot_info).collect())
+            },
+        )
+        .await
+    }
+
+    /// Runs `work` on the blocking pool with a session of its own, under a repository lock,
+    /// reporting progress every tick and turning cancellation (or this future being dropped,
+    /// e.g. by a timeout) into the session's backend refusing further calls.
+    async fn run<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        progress: ProgressFn,
+        cancel: CancellationToken,
+        work: impl FnOnce(Session) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let counters = Arc::new(ByteCounters::default());
+        let guard = OperationGuard::start(&cancel, counters.clone(), progress.clone());
+        let flag = guard.flag.clone();
+        let inner = self.inner.clone();
+        let bars = CountingBars(counters.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let session = inner.session(flag, bars, operation)?;
+            let _lock = RepoLock::acquire(
+                inner.store.clone(),
+                &inner.prefix,
+                &inner.data_key,
+                inner.handle.clone(),
+                &inner.name,
+            )?;
+            work(session)
+        })
+        .await;
+        let canceled = guard.flag.load(Ordering::Relaxed);
+        drop(guard);
+        let result = match joined {
+            Ok(result) => result,
+            // rustic_core's restore unwraps backend errors in its worker threads.
+            Err(e) if e.is_panic() && canceled => Err(self.canceled(operation)),
+            Err(e) => Err(EngineError::Repository {
+                repo: self.inner.name.clone(),
+                operation,
+                message: format!("engine failure: {e}"),
+            }),
+        };
+        match result {
+            Err(_) if canceled => Err(self.canceled(operation)),
+            Ok(value) => {
+                progress(counters.snapshot());
+                Ok(value)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn canceled(&self, operation: &'static str) -> EngineError {
+        EngineError::Canceled {
+            repo: self.inner.name.clone(),
+            operation,
+        }
+    }
+}
+
+fn no_progress() -> ProgressFn {
+    Arc::new(|_| {})
+}
+
+/// Watches the cancellation token and ticks progress while an operation runs; dropping it
+/// (the operation ended, or its future was dropped) stops both and cancels the session.
+struct OperationGuard {
+    flag: CancelFlag,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl OperationGuard {
+    fn start(
+        cancel: &CancellationToken,
+        counters: Arc<ByteCounters>,
+        progress: ProgressFn,
+    ) -> Self {
+        let flag = CancelFlag::default();
+        let (token, watched) = (cancel.clone(), flag.clone());
+        let watcher = tokio::spawn(async move {
+            token.cancelled().await;
+            watched.store(true, Ordering::Relaxed);
+        });
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                progress(counters.snapshot());
+            }
+        });
+        OperationGuard {
+            flag,
+            tasks: [watcher, ticker],
+        }
+    }
+}
+
+impl Drop for OperationGuard {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::Relaxed);
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+fn repo_options() -> RepositoryOptions {
+    // No local cache: node agents are ephemeral and share nothing between nodes.
+    RepositoryOptions::default().no_cache(true)
+}
+
+fn backends(backend: &StoreBackend) -> RepositoryBackends {
+    RepositoryBackends::new(Arc::new(backend.clone()), None)
+}
+
+/// Reads a rustic_core error: cancellation first, then the storage failure behind it, then
+/// the engine's own message.
+fn engine_error(
+    repo: &str,
+    operation: &'static str,
+    backend: &StoreBackend,
+    cancel: Option<&AtomicBool>,
+    e: Box<RusticError>,
+) -> EngineError {
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return EngineError::Canceled {
+            repo: repo.to_string(),
+            operation,
+        };
+    }
+    if let Some(source) = backend.take_storage_error() {
+        return EngineError::Storage {
+            repo: repo.to_string(),
+            source,
+        };
+    }
+    EngineError::Repository {
+        repo: repo.to_string(),
+        operation,
+        message: e.display_log(),
+    }
+}
+
+impl Inner {
+    fn session(
+        &self,
+        cancel: CancelFlag,
+        bars: CountingBars,
+        operation: &'static str,
+    ) -> Result<Session, EngineError> {
+        let backend = StoreBackend::new(
+            self.store.clone(),
+            self.prefix.clone(),
+            self.handle.clone(),
+            cancel.clone(),
+        );
+        let repo = Repository::new_with_progress(&repo_options(), &backends(&backend), bars)
+            .and_then(|r| r.open(&Credentials::Masterkey(self.key.clone())))
+            .map_err(|e| engine_error(&self.name, operation, &backend, Some(&cancel), e))?;
+        Ok(Session {
+            repo,
+            ctx: Ctx { backend, cancel },
+        })
+    }
+
+    fn err(&self, ctx: &Ctx, operation: &'static str, e: Box<RusticError>) -> EngineError {
+        engine_error(&self.name, operation, &ctx.backend, Some(&ctx.cancel), e)
+    }
+
+    fn matching(&self, s: &Session, tags: &[String]) -> Result<Vec<SnapshotFile>, EngineError> {
+        s.repo
+            .get_matching_snapshots(|snap| tags.iter().all(|t| snap.tags.contains(t)))
+            .map_err(|e| self.err(&s.ctx, "listing snapshots", e))
+    }
+
+    /// The full id of the snapshot `id` names (full, or a unique prefix); `None` if none.
+    fn resolve(&self, s: &Session, id: &str) -> Result<Option<String>, EngineError> {
+        let wanted = id.trim().to_ascii_lowercase();
+        let snapshot_err = |reason: String| EngineError::Snapshot {
+            repo: self.name.clone(),
+            id: id.to_string(),
+            reason,
+        };
+        if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(snapshot_err("is not a snapshot id (hex digits)".into()));
+        }
+        let ids = s
+            .ctx
+            .backend
+            .list(FileType::Snapshot)
+            .map_err(|e| self.err(&s.ctx, "listing snapshots", e))?;
+        let mut found = ids
+            .into_iter()
+            .map(|i| i.to_hex().to_string())
+            .filter(|hex| hex.starts_with(&wanted));
+        match (found.next(), found.next()) {
+            (None, _) => Ok(None),
+            (Some(full), None) => Ok(Some(full)),
+            (Some(_), Some(_)) => Err(snapshot_err(
+                "matches several snapshots; give more digits".into(),
+            )),
+        }
+    }
+
+    fn backup(
+        &self,
+        s: Session,
+        req: &BackupRequest,
+        path: PathBuf,
+    ) -> Result<BackupSummary, EngineError> {
+        let err = |ctx: &Ctx, e| self.err(ctx, "backup", e);
+        let parent = if req.parent_tags.is_empty() {
+            None
+        } else {
+            self.matching(&s, &req.parent_tags)?
+                .into_iter()
+                .max_by(|a, b| a.time.cmp(&b.time))
+        };
+        let parent_opts = match &parent {
+            // Our own choice of parent: whatever host or path it was made with.
+            Some(p) => ParentOptions::default()
+                .group_by(Some(SnapshotGroupCriterion::new()))
+                .parents(vec![p.id.to_hex().to_string()]),
+            None => ParentOptions::default().force(true),
+        };
+        let mut opts = BackupOptions::default()
+            .as_path(Some(snapshot_path(&req.parent_tags, &path)))
+            .parent_opts(parent_opts);
+        opts.ignore_save_opts = Default::default();
+        let mut snap = SnapshotOptions::default()
+            .host(req.hostname.clone())
+            .to_snapshot()
+            .map_err(|e| err(&s.ctx, e))?;
+        for tag in &req.tags {
+            snap.tags.add(tag.clone());
+        }
+
+        let repo = s.repo.to_indexed_ids().map_err(|e| err(&s.ctx, e))?;
+        let warnings = Warnings::default();
+        let local = LocalSource::new(
+            opts.ignore_save_opts,
+            &opts.excludes,
+            &opts.ignore_filter_opts,
+            &[&path],
+        )
+        .map_err(|e| err(&s.ctx, e))?;
+        let source = GuardedSource::new(local, s.ctx.cancel.clone(), warnings.clone());
+        let snap = repo
+            .archive(&opts, &source, snap, &[path])
+            .map_err(|e| err(&s.ctx, e))?;
+        let summary = snap.summary.clone().unwrap_or_default();
+        let warnings = std::mem::take(&mut *warnings.lock().expect("not poisoned"));
+        Ok(BackupSummary {
+            snapshot_id: snap.id.to_hex().to_string(),
+            parent: snap.parent.map(|p| p.to_hex().to_string()),
+            total_bytes: summary.total_bytes_processed,
+            data_added: summary.data_added,
+            files_new: summary.files_new,
+            files_changed: summary.files_changed,
+            files_unmodified: summary.files_unmodified,
+            warnings,
+        })
+    }
+
+    fn restore(&self, s: Session, id: &str, target: &Path) -> Result<RestoreSummary, EngineError> {
+        let err = |ctx: &Ctx, e| self.err(ctx, "restore", e);
+        let snapshot_err = |reason: String| EngineError::Snapshot {
+            repo: self.name.clone(),
+            id: id.to_string(),
+            reason,
+        };
+        let full = self
+            .resolve(&s, id)?
+            .ok_or_else(|| snapshot_err("not found".into()))?;
+        let snap = s
+            .repo
+            .get_snapshots(&[full])
+            .map_err(|e| err(&s.ctx, e))?
+            .pop()
+            .ok_or_else(|| snapshot_err("not found".into()))?;
+        let paths: Vec<&String> = snap.paths.iter().collect();
+        let [path] = paths[..] else {
+            return Err(snapshot_err(format!(
+                "has {} paths ({}); only a single-directory snapshot restores into a volume",
+                paths.len(),
+                snap.paths
+            )));
+        };
+        let repo = s.repo.to_indexed().map_err(|e| err(&s.ctx, e))?;
+        let node = repo
+            .node_from_snapshot_and_path(&snap, path)
+            .map_err(|e| err(&s.ctx, e))?;
+        if !node.is_dir() {
+            return Err(snapshot_err(format!("path {path} is not a directory")));
+        }
+        let opts = RestoreOptions::default().numeric_id(true);
+        let dest = LocalDestination::new(&format!("{}/", target.display()), false, false)
+            .map_err(|e| err(&s.ctx, e))?;
+        let ls = repo
+            .ls(&node, &LsOptions::default())
+            .map_err(|e| err(&s.ctx, e))?;
+        let plan = repo
+            .prepare_restore(&opts, ls.clone(), &dest, false)
+            .map_err(|e| err(&s.ctx, e))?;
+        let bytes = plan.restore_size;
+        let mut files = 0;
+        let counted = ls.inspect(|entry| {
+            // Counted as restic counts files in a backup: everything but directories.
+            if entry.as_ref().is_ok_and(|(_, node)| !node.is_dir()) {
+                files += 1;
+            }
+        });
+        repo.restore(plan, &opts, counted, &dest)
+            .map_err(|e| err(&s.ctx, e))?;
+        let summary = RestoreSummary { files, bytes };
+        if s.ctx.cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Canceled {
+                repo: self.name.clone(),
+                operation: "restore",
+            });
+        }
+        Ok(summary)
+    }
+
+    fn forget(&self, s: Session, ids: &[String]) -> Result<usize, EngineError> {
+        let mut full = Vec::new();
+        for id in ids {
+            if let Some(f) = self.resolve(&s, id)? {
+                full.push(f);
+            }
+        }
+        full.sort();
+        full.dedup();
+        if full.is_empty() {
+            return Ok(0);
+        }
+        let parsed = full
+            .iter()
+            .map(|f| f.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(&s.ctx, "forget", e))?;
+        s.repo
+            .delete_snapshots(&parsed)
+            .map_err(|e| self.err(&s.ctx, "forget", e))?;
+        Ok(full.len())
+    }
+}
+
+/// The path the volume's contents are stored under: one directory level per parent tag
+/// (`/pvc-uid=1234`), stable across pods, or the volume's own path without parent tags.
+fn snapshot_path(parent_tags: &[String], volume: &Path) -> PathBuf {
+    if parent_tags.is_empty() {
+        return volume.to_path_buf();
+    }
+    let mut path = PathBuf::from("/");
+    for tag in parent_tags {
+        let part: String = tag
+            .chars()
+            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+            .collect();
+        path.push(match part.as_str() {
+            "" | "." | ".." => "_",
+            p => p,
+        });
+    }
+    path
+}
+
+fn snapshot_info(snap: &SnapshotFile) -> SnapshotInfo {
+    SnapshotInfo {
+        id: snap.id.to_hex().to_string(),
+        time: std::time::SystemTime::from(snap.time.timestamp()),
+        tags: snap.tags.iter().cloned().collect(),
+        paths: snap.paths.iter().cloned().collect(),
+        parent: snap.parent.map(|p| p.to_hex().to_string()),
+        hostname: snap.hostname.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_paths_come_from_the_parent_tags() {
+        let vol = Path::new("/var/lib/kubelet/pods/uid/volumes/x/data");
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(snapshot_path(&[], vol), vol);
+        assert_eq!(
+            snapshot_path(&tags(&["pvc-uid=abc"]), vol),
+            Path::new("/pvc-uid=abc")
+        );
+        assert_eq!(
+            snapshot_path(&tags(&["pod-uid=p", "volume=a/b", ".."]), vol),
+            Path::new("/pod-uid=p/volume=a_b/_")
+        );
+    }
+}

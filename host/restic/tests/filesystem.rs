@@ -1,0 +1,377 @@
+//! The engine on a filesystem store: backups, restores, parents, forget, errors, cancel.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+use stowage_restic::{EngineError, Repo};
+use tokio_util::sync::CancellationToken;
+
+/// Where kube-sim puts a CSI volume: a `mount` symlink to the real directory.
+fn mounted_volume(base: &Path, pod: &str) -> std::path::PathBuf {
+    let real = base.join("real").join(pod);
+    std::fs::create_dir_all(&real).unwrap();
+    let pod_dir = base.join("pods").join(pod).join("volumes/data");
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    std::os::unix::fs::symlink(&real, pod_dir.join("mount")).unwrap();
+    pod_dir.join("mount")
+}
+
+fn lock_files(repo: &LocalRepo) -> Vec<String> {
+    match std::fs::read_dir(repo.restic_path().join("locks")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn random_file(path: &Path, len: u64) {
+    let mut data = Vec::new();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(len)
+        .read_to_end(&mut data)
+        .unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backs_up_a_symlinked_volume_and_restores_it_byte_identical() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let (repo, created) = Repo::open_or_init(repo_dir.config(PASSWORD)).await.unwrap();
+    assert!(created);
+    let (_, created_again) = Repo::open_or_init(repo_dir.config(PASSWORD)).await.unwrap();
+    assert!(!created_again);
+    for part in ["config", "keys"] {
+        assert!(repo_dir.restic_path().join(part).exists(), "{part}");
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let volume = mounted_volume(work.path(), "pod-a");
+    make_volume(&volume);
+    let progress = Recorder::default();
+    let summary = repo
+        .backup(request(&volume, "uid-1"), progress.callback(), never())
+        .await
+        .unwrap();
+    assert_eq!(summary.snapshot_id.len(), 64);
+    assert_eq!(summary.parent, None);
+    assert_eq!(summary.files_new, 6, "{summary:?}");
+    assert_eq!(summary.files_unmodified, 0);
+    assert!(summary.total_bytes > 3 << 20, "{summary:?}");
+    assert!(
+        summary.data_added > 3 << 20,
+        "random data does not compress: {summary:?}"
+    );
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    let last = *progress.all().last().expect("a final progress report");
+    assert_eq!(last.bytes_done, summary.total_bytes);
+    assert!(
+        lock_files(&repo_dir).is_empty(),
+        "lock removed after the backup"
+    );
+
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).unwrap();
+    let restored = repo
+        .restore(
+            &summary.snapshot_id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_same_tree(&volume, &target);
+    assert_eq!(restored.files, 6);
+    assert_eq!(restored.bytes, summary.total_bytes);
+
+    // A short id works too, and a new target gets the same tree.
+    let target2 = work.path().join("restored-short");
+    std::fs::create_dir(&target2).unwrap();
+    repo.restore(
+        &summary.snapshot_id[..8],
+        &target2,
+        Recorder::default().callback(),
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_same_tree(&volume, &target2);
+    assert!(
+        lock_files(&repo_dir).is_empty(),
+        "lock removed after the restore"
+    );
+
+    let snaps = repo.snapshots(&["pvc-uid=uid-1".into()]).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].id, summary.snapshot_id);
+    assert_eq!(snaps[0].paths, ["/pvc-uid=uid-1"]);
+    assert_eq!(snaps[0].hostname, "node-1");
+    assert!(snaps[0].tags.contains(&"backup=nightly".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_backup_after_a_reschedule_reads_only_what_changed() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let first_pod = work.path().join("pod-a-volume");
+    std::fs::create_dir(&first_pod).unwrap();
+    make_volume(&first_pod);
+    let first = repo
+        .backup(
+            request(&first_pod, "uid-1"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+
+    // The pod moves: the same volume shows up under another path, and one file changes.
+    let second_pod = work.path().join("pod-b-volume");
+    std::fs::rename(&first_pod, &second_pod).unwrap();
+    std::fs::write(second_pod.join("hello.txt"), b"hello again\n").unwrap();
+    let mut req = request(&second_pod, "uid-1");
+    req.hostname = "node-2".into();
+    let second = repo
+        .backup(req, Recorder::default().callback(), never())
+        .await
+        .unwrap();
+    assert_eq!(second.parent.as_deref(), Some(first.snapshot_id.as_str()));
+    assert_eq!(second.files_changed, 1, "{second:?}");
+    assert_eq!(second.files_unmodified, 5, "{second:?}");
+    assert!(
+        second.data_added < 64 << 10,
+        "only the change is stored: {second:?}"
+    );
+
+    // Another volume's chain does not pick it up as parent.
+    let other = work.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("f"), b"x").unwrap();
+    let unrelated = repo
+        .backup(
+            request(&other, "uid-2"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unrelated.parent, None);
+
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).unwrap();
+    repo.restore(
+        &second.snapshot_id,
+        &target,
+        Recorder::default().callback(),
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_same_tree(&second_pod, &target);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_and_forgets_snapshots() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("f"), b"data").unwrap();
+    let mut ids = Vec::new();
+    for uid in ["a", "b", "a"] {
+        let s = repo
+            .backup(
+                request(work.path(), uid),
+                Recorder::default().callback(),
+                never(),
+            )
+            .await
+            .unwrap();
+        ids.push(s.snapshot_id);
+    }
+    let a: Vec<_> = repo
+        .snapshots(&["pvc-uid=a".into()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(a, [ids[0].clone(), ids[2].clone()], "oldest first");
+    assert_eq!(repo.snapshots(&[]).await.unwrap().len(), 3);
+    assert!(repo
+        .snapshots(&["pvc-uid=a".into(), "pvc-uid=b".into()])
+        .await
+        .unwrap()
+        .is_empty());
+
+    let missing = "0".repeat(64);
+    let removed = repo
+        .forget(&[ids[0][..10].to_string(), missing, ids[1].clone()])
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let left: Vec<_> = repo
+        .snapshots(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, [ids[2].clone()]);
+    assert_eq!(
+        repo.forget(&[ids[0].clone()]).await.unwrap(),
+        0,
+        "already gone"
+    );
+    assert!(lock_files(&repo_dir).is_empty());
+
+    let err = repo
+        .restore(
+            &ids[0],
+            work.path(),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Snapshot { .. }), "{err:?}");
+    assert!(err.to_string().contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explains_missing_repositories_wrong_passwords_and_bad_paths() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let err = Repo::open(repo_dir.config(PASSWORD)).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotInitialised { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"default:restic/ns1\""), "{err}");
+
+    let repo = repo_dir.open_or_init().await;
+    let err = Repo::open(repo_dir.config("another master key"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::WrongPassword { .. }), "{err:?}");
+    assert!(err.to_string().contains("master key Secret"), "{err}");
+    assert!(!err.to_string().contains("another master key"));
+    Repo::open(repo_dir.config(PASSWORD)).await.unwrap();
+
+    let err = repo
+        .backup(
+            request(Path::new("/nonexistent/volume"), "u"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::SourcePath { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/volume"), "{err}");
+
+    let err = repo
+        .restore(
+            "abcdef12",
+            Path::new("/nonexistent/target"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Target { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("vol");
+    std::fs::create_dir(&volume).unwrap();
+    for i in 0..4 {
+        random_file(&volume.join(format!("f{i}")), 64 << 20);
+    }
+
+    // Cancel from the first progress report that shows work under way.
+    let cancel_on_progress = |token: CancellationToken| {
+        let seen = Recorder::default();
+        let inner = seen.callback();
+        let cb: std::sync::Arc<dyn Fn(stowage_restic::Progress) + Send + Sync> =
+            std::sync::Arc::new(move |p| {
+                inner(p);
+                if p.bytes_done > 0 {
+                    token.cancel();
+                }
+            });
+        (seen, cb)
+    };
+    let token = CancellationToken::new();
+    let (seen, cb) = cancel_on_progress(token.clone());
+    let started = std::time::Instant::now();
+    let err = repo
+        .backup(request(&volume, "u"), cb, token)
+        .await
+        .unwrap_err();
+    assert!(err.is_canceled(), "{err:?}");
+    let partial = seen.all().last().copied().unwrap();
+    assert!(
+        partial.bytes_done < 256 << 20,
+        "stopped before the end: {partial:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        lock_files(&repo_dir).is_empty(),
+        "lock removed after cancel"
+    );
+    assert!(
+        repo.snapshots(&[]).await.unwrap().is_empty(),
+        "no snapshot written"
+    );
+
+    // A complete backup, then a canceled restore.
+    let summary = repo
+        .backup(
+            request(&volume, "u"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    let target = work.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let token = CancellationToken::new();
+    let (_, cb) = cancel_on_progress(token.clone());
+    let err = repo
+        .restore(&summary.snapshot_id, &target, cb, token)
+        .await
+        .unwrap_err();
+    assert!(err.is_canceled(), "{err:?}");
+    assert!(
+        lock_files(&repo_dir).is_empty(),
+        "lock removed after a canceled restore"
+    );
+
+    // A timeout (the future dropped) also releases the lock.
+    let target = work.path().join("target2");
+    std::fs::create_dir(&target).unwrap();
+    let slow = tokio::time::timeout(
+        Duration::from_millis(300),
+        repo.restore(
+            &summary.snapshot_id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        ),
+    )
+    .await;
+    assert!(slow.is_err(), "restore of 256 MiB takes longer than 300 ms");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lock_files(&repo_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock left behind after a timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

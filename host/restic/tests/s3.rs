@@ -1,0 +1,85 @@
+//! A backup and restore over S3 (moto on loopback, see stowage-test-support), checked by the
+//! `restic` CLI reading the same bucket.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use stowage_restic::{Repo, RepoConfig};
+use stowage_storage::{ObjectStore, S3Config, S3Credentials, S3Store};
+use stowage_test_support::{unique_name, S3Server};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_over_s3_readable_by_restic() {
+    let server = S3Server::shared();
+    let bucket = unique_name("stowage-restic");
+    let mut config = S3Config::new("default", &bucket);
+    config.region = server.region().to_string();
+    config.endpoint = Some(server.endpoint().to_string());
+    config.force_path_style = true;
+    config.credentials = Some(S3Credentials::new(server.access_key(), server.secret_key()));
+    let s3 = S3Store::new(config).unwrap();
+    s3.create_bucket().await.unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(s3);
+
+    let cfg = RepoConfig {
+        store: store.clone(),
+        namespace: "apps".into(),
+        password: PASSWORD.into(),
+    };
+    let (repo, created) = Repo::open_or_init(cfg.clone()).await.unwrap();
+    assert!(created);
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    make_volume(&volume);
+    let first = repo
+        .backup(
+            request(&volume, "u1"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    std::fs::write(volume.join("added"), b"more").unwrap();
+    let second = repo
+        .backup(
+            request(&volume, "u1"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.parent.as_deref(), Some(first.snapshot_id.as_str()));
+
+    // A fresh open (another agent) restores it.
+    let other = Repo::open(cfg).await.unwrap();
+    let target = work.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    other
+        .restore(
+            &second.snapshot_id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_same_tree(&volume, &target);
+    assert!(store.list("restic/apps/locks/").await.unwrap().is_empty());
+
+    let Some(restic) = restic() else { return };
+    let repo_url = format!("s3:{}/{bucket}/restic/apps", server.endpoint());
+    let mut cmd = restic_cmd(&restic, &repo_url, PASSWORD);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
+        .env("AWS_DEFAULT_REGION", server.region())
+        .args(["check", "--read-data"]);
+    run_ok(&mut cmd);
+    let mut cmd = restic_cmd(&restic, &repo_url, PASSWORD);
+    cmd.env("AWS_ACCESS_KEY_ID", server.access_key())
+        .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
+        .args(["snapshots", "--json"]);
+    let json = run_ok(&mut cmd);
+    assert!(json.contains(&second.snapshot_id), "{json}");
+}
