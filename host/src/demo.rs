@@ -128,7 +128,25 @@ async fn install(client: &Client, backups_dir: &std::path::Path) -> anyhow::Resu
         "metadata": {"name": "default", "namespace": NS},
         "spec": {"provider": "filesystem", "objectStorage": {"bucket": backups_dir}, "default": true}});
     Api::<BackupStorageLocation>::namespaced(client.clone(), NS).patch("default", &pp, &Patch::Apply(&bsl)).await?;
+    // Repository passwords derive from this key (what `stowage install` creates).
+    let key: [u8; 32] = rand::random();
+    use base64::Engine;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": stowage_api::names::MASTER_KEY_SECRET, "namespace": NS},
+        "data": {stowage_api::names::MASTER_KEY_SECRET_KEY: base64::engine::general_purpose::STANDARD.encode(key)}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .patch(stowage_api::names::MASTER_KEY_SECRET, &pp, &Patch::Apply(&secret))
+        .await?;
     Ok(())
+}
+
+/// The directory holding a claim's data on the simulated node.
+async fn claim_dir(client: &Client, root: &std::path::Path, claim: &str) -> anyhow::Result<PathBuf> {
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), APP_NS);
+    let pv = wait_until(&format!("claim {claim} to be bound"), 30, || async {
+        pvcs.get(claim).await.ok()?.spec?.volume_name
+    })
+    .await?;
+    Ok(root.join("kubelet").join("volumes").join(pv))
 }
 
 /// Follows a backup or restore as `--wait` does, bounded so the demo never hangs.
@@ -149,7 +167,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Working directory: {}", root.display());
 
     say("kube-sim  # a simulated cluster: API server, scheduler, kubelet, controllers");
-    let sim = kube_sim::KubeSim::start(kube_sim::SimConfig::new(root.join("kubelet"))).await?;
+    let mut sim_config = kube_sim::SimConfig::new(root.join("kubelet"));
+    // The simulated kubelet runs the restore helper init container as this very binary.
+    let helper = root.join("bin").join("stowage-restore-helper");
+    std::fs::create_dir_all(root.join("bin"))?;
+    let _ = std::fs::remove_file(&helper);
+    std::os::unix::fs::symlink(std::env::current_exe()?, &helper)?;
+    sim_config.images.insert("stowage/restore-helper".into(), helper);
+    let sim = kube_sim::KubeSim::start(sim_config).await?;
     let kubeconfig = root.join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig)?;
     let cluster = ClusterArgs { kubeconfig: Some(kubeconfig.clone()), context: None };
@@ -158,15 +183,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     say(&format!("stowage install --provider filesystem --bucket {}", backups_dir.display()));
     install(&client, &backups_dir).await?;
-    println!("CustomResourceDefinitions, namespace {NS} and storage location \"default\" created");
+    println!("CustomResourceDefinitions, namespace {NS}, master key and storage location \"default\" created");
     let server_args = ServerArgs {
         namespace: NS.to_string(),
         metrics_address: "127.0.0.1:0".parse()?,
         default_volumes_to_fs_backup: false,
         location_check_period: Some(Duration::from_secs(1)),
+        pod_volume_timeout: Duration::from_secs(120),
+        restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
     };
     let server_cluster = cluster.clone();
     let server = tokio::spawn(async move { crate::server::run(server_args, &server_cluster).await });
+    let agent_args = stowage_node_agent::Args {
+        node_name: "node-1".into(),
+        namespace: NS.into(),
+        kubelet_pods_dir: root.join("kubelet").join("pods"),
+        concurrency: 2,
+        metrics_address: "127.0.0.1:0".parse()?,
+        kubeconfig: Some(kubeconfig.clone()),
+    };
+    std::fs::create_dir_all(&agent_args.kubelet_pods_dir)?;
+    let node_agent = tokio::spawn(stowage_node_agent::run(agent_args));
     let bsls: Api<BackupStorageLocation> = Api::namespaced(client.clone(), NS);
     wait_until("the storage location to be Available", 30, || async {
         let l = bsls.get("default").await.ok()?;
@@ -189,6 +226,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         original.push(fetch(&client, &types, obj).await?.map(|o| comparable(&o)));
     }
     println!("deployment.apps/nginx-deployment is ready");
+    let log_file = claim_dir(&client, &root, "nginx-logs").await?.join("access.log");
+    let access_log: String = (1..=200)
+        .map(|i| format!("10.244.0.1 - - [21/Nov/2026:03:00:{:02} +0000] \"GET /{i} HTTP/1.1\" 200 612 \"-\" \"curl/8.5\"\n", i % 60))
+        .collect();
+    std::fs::write(&log_file, &access_log)?;
+    say(&format!("kubectl exec -n {APP_NS} deploy/nginx-deployment -- wc -l /var/log/nginx/access.log"));
+    println!("200 /var/log/nginx/access.log  ({} bytes, the volume backed up file by file)", access_log.len());
 
     say(&format!("stowage backup create nginx-backup --include-namespaces {APP_NS} --wait"));
     let backup: Backup = serde_json::from_value(json!({"metadata": {"name": "nginx-backup", "namespace": NS},
@@ -217,6 +261,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("Restore completed with status: {}. {} items restored.", done.phase, done.done);
     anyhow::ensure!(done.succeeded, "the restore did not complete: it ended {}", done.phase);
     wait_until("restored nginx to be running", 60, ready).await?;
+    say(&format!("kubectl exec -n {APP_NS} deploy/nginx-deployment -- cat /var/log/nginx/access.log | cmp - access.log"));
+    let restored_log = std::fs::read_to_string(claim_dir(&client, &root, "nginx-logs").await?.join("access.log"))
+        .context("the restored volume has no access.log")?;
+    anyhow::ensure!(restored_log == access_log, "the restored access.log differs from the one backed up");
+    println!("access.log is back, byte for byte ({} lines)", restored_log.lines().count());
 
     say(&format!("kubectl get all,pvc,configmap,secret -n {APP_NS}  # compared with what was deployed"));
     let mut differences = 0;
@@ -244,6 +293,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     server.abort();
+    node_agent.abort();
     drop(sim);
     Ok(())
 }

@@ -3,6 +3,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One binary, several programs: called as `stowage-restore-helper` (a link, as `stowage demo`
+    // makes for its simulated nodes), it is the restore helper init container.
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_default();
+    if std::path::Path::new(&program).file_name().is_some_and(|n| n == "stowage-restore-helper") {
+        return stowage_restore_helper::main_with(&args.collect::<Vec<_>>());
+    }
     let cli = stowage::cli::Cli::parse();
     stowage::cli::init_tracing(cli.verbose);
     match stowage::cli::run(cli) {

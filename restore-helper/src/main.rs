@@ -1,38 +1,8 @@
-//! `stowage-restore-helper`: the init container added to restored pods that have volume
-//! backups. It waits until every restored volume holds its `.stowage/<restore-uid>` marker
-//! (written by the node agent once the volume's data is back), removes the markers, and exits so
-//! the pod's own containers start on complete data.
-//!
-//! Deliberately dependency-free and synchronous: it runs in every restored pod.
-
-mod args;
-mod wait;
+//! `stowage-restore-helper`: see the library for what it does.
 
 use std::process::ExitCode;
 
-use args::{Action, Env};
-
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    match args::parse(&argv, Env::from_process()) {
-        Ok(Action::Help) => {
-            print!("{}", args::HELP);
-            ExitCode::SUCCESS
-        }
-        Ok(Action::Version) => {
-            println!("stowage-restore-helper {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Ok(Action::Run(args)) => match wait::run(&args, &mut wait::RealClock::start(), &mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(message) => {
-            eprintln!("error: {message}\n\nRun `stowage-restore-helper --help` for usage.");
-            ExitCode::from(2)
-        }
-    }
+    stowage_restore_helper::main_with(&argv)
 }

@@ -41,3 +41,10 @@ pub const NAMESPACE_ENV: &str = "STOWAGE_NAMESPACE";
 
 /// The directory, inside each restored volume, holding restore markers (`.stowage/<restore-uid>`).
 pub const RESTORE_MARKER_DIR: &str = ".stowage";
+
+/// The image of the restore helper init container (`stowage-restore-helper`).
+pub const DEFAULT_RESTORE_HELPER_IMAGE: &str = concat!("stowage/restore-helper:", env!("CARGO_PKG_VERSION"));
+/// The name of the init container added to restored pods with volume backups (Velero's name).
+pub const RESTORE_HELPER_CONTAINER: &str = "restore-wait";
+/// Where the restore helper sees each restored volume (`<dir>/<volume>`).
+pub const RESTORE_HELPER_VOLUMES_DIR: &str = "/restores";

@@ -41,6 +41,7 @@ impl<W: Write> Collector<'_, W> {
             return;
         }
         self.related.extend(related(&item));
+        self.out.volume_candidates.observe(&item, self.plan.default_volumes_to_fs_backup);
         let key = format!("{}/{}", item.api_version(), item.kind);
         let entry = match &item.namespace {
             Some(ns) => format!("{ns}/{}", item.name),

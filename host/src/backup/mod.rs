@@ -4,6 +4,7 @@
 
 mod collect;
 mod upload;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,10 @@ pub struct BackupPlan {
     pub selection: ResourceSelection,
     pub resources: Vec<Discovered>,
     pub ttl: std::time::Duration,
+    /// Whether every pod volume is backed up unless opted out (the Backup's, else the server's).
+    pub default_volumes_to_fs_backup: bool,
+    /// How long the pod volume backups may take.
+    pub pod_volume_timeout: std::time::Duration,
 }
 
 /// What a backup run produced, apart from the plan.
@@ -35,6 +40,10 @@ pub struct BackupOutcome {
     pub items: u32,
     /// `apiVersion/Kind` -> `namespace/name` (or `name`), as Velero's resource list has it.
     pub resource_list: std::collections::BTreeMap<String, Vec<String>>,
+    /// Pods whose volumes are to be copied.
+    pub volume_candidates: volumes::Candidates,
+    /// The PodVolumeBackups as they ended.
+    pub pod_volume_backups: Vec<stowage_api::PodVolumeBackup>,
 }
 
 /// Checks the request and resolves it into a plan; the errors are the backup's validationErrors.
@@ -42,6 +51,7 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
     let name = backup.name_any();
     let mut errors = Vec::new();
     let ttl = backup.spec.ttl_duration().map_err(|e| errors.push(format!("spec.ttl: {e}"))).ok();
+    let pod_volume_timeout = volumes::timeout_of(backup, ctx.pod_volume_timeout).map_err(|e| errors.push(e)).ok();
     let location = match locations::resolve(ctx, backup.spec.storage_location.as_deref()).await {
         Ok(l) => Some(l),
         Err(e) => {
@@ -78,9 +88,11 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
         },
         _ => None,
     };
-    match (errors.is_empty(), location, selection, ttl, store) {
-        (true, Some(location), Some(selection), Some(ttl), Some(store)) => {
-            Ok((BackupPlan { name, location, selection, resources, ttl }, store))
+    match (errors.is_empty(), location, selection, ttl, store, pod_volume_timeout) {
+        (true, Some(location), Some(selection), Some(ttl), Some(store), Some(pod_volume_timeout)) => {
+            let default_volumes_to_fs_backup =
+                backup.spec.default_volumes_to_fs_backup.unwrap_or(ctx.default_volumes_to_fs_backup);
+            Ok((BackupPlan { name, location, selection, resources, ttl, default_volumes_to_fs_backup, pod_volume_timeout }, store))
         }
         _ => Err(errors),
     }
@@ -121,7 +133,12 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
 
     let result = async {
         let archive = tempfile::NamedTempFile::new()?;
-        let collected = collect::collect_and_write(&ctx, &plan, &log, archive.reopen()?).await?;
+        let mut collected = collect::collect_and_write(&ctx, &plan, &log, archive.reopen()?).await?;
+        let candidates = std::mem::take(&mut collected.volume_candidates);
+        if !candidates.is_empty() {
+            collected.pod_volume_backups =
+                volumes::back_up(&ctx, &plan, &backup, store.clone(), candidates, &log, &mut collected.outcome).await?;
+        }
         upload::upload(&ctx, store.as_ref(), &plan, &collected, archive.path(), &log).await?;
         anyhow::Ok(collected)
     }

@@ -37,6 +37,10 @@ pub async fn upload(
     store.put_stream(&layout.backup_file(name, BackupFile::Contents), &mut file, Some(size)).await?;
     store.put(&layout.backup_file(name, BackupFile::ResourceList), Bytes::from(compress_json(&done.resource_list)?)).await?;
     store.put(&layout.backup_file(name, BackupFile::Results), Bytes::from(compress_json(&done.outcome)?)).await?;
+    if !done.pod_volume_backups.is_empty() {
+        let key = layout.backup_file(name, BackupFile::PodVolumeBackups);
+        store.put(&key, Bytes::from(compress_json(&done.pod_volume_backups)?)).await?;
+    }
     log.outcome(&done.outcome);
     let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
     log.info(format!("backup {phase}: {} items, {} warnings, {} errors", done.items,

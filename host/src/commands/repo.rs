@@ -3,10 +3,9 @@
 //! or `restic restore` against a namespace's repository.
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Secret;
 use stowage_api::location::Provider;
-use stowage_api::repo_keys::{repository_identity, repository_password};
-use stowage_api::{names, BackupRepository, BackupStorageLocation};
+use stowage_api::repo_keys::repository_password;
+use stowage_api::{BackupRepository, BackupStorageLocation};
 
 use super::output::{self, OutputFormat, Table};
 use super::{Context, InstallNamespace};
@@ -70,43 +69,23 @@ pub fn restic_env(
     volume_namespace: &str,
 ) -> anyhow::Result<ResticEnv> {
     let spec = &loc.spec;
-    let name = loc.metadata.name.as_deref().unwrap_or_default();
-    let provider = spec.provider_kind().with_context(|| {
-        format!("storage location {name:?} has provider {:?}, which this build does not know", spec.provider)
-    })?;
-    let bucket = &spec.object_storage.bucket;
-    let prefix = spec.object_storage.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
-    let path = match prefix {
-        Some(p) => format!("{bucket}/{p}/restic/{volume_namespace}"),
-        None => format!("{bucket}/restic/{volume_namespace}"),
-    };
-    let identity = repository_identity(provider.as_str(), bucket, prefix, volume_namespace);
-    let mut vars = Vec::new();
-    match provider {
-        Provider::Aws => {
-            let region = spec.config.get("region").cloned().unwrap_or_else(|| "us-east-1".to_string());
-            let endpoint = spec
-                .config
-                .get("s3Url")
-                .map(|u| u.trim_end_matches('/').to_string())
-                .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-            vars.push(("RESTIC_REPOSITORY", format!("s3:{endpoint}/{path}")));
-            vars.push(("RESTIC_PASSWORD", repository_password(master_key, &identity)?));
-            if let Some(ini) = credentials_ini {
-                let profile = spec.config.get("profile").map(String::as_str).unwrap_or("default");
-                let creds = stowage_storage::S3Credentials::from_ini(ini, profile)?;
-                vars.push(("AWS_ACCESS_KEY_ID", creds.access_key_id.clone()));
-                vars.push(("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.clone()));
-                if let Some(token) = &creds.session_token {
-                    vars.push(("AWS_SESSION_TOKEN", token.clone()));
-                }
+    let repo = stowage_access::repository_of(loc, volume_namespace)?;
+    let mut vars = vec![
+        ("RESTIC_REPOSITORY", repo.restic_identifier.clone()),
+        ("RESTIC_PASSWORD", repository_password(master_key, &repo.identity)?),
+    ];
+    if spec.provider_kind() == Some(Provider::Aws) {
+        let region = spec.config.get("region").cloned().unwrap_or_else(|| "us-east-1".to_string());
+        if let Some(ini) = credentials_ini {
+            let profile = spec.config.get("profile").map(String::as_str).unwrap_or("default");
+            let creds = stowage_storage::S3Credentials::from_ini(ini, profile)?;
+            vars.push(("AWS_ACCESS_KEY_ID", creds.access_key_id.clone()));
+            vars.push(("AWS_SECRET_ACCESS_KEY", creds.secret_access_key.clone()));
+            if let Some(token) = &creds.session_token {
+                vars.push(("AWS_SESSION_TOKEN", token.clone()));
             }
-            vars.push(("AWS_DEFAULT_REGION", region));
         }
-        Provider::Filesystem => {
-            vars.push(("RESTIC_REPOSITORY", path));
-            vars.push(("RESTIC_PASSWORD", repository_password(master_key, &identity)?));
-        }
+        vars.push(("AWS_DEFAULT_REGION", region));
     }
     Ok(ResticEnv { vars })
 }
@@ -138,28 +117,8 @@ pub async fn run(args: RepoArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
                     format!("no default storage location in namespace {}; pass --location", ctx.namespace)
                 })?,
             };
-            let secrets = ctx.api::<Secret>();
-            let key = secrets
-                .get_opt(names::MASTER_KEY_SECRET)
-                .await?
-                .and_then(|s| s.data?.get(names::MASTER_KEY_SECRET_KEY).map(|v| v.0.clone()))
-                .with_context(|| {
-                    format!(
-                        "Secret {}/{} (key {}) not found: it holds the key every repository password is derived from; \
-                         restore it from your copy",
-                        ctx.namespace,
-                        names::MASTER_KEY_SECRET,
-                        names::MASTER_KEY_SECRET_KEY
-                    )
-                })?;
-            let (secret_name, secret_key) = match &loc.spec.credential {
-                Some(sel) => (sel.name.clone(), sel.key.clone()),
-                None => (names::CREDENTIALS_SECRET.to_string(), names::CREDENTIALS_SECRET_KEY.to_string()),
-            };
-            let ini = secrets
-                .get_opt(&secret_name)
-                .await?
-                .and_then(|s| s.data?.get(&secret_key).map(|v| String::from_utf8_lossy(&v.0).into_owned()));
+            let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
+            let ini = stowage_access::credentials_file(&ctx.client, &ctx.namespace, &loc).await?;
             let env = restic_env(&loc, ini.as_deref(), &key, &volume_namespace)?;
             crate::cli::write_stdout(env.render().as_bytes())?;
             Ok(())

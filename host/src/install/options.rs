@@ -75,6 +75,10 @@ pub struct InstallArgs {
     #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
 
+    /// The image of the init container that holds restored pods until their volume data is back.
+    #[arg(long, default_value = names::DEFAULT_RESTORE_HELPER_IMAGE)]
+    pub restore_helper_image: String,
+
     /// Back up every pod volume unless opted out, for backups that do not say.
     #[arg(long)]
     pub default_volumes_to_fs_backup: bool,
@@ -128,6 +132,7 @@ pub enum OutputFormat {
 pub struct InstallPlan {
     pub namespace: String,
     pub image: String,
+    pub restore_helper_image: String,
     pub location: Option<LocationPlan>,
     pub credentials: Option<CredentialsFile>,
     pub node_agent: Option<NodeAgentPlan>,
@@ -187,6 +192,7 @@ impl InstallArgs {
         Ok(InstallPlan {
             namespace: self.namespace.clone(),
             image: self.image.trim().to_string(),
+            restore_helper_image: self.restore_helper_image.trim().to_string(),
             location,
             credentials,
             node_agent,

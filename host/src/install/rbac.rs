@@ -53,6 +53,8 @@ fn node_agent_cluster_rules() -> Vec<PolicyRule> {
     vec![
         // To find the pods whose volumes it handles, and their volume directories.
         rule(&[""], &["pods"], &["get", "list", "watch"]),
+        // A claim names the PersistentVolume whose directory holds the data.
+        rule(&[""], &["persistentvolumeclaims"], &["get"]),
         rule(
             &[stowage_api::GROUP],
             &["podvolumebackups", "podvolumerestores"],

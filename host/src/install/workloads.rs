@@ -21,7 +21,11 @@ const SCRATCH: &str = "/scratch";
 const NON_ROOT_UID: i64 = 65532;
 
 pub fn server(plan: &InstallPlan) -> Deployment {
-    let mut args = vec!["server".to_string(), format!("--metrics-address=0.0.0.0:{}", names::METRICS_PORT)];
+    let mut args = vec![
+        "server".to_string(),
+        format!("--metrics-address=0.0.0.0:{}", names::METRICS_PORT),
+        format!("--restore-helper-image={}", plan.restore_helper_image),
+    ];
     if plan.default_volumes_to_fs_backup {
         args.push("--default-volumes-to-fs-backup".into());
     }

@@ -13,6 +13,7 @@ use stowage_pipeline::restore::scope::RestoreScope;
 use stowage_pipeline::restore::transform::{decide_volume, transform, VolumeDecision};
 use stowage_pipeline::{Item, Outcome};
 
+use super::volumes::Restorer;
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
 use crate::server::Context;
@@ -51,7 +52,13 @@ fn restored_volumes(
     Ok(out)
 }
 
-pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArchive, log: &OperationLog) -> anyhow::Result<Applied> {
+pub async fn apply_all(
+    ctx: &Context,
+    plan: &RestorePlan,
+    archive: &ExtractedArchive,
+    volumes_restorer: &mut Restorer,
+    log: &OperationLog,
+) -> anyhow::Result<Applied> {
     let mut done = Applied::default();
     let resources = archive.resources()?;
     let order = by_priority(resources.iter().map(|r| r.group_resource.clone()), &plan.priorities);
@@ -80,6 +87,7 @@ pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArc
             if !scope.includes(&item) || (gr.is("", "persistentvolumes") && !volumes.contains(&item.name)) {
                 continue;
             }
+            let source_namespace = item.namespace.clone().unwrap_or_default();
             let t = transform(item, &tctx);
             let mut item = t.item;
             for w in t.warnings {
@@ -95,7 +103,12 @@ pub async fn apply_all(ctx: &Context, plan: &RestorePlan, archive: &ExtractedArc
                     ensure_namespace(ctx, plan, &ns, &mut done.outcome).await;
                 }
             }
-            create_or_compare(ctx, plan, &d, &item, &mut done).await;
+            volumes_restorer.prepare(&source_namespace, &mut item);
+            match create_or_compare(ctx, plan, &d, &item, &mut done).await {
+                Some(Created::New(obj)) => volumes_restorer.created(ctx, &source_namespace, &item, &obj, &mut done.outcome).await,
+                Some(Created::Existing) => volumes_restorer.existing(&source_namespace, &item, &mut done.outcome),
+                None => {}
+            }
             if done.restored % 50 == 0 {
                 let _ = ctx.patch_status::<stowage_api::Restore>(&plan.restore_name,
                     json!({"progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await;
@@ -129,7 +142,13 @@ async fn ensure_namespace(ctx: &Context, plan: &RestorePlan, ns: &str, outcome: 
     }
 }
 
-async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, item: &Item, done: &mut Applied) {
+/// What became of an object: created, or found already there.
+enum Created {
+    New(DynamicObject),
+    Existing,
+}
+
+async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, item: &Item, done: &mut Applied) -> Option<Created> {
     let api: Api<DynamicObject> = match &item.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &d.api),
         None => Api::all_with(ctx.client.clone(), &d.api),
@@ -139,7 +158,7 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
         Ok(o) => o,
         Err(e) => {
             done.outcome.error(ns, format!("{item}: not a Kubernetes object: {e}"));
-            return;
+            return None;
         }
     };
     let record = |done: &mut Applied| {
@@ -149,13 +168,16 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
         done.resource_list.entry(key).or_default().push(entry);
     };
     match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => record(done),
+        Ok(created) => {
+            record(done);
+            Some(Created::New(created))
+        }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let live = match api.get(&item.name).await {
                 Ok(l) => serde_json::to_value(l).unwrap_or_default(),
                 Err(e) => {
                     done.outcome.error(ns, format!("{item} exists but cannot be read: {e}"));
-                    return;
+                    return Some(Created::Existing);
                 }
             };
             match compare(item, &live, plan.existing_resource_policy) {
@@ -168,8 +190,12 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
                     }
                 }
             }
+            Some(Created::Existing)
         }
-        Err(e) => done.outcome.error(ns, format!("creating {item}: {e}")),
+        Err(e) => {
+            done.outcome.error(ns, format!("creating {item}: {e}"));
+            None
+        }
     }
 }
 

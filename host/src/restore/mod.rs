@@ -3,6 +3,7 @@
 //! A restore never deletes anything in the cluster.
 
 mod apply;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ struct Validated {
     backup: Backup,
     location: BackupStorageLocation,
     store: Arc<dyn ObjectStore>,
+    pod_volume_timeout: std::time::Duration,
 }
 
 async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<String>> {
@@ -74,7 +76,8 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
             Some(ModifierSource { config_map: cm_ref.name.clone(), data: cm.data.unwrap_or_default() });
     }
     let plan = plan(&options, &known).map_err(|e| vec![e.to_string()])?;
-    Ok(Validated { plan, backup, location, store })
+    let pod_volume_timeout = volumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
+    Ok(Validated { plan, backup, location, store, pod_volume_timeout })
 }
 
 /// The backup's archive: Stowage's `tar.zst`, or Velero's `tar.gz` for a backup Velero wrote.
@@ -131,7 +134,16 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any())
             .await
             .map_err(|e| anyhow::anyhow!("reading the archive of backup {:?}: {e:#}", v.backup.name_any()))?;
-        apply::apply_all(&ctx, &v.plan, &archive, &log).await
+        let volume_backups = volumes::load(v.store.as_ref(), &v.backup.name_any())
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
+        let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
+        let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &log).await?;
+        if restorer.created > 0 {
+            let uid = restore.metadata.uid.clone().unwrap_or_default();
+            volumes::wait(&ctx, &name, &uid, restorer.created, v.pod_volume_timeout, &log, &mut done.outcome).await?;
+        }
+        anyhow::Ok(done)
     }
     .await;
     ctx.metrics.restore_duration.observe(started.elapsed().as_secs_f64());

@@ -18,6 +18,14 @@ pub struct ServerArgs {
     /// How often storage locations are checked and synced (Go duration; default 30s).
     #[arg(long, value_parser = parse_period)]
     pub location_check_period: Option<std::time::Duration>,
+    /// How long the pod volume backups of one backup (or restores of one restore) may take
+    /// (Go duration); a Backup's `stowage.io/pod-volume-timeout` annotation overrides it.
+    #[arg(long, value_parser = parse_period, default_value = "4h")]
+    pub pod_volume_timeout: std::time::Duration,
+    /// The image of the init container added to restored pods with volume backups; a ConfigMap
+    /// labelled `stowage.io/pod-volume-restore=RestoreItemAction` overrides it.
+    #[arg(long, default_value = names::DEFAULT_RESTORE_HELPER_IMAGE)]
+    pub restore_helper_image: String,
 }
 
 fn parse_period(value: &str) -> Result<std::time::Duration, String> {

@@ -62,9 +62,46 @@ pub async fn delete_backup(ctx: &Context, name: &str) -> anyhow::Result<()> {
     locations::ensure_writable(&loc).map_err(|e| anyhow::anyhow!("cannot delete backup {name:?}: {e}"))?;
     backups.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Deleting"}}))).await?;
     let store = locations::open(ctx, &loc).await?;
+    forget_snapshots(ctx, &loc, store.clone(), name).await?;
     // The trailing slash keeps `nightly` from matching `nightly-2`'s files.
     let prefix = format!("{}/", StoreLayout::new(None).backup_dir(name).trim_end_matches('/'));
     store.delete_prefix(&prefix).await?;
     backups.delete(name, &DeleteParams::default()).await?;
+    Ok(())
+}
+
+/// Forgets the backup's volume snapshots in each namespace's repository; the data other
+/// snapshots share stays (a prune, not a forget, reclaims space).
+async fn forget_snapshots(
+    ctx: &Context,
+    loc: &stowage_api::BackupStorageLocation,
+    store: Arc<dyn stowage_storage::ObjectStore>,
+    backup: &str,
+) -> anyhow::Result<()> {
+    let pvbs = crate::restore::volumes::load(store.as_ref(), backup).await?;
+    let mut by_namespace: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for pvb in pvbs {
+        if let (Some(ns), Some(id)) = (pvb.spec.pod.namespace.clone(), pvb.status.and_then(|s| s.snapshot_id)) {
+            by_namespace.entry(ns).or_default().push(id);
+        }
+    }
+    if by_namespace.is_empty() {
+        return Ok(());
+    }
+    let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
+    for (ns, ids) in by_namespace {
+        let repo = stowage_access::repository_of(loc, &ns)?;
+        let password = stowage_api::repo_keys::repository_password(&key, &repo.identity)?;
+        let config = stowage_restic::RepoConfig { store: store.clone(), namespace: ns.clone(), password };
+        let opened = match stowage_restic::Repo::open(config).await {
+            Ok(r) => r,
+            Err(stowage_restic::EngineError::NotInitialised { .. }) => continue,
+            Err(e) => anyhow::bail!("backup {backup:?}: opening the repository of namespace {ns} to forget its snapshots: {e}; the backup is kept, retry the deletion"),
+        };
+        let forgotten = opened.forget(&ids).await.map_err(|e| {
+            anyhow::anyhow!("backup {backup:?}: forgetting its snapshots in {}: {e}; the backup is kept, retry the deletion", repo.restic_identifier)
+        })?;
+        tracing::info!(backup, namespace = %ns, "forgot {forgotten} of {} snapshots", ids.len());
+    }
     Ok(())
 }

@@ -5,15 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::{BackupFile, StoreLayout};
 use stowage_api::location::{AccessMode, LocationPhase};
-use stowage_api::{names, Backup, BackupPhase, BackupStorageLocation};
-use stowage_storage::{LocationSpec, ObjectStore};
+use stowage_api::{Backup, BackupPhase, BackupStorageLocation};
+use stowage_storage::ObjectStore;
 
 use super::{velero, Context};
 
@@ -51,47 +50,7 @@ pub async fn resolve(ctx: &Context, name: Option<&str>) -> anyhow::Result<Backup
 
 /// Opens the object store behind a location, with the credentials its Secret holds.
 pub async fn open(ctx: &Context, loc: &BackupStorageLocation) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    let name = loc.metadata.name.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let (secret_name, key, required) = match &loc.spec.credential {
-        Some(sel) => (sel.name.clone(), sel.key.clone(), !sel.optional.unwrap_or(false)),
-        None => (names::CREDENTIALS_SECRET.to_string(), names::CREDENTIALS_SECRET_KEY.to_string(), false),
-    };
-    let credentials_file = match secrets.get_opt(&secret_name).await? {
-        Some(s) => match s.data.as_ref().and_then(|d| d.get(&key)) {
-            Some(v) => Some(String::from_utf8(v.0.clone()).map_err(|_| {
-                anyhow::anyhow!("storage location {name:?}: Secret {secret_name:?} key {key:?} is not UTF-8 text")
-            })?),
-            None if required => anyhow::bail!(
-                "storage location {name:?}: Secret {secret_name:?} has no key {key:?}; fix spec.credential"
-            ),
-            None => None,
-        },
-        None if required => anyhow::bail!(
-            "storage location {name:?}: credentials Secret {secret_name:?} not found in namespace {}",
-            ctx.namespace
-        ),
-        None => None,
-    };
-    let ca_cert = match &loc.spec.object_storage.ca_cert {
-        Some(b64) => {
-            use base64::Engine;
-            Some(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| {
-                anyhow::anyhow!("storage location {name:?}: spec.objectStorage.caCert is not valid base64")
-            })?)
-        }
-        None => None,
-    };
-    let spec = LocationSpec {
-        name,
-        provider: loc.spec.provider.clone(),
-        bucket: loc.spec.object_storage.bucket.clone(),
-        prefix: loc.spec.object_storage.prefix.clone(),
-        config: loc.spec.config.clone(),
-        credentials_file,
-        ca_cert,
-    };
-    Ok(stowage_storage::open(&spec)?)
+    stowage_access::open_location(&ctx.client, &ctx.namespace, loc).await
 }
 
 /// Checks every location now and then, records the result in its status, and syncs backups.

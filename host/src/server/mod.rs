@@ -8,6 +8,7 @@ pub mod locations;
 pub mod metrics;
 pub mod oplog;
 mod operations;
+pub mod repositories;
 pub mod velero;
 
 use std::sync::Arc;
@@ -26,6 +27,12 @@ pub struct Context {
     /// How often locations are checked and synced (None: the default).
     pub location_period: Option<Duration>,
     pub default_volumes_to_fs_backup: bool,
+    /// How long a backup's or restore's pod volumes may take, unless it says otherwise.
+    pub pod_volume_timeout: Duration,
+    /// The image of the init container that holds restored pods until their volumes are back.
+    pub restore_helper_image: String,
+    /// Repositories are created and initialised one at a time.
+    pub repository_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -51,6 +58,9 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         metrics: Arc::new(metrics::Metrics::new()),
         location_period: args.location_check_period,
         default_volumes_to_fs_backup: args.default_volumes_to_fs_backup,
+        pod_volume_timeout: args.pod_volume_timeout,
+        restore_helper_image: args.restore_helper_image.clone(),
+        repository_lock: tokio::sync::Mutex::new(()),
     });
     operations::fail_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);

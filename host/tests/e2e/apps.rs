@@ -71,3 +71,19 @@ pub async fn static_volume(env: &Env, ns: &str, pv: &str, claim: &str) {
 pub fn config_map(name: &str, labels: Value) -> Value {
     json!({"metadata": {"name": name, "labels": labels}, "data": {"name": name}})
 }
+
+/// The seed's nginx example with its log volume opted in to file-system backup
+/// (`backup.velero.io/backup-volumes: nginx-logs` on the pod template, as the seed does);
+/// `replicas` pods share the claim.
+pub async fn deploy_nginx_with_logs(env: &Env, ns: &str, replicas: u32) {
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "nginx-logs", "labels": {"app": "nginx"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Mi"}}}})).await;
+    env.create_in::<Deployment>(ns, json!({"metadata": {"name": "nginx-deployment", "labels": {"app": "nginx"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {"metadata": {"labels": {"app": "nginx"}, "annotations": {"backup.velero.io/backup-volumes": "nginx-logs"}},
+                "spec": {
+                "volumes": [{"name": "nginx-logs", "persistentVolumeClaim": {"claimName": "nginx-logs"}}],
+                "containers": [{"name": "nginx", "image": "nginx:1.17.6", "ports": [{"containerPort": 80}],
+                    "volumeMounts": [{"mountPath": "/var/log/nginx", "name": "nginx-logs"}]}]}}}})).await;
+}

@@ -60,6 +60,7 @@ pub struct Env {
     /// Where the server serves `/metrics` once started.
     pub metrics_address: SocketAddr,
     server: Option<Child>,
+    node_agent: Option<Child>,
 }
 
 /// Polls `f` until it returns Some, or panics after `secs` naming `what`.
@@ -80,8 +81,20 @@ where
     }
 }
 
+/// A workspace binary built beside this test's binary by `cargo build --workspace --bins`.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join(name);
+    assert!(bin.is_file(), "{} is missing: build the workspace's binaries first (scripts/test.sh does)", bin.display());
+    bin
+}
+
 async fn start_sim(dir: &Path) -> (KubeSim, PathBuf) {
-    let sim = KubeSim::start(SimConfig::new(dir.join("kubelet"))).await.unwrap();
+    let mut config = SimConfig::new(dir.join("kubelet"));
+    // Restored pods' init container runs as the real helper binary.
+    config.images.insert("stowage/restore-helper".into(), workspace_binary("stowage-restore-helper"));
+    let sim = KubeSim::start(config).await.unwrap();
     let path = dir.join("kubeconfig");
     sim.write_kubeconfig(&path).unwrap();
     (sim, path)
@@ -112,7 +125,7 @@ impl Env {
         let client = client_for(&kubeconfig).await;
         let s3 = Arc::new(S3Server::start().expect("S3 server (moto) starts"));
         let bucket = stowage_test_support::unique_name("backups");
-        let env = Env { sim, client, kubeconfig, s3, bucket, dir, metrics_address: free_port(), server: None };
+        let env = Env { sim, client, kubeconfig, s3, bucket, dir, metrics_address: free_port(), server: None, node_agent: None };
         env.store().create_bucket().await.unwrap();
         env.install("ReadWrite").await;
         env
@@ -133,6 +146,7 @@ impl Env {
             dir,
             metrics_address: free_port(),
             server: None,
+            node_agent: None,
         };
         env.install(access_mode).await;
         env
@@ -162,6 +176,12 @@ impl Env {
         let ini = format!("[default]\naws_access_key_id={}\naws_secret_access_key={}\n", self.s3.access_key(), self.s3.secret_key());
         let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "cloud-credentials"}, "stringData": {"cloud": ini}})).unwrap();
         secrets.patch("cloud-credentials", &pp, &Patch::Apply(&secret)).await.unwrap();
+        // The master key repository passwords derive from: shared by clusters that share the
+        // bucket, as an admin migrating to a new cluster copies it.
+        let key: Vec<u8> = self.bucket.bytes().cycle().take(32).collect();
+        let master: Secret = serde_json::from_value(json!({"metadata": {"name": stowage_api::names::MASTER_KEY_SECRET},
+            "data": {stowage_api::names::MASTER_KEY_SECRET_KEY: base64_encode(&key)}})).unwrap();
+        secrets.patch(stowage_api::names::MASTER_KEY_SECRET, &pp, &Patch::Apply(&master)).await.unwrap();
         self.apply_location("default", &self.bucket, true, access_mode).await;
     }
 
@@ -188,6 +208,38 @@ impl Env {
             .spawn()
             .expect("stowage binary runs");
         self.server = Some(child);
+    }
+
+    /// Starts the real `stowage-node-agent` binary for the simulated cluster's node.
+    pub fn start_node_agent(&mut self) {
+        let sim = self.sim.as_ref().expect("node agents run on kube-sim's node; a real cluster runs the DaemonSet");
+        let pods = sim.kubelet_root().join("pods");
+        std::fs::create_dir_all(&pods).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("node-agent.log")).unwrap();
+        let child = Command::new(workspace_binary("stowage-node-agent"))
+            .args(["--node-name", "node-1", "-n", NS, "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .arg("--kubelet-pods-dir")
+            .arg(&pods)
+            .arg("--metrics-address")
+            .arg(free_port().to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("node agent binary runs");
+        self.node_agent = Some(child);
+    }
+
+    pub fn stop_node_agent(&mut self) {
+        if let Some(mut c) = self.node_agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn node_agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node-agent.log")).unwrap_or_default()
     }
 
     pub fn server_log(&self) -> String {
@@ -327,8 +379,14 @@ impl Env {
     }
 }
 
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
+        self.stop_node_agent();
         if let Some(mut c) = self.server.take() {
             let _ = c.kill();
             let _ = c.wait();

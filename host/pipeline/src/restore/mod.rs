@@ -1,9 +1,11 @@
 //! Restore stages, in the order a restore runs them: [`plan`] (filters, namespace mapping,
 //! priorities, modifiers), [`scope`] (which archived objects come back), [`order`],
 //! [`transform`] (built-in restore item actions), [`modifiers`] (the user's resource modifier
-//! rules), and [`existing`] (objects already there).
+//! rules), and [`existing`] (objects already there); [`helper`] builds the init container that holds restored
+//! pods until their volume data is back.
 
 pub mod existing;
+pub mod helper;
 pub mod modifiers;
 pub mod order;
 pub mod plan;

@@ -176,7 +176,8 @@ fn resource_list(json: &[u8]) -> Result<String, String> {
 }
 
 /// `<name>-podvolumebackups.json`: the PodVolumeBackup objects (a JSON array, as Velero
-/// stores them), grouped by phase as `ns/pod: volume, volume`.
+/// stores them), grouped by phase, one line per volume: `ns/pod: volume  size  snapshot`
+/// (or the reason it failed).
 fn pod_volumes(json: &[u8]) -> Result<String, String> {
     let value: Value = serde_json::from_slice(json).map_err(|e| format!("the pod volume list is not valid: {e}"))?;
     let items = match &value {
@@ -186,21 +187,54 @@ fn pod_volumes(json: &[u8]) -> Result<String, String> {
     if items.is_empty() {
         return Ok("Pod Volume Backups:  <none included>\n".to_string());
     }
-    let mut by_phase: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut by_phase: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for item in items {
         let text = |path: &[&str]| path.iter().try_fold(item, |v, k| v.get(k)).and_then(Value::as_str).unwrap_or("");
         let phase = Some(text(&["status", "phase"])).filter(|p| !p.is_empty()).unwrap_or("New");
-        let pod = format!("{}/{}", text(&["spec", "pod", "namespace"]), text(&["spec", "pod", "name"]));
-        let volumes = by_phase.entry(phase.to_string()).or_default().entry(pod).or_default();
-        volumes.push(text(&["spec", "volume"]).to_string());
+        let what = format!("{}/{}: {}", text(&["spec", "pod", "namespace"]), text(&["spec", "pod", "name"]), text(&["spec", "volume"]));
+        let bytes = item.pointer("/status/progress/totalBytes").and_then(Value::as_u64);
+        let detail = match (phase, text(&["status", "snapshotID"]), text(&["status", "message"])) {
+            ("Completed", snapshot, _) => {
+                format!("{}, snapshot {}", bytes.map(human_bytes).unwrap_or_else(|| "size unknown".into()), short_id(snapshot))
+            }
+            (_, _, message) if !message.is_empty() => message.to_string(),
+            (_, _, _) => match (bytes, item.pointer("/status/progress/bytesDone").and_then(Value::as_u64)) {
+                (Some(total), Some(done)) => format!("{} of {}", human_bytes(done), human_bytes(total)),
+                _ => String::new(),
+            },
+        };
+        by_phase.entry(phase.to_string()).or_default().push((what, detail));
     }
     let mut out = "Pod Volume Backups:\n".to_string();
-    for (phase, pods) in by_phase {
+    for (phase, volumes) in by_phase {
         out += &format!("  {phase}:\n");
-        let pods: Vec<(&str, String)> = pods.iter().map(|(pod, v)| (pod.as_str(), v.join(", "))).collect();
-        out += &aligned(4, &pods);
+        let rows: Vec<(&str, String)> = volumes.iter().map(|(w, d)| (w.as_str(), d.clone())).collect();
+        out += &aligned(4, &rows);
     }
     Ok(out)
+}
+
+fn short_id(id: &str) -> &str {
+    if id.is_empty() {
+        "<none>"
+    } else {
+        &id[..id.len().min(8)]
+    }
+}
+
+/// Bytes as people read them: 512 B, 1.5 KiB, 2.0 GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]

@@ -48,7 +48,14 @@ pub fn transform(mut item: Item, ctx: &TransformContext<'_>) -> Transformed {
                 }
             }
         }
-        ("", "pods") => workloads::drop_node_binding(object),
+        ("", "pods") => {
+            workloads::drop_node_binding(object);
+            // A pod backed up after an earlier restore still has that restore's helper, which
+            // would wait forever for markers nobody writes; the helper is added anew if needed.
+            if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                crate::restore::helper::strip(spec);
+            }
+        }
         ("batch", "jobs") => workloads::drop_generated_job_selector(object),
         ("", "persistentvolumeclaims") => {
             volumes::drop_claim_binding_annotations(object);

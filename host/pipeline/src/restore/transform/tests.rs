@@ -199,12 +199,14 @@ fn pods_are_scheduled_anew() {
             .service_account("web")
             .set("/spec/nodeName", json!("node-7"))
             .set("/spec/priority", json!(1000))
+            .set("/spec/initContainers", json!([{"name": "restore-wait", "image": "stowage/restore-helper"}, {"name": "setup", "image": "busybox"}]))
             .set("/spec/volumes", json!([{"name": "web-token-x1y2", "secret": {}}, {"name": "data", "emptyDir": {}}]))
             .set("/spec/containers/0/volumeMounts", json!([{"name": "web-token-x1y2", "mountPath": "/var/run/secrets"}, {"name": "data", "mountPath": "/data"}])),
     );
     assert!(obj["spec"].get("nodeName").is_none() && obj["spec"].get("priority").is_none());
     assert_eq!(obj["spec"]["volumes"], json!([{"name": "data", "emptyDir": {}}]));
     assert_eq!(obj["spec"]["containers"][0]["volumeMounts"], json!([{"name": "data", "mountPath": "/data"}]));
+    assert_eq!(obj["spec"]["initContainers"], json!([{"name": "setup", "image": "busybox"}]), "an earlier restore's helper goes");
 }
 
 #[test]

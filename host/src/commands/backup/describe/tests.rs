@@ -127,9 +127,12 @@ Failure reason:  one volume failed
 fn details_show_downloads_or_why_not() {
     let resource_list = br#"{"apps/v1/Deployment": ["nginx-example/nginx"], "v1/Pod": ["nginx-example/nginx-1", "nginx-example/nginx-2"]}"#;
     let volumes = serde_json::json!([
-        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-1"}, "volume": "logs"}, "status": {"phase": "Completed"}},
-        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-1"}, "volume": "data"}, "status": {"phase": "Completed"}},
-        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-2"}, "volume": "logs"}, "status": {"phase": "Failed"}},
+        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-1"}, "volume": "logs"},
+            "status": {"phase": "Completed", "snapshotID": "3f1e2d4c5b6a7988", "progress": {"totalBytes": 1536, "bytesDone": 1536}}},
+        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-1"}, "volume": "data"},
+            "status": {"phase": "Completed", "snapshotID": "0011223344", "progress": {"totalBytes": 100, "bytesDone": 100}}},
+        {"spec": {"pod": {"namespace": "nginx-example", "name": "nginx-2"}, "volume": "logs"},
+            "status": {"phase": "Failed", "message": "volume \"logs\": no directory"}},
     ]);
     let details = BackupDetails {
         resource_list: Ok(resource_list.to_vec()),
@@ -145,7 +148,7 @@ fn details_show_downloads_or_why_not() {
     );
     assert!(
         text.contains(
-            "Pod Volume Backups:\n  Completed:\n    nginx-example/nginx-1:  logs, data\n  Failed:\n    nginx-example/nginx-2:  logs\n"
+            "Pod Volume Backups:\n  Completed:\n    nginx-example/nginx-1: logs:  1.5 KiB, snapshot 3f1e2d4c\n    nginx-example/nginx-1: data:  100 B, snapshot 00112233\n  Failed:\n    nginx-example/nginx-2: logs:  volume \"logs\": no directory\n"
         ),
         "{text}"
     );

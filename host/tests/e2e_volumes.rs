@@ -1,0 +1,394 @@
+//! Pod volume backup and restore end to end: kube-sim (its kubelet lays out volume directories
+//! and runs the restore helper as a local process), the real `stowage server`,
+//! `stowage-node-agent` and `stowage-restore-helper` binaries, moto as the S3 server, and the
+//! `restic` CLI reading what the node agent wrote.
+
+mod e2e;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use e2e::apps::{self, NGINX};
+use e2e::{wait_for, Env, NS};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::{json, Value};
+use stowage_api::{PodVolumeBackup, PodVolumeRestore};
+use stowage_storage::ObjectStore;
+
+/// Volume data lives in kube-sim's node filesystem; on a real cluster these tests would need
+/// a container to write it, so they run on kube-sim only.
+async fn sim_env() -> Option<Env> {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: pod volume tests write volume data through kube-sim's node filesystem");
+        return None;
+    }
+    let mut env = Env::start().await;
+    env.start_server();
+    env.start_node_agent();
+    Some(env)
+}
+
+/// Where a claim's data is on the simulated node (the provisioned volume's directory).
+async fn claim_dir(env: &Env, ns: &str, claim: &str) -> PathBuf {
+    let pv = wait_for(&format!("claim {ns}/{claim} to be bound"), 30, || async {
+        let c = env.get_in::<PersistentVolumeClaim>(ns, claim).await?;
+        c["spec"]["volumeName"].as_str().map(String::from)
+    })
+    .await;
+    let dir = env.sim.as_ref().unwrap().kubelet_root().join("volumes").join(pv);
+    wait_for(&format!("the volume of {ns}/{claim} to exist"), 30, || async { dir.is_dir().then_some(()) }).await;
+    dir
+}
+
+/// The pods of `ns` once `count` of them are Running.
+async fn running_pods(env: &Env, ns: &str, count: usize) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    wait_for(&format!("{count} running pods in {ns}"), 60, || async {
+        let pods = api.list(&ListParams::default()).await.ok()?.items;
+        let running: Vec<Pod> = pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        (running.len() == count).then_some(running)
+    })
+    .await
+}
+
+/// An nginx-style access log: `lines` request lines, each a little different.
+fn access_log(lines: usize) -> Vec<u8> {
+    (0..lines)
+        .map(|i| format!("10.0.0.{} - - [21/Nov/2026:03:{:02}:{:02} +0000] \"GET /page/{i} HTTP/1.1\" 200 {}\n", i % 255, i / 60 % 60, i % 60, 512 + i % 997))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Incompressible bytes, so repository growth measures what was really added.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
+    let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
+}
+
+/// Runs the `restic` CLI against a namespace's repository with the environment
+/// `stowage repo restic-env` prints; returns stdout.
+fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["repo", "restic-env", namespace, "-n", NS, "--kubeconfig"])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restic-env: {}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new("restic");
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (k, v) = line.trim_start_matches("export ").split_once('=').unwrap();
+        cmd.env(k, v.trim_matches('\''));
+    }
+    let out = cmd.args(["--no-cache", "--quiet"]).args(args).output().expect("the restic CLI is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "restic {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn repository_bytes(env: &Env, namespace: &str) -> u64 {
+    env.store().list(&format!("restic/{namespace}/data/")).await.unwrap().iter().map(|o| o.size).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nginx_access_log_survives_namespace_deletion() {
+    let Some(env) = sim_env().await else { return };
+    // Two replicas share the claim: one PodVolumeBackup, not two.
+    apps::deploy_nginx_with_logs(&env, NGINX, 2).await;
+    running_pods(&env, NGINX, 2).await;
+    let log = access_log(5000);
+    std::fs::write(claim_dir(&env, NGINX, "nginx-logs").await.join("access.log"), &log).unwrap();
+
+    let status = env.backup("nginx-backup", json!({"includedNamespaces": [NGINX]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}\n{}", env.server_log(), env.node_agent_log());
+    assert_eq!(status["podVolumeBackupsAttempted"], 1, "two pods share the claim: {status}");
+    assert_eq!(status["podVolumeBackupsCompleted"], 1, "{status}");
+    let pvbs = pod_volume_backups(&env, "nginx-backup").await;
+    assert_eq!(pvbs.len(), 1);
+    let pvb_status = pvbs[0].status.clone().unwrap();
+    let snapshot = pvb_status.snapshot_id.clone().expect("a snapshot id");
+    assert_eq!(pvb_status.progress.unwrap().total_bytes, log.len() as u64);
+    let recorded = env.read_zstd_json("backups/nginx-backup/nginx-backup-podvolumebackups.json.zst").await;
+    assert_eq!(recorded[0]["status"]["snapshotID"], snapshot.as_str());
+    assert_eq!(recorded[0]["spec"]["volume"], "nginx-logs");
+
+    // The restic CLI reads, checks and lists what the node agent wrote.
+    let snapshots: Value = serde_json::from_str(&restic(&env, NGINX, &["snapshots", "--json"])).unwrap();
+    let ours = snapshots.as_array().unwrap().iter().find(|s| s["id"] == snapshot.as_str()).expect("restic lists the snapshot");
+    let tags: Vec<&str> = ours["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(tags.contains(&"backup=nginx-backup") && tags.contains(&"volume=nginx-logs") && tags.contains(&format!("ns={NGINX}").as_str()), "{tags:?}");
+    restic(&env, NGINX, &["check", "--read-data"]);
+    let restic_out = tempfile::tempdir().unwrap();
+    restic(&env, NGINX, &["restore", &snapshot, "--target", restic_out.path().to_str().unwrap()]);
+    let restored_by_restic: Vec<PathBuf> = walk(restic_out.path()).into_iter().filter(|p| p.ends_with("access.log")).collect();
+    assert_eq!(restored_by_restic.len(), 1, "{restored_by_restic:?}");
+    assert_eq!(std::fs::read(&restored_by_restic[0]).unwrap(), log);
+
+    // describe --details lists the volume with its snapshot.
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["backup", "describe", "nginx-backup", "--details", "-n", NS, "--kubeconfig"])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Pod Volume Backups:\n  Completed:\n"), "{text}");
+    assert!(text.contains(": nginx-logs:") && text.contains(&format!("snapshot {}", &snapshot[..8])), "{text}");
+
+    env.delete_namespace_and_wait(NGINX).await;
+    let status = env.restore("nginx-restore", json!({"backupName": "nginx-backup"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}\n{}", env.server_log(), env.node_agent_log());
+    assert_eq!(status["podVolumeRestoresCompleted"], 1, "{status}");
+    let pods = running_pods(&env, NGINX, 2).await;
+    let restored = claim_dir(&env, NGINX, "nginx-logs").await;
+    assert_eq!(std::fs::read(restored.join("access.log")).unwrap(), log, "the access log is byte-identical");
+    assert!(!has_markers(&restored), "the helper removed its marker");
+    let with_helper = pods
+        .iter()
+        .filter(|p| p.spec.as_ref().unwrap().init_containers.iter().flatten().any(|c| c.name == "restore-wait"))
+        .count();
+    assert_eq!(with_helper, 1, "only the pod whose volume was backed up waits for it");
+}
+
+fn has_markers(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir.join(".stowage")).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A pod with a claim and two emptyDir volumes, opting out of `scratch`.
+fn app_pod(ns: &str, name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns, "labels": {"app": "db"},
+            "annotations": {"backup.stowage.io/backup-volumes-excludes": "scratch"}},
+        "spec": {"volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": "db-data"}},
+            {"name": "cache", "emptyDir": {}},
+            {"name": "scratch", "emptyDir": {}}],
+          "containers": [{"name": "db", "image": "postgres:16", "volumeMounts": [
+            {"name": "data", "mountPath": "/var/lib/postgresql"}, {"name": "cache", "mountPath": "/cache"},
+            {"name": "scratch", "mountPath": "/tmp"}]}]}})
+}
+
+fn empty_dir(env: &Env, pod: &Pod, volume: &str) -> PathBuf {
+    let uid = pod.metadata.uid.as_deref().unwrap();
+    env.sim.as_ref().unwrap().kubelet_root().join("pods").join(uid).join("volumes/kubernetes.io~empty-dir").join(volume)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opt_out_mode_skips_excluded_volumes_and_the_next_backup_is_incremental() {
+    let Some(env) = sim_env().await else { return };
+    let ns = "db";
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "db-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).await;
+    env.create_in::<Pod>(ns, app_pod(ns, "db-0")).await;
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let data = claim_dir(&env, ns, "db-data").await;
+    let table = noise(4 << 20, 7);
+    std::fs::write(data.join("table.dat"), &table).unwrap();
+    std::fs::write(empty_dir(&env, &pod, "cache").join("hot.txt"), b"cached").unwrap();
+    std::fs::write(empty_dir(&env, &pod, "scratch").join("tmp.txt"), b"scratch").unwrap();
+
+    let status = env.backup("db-1", json!({"includedNamespaces": [ns], "defaultVolumesToFsBackup": true})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let mut volumes: Vec<String> = pod_volume_backups(&env, "db-1").await.iter().map(|p| p.spec.volume.clone()).collect();
+    volumes.sort();
+    assert_eq!(volumes, vec!["cache", "data"], "opt-out takes every volume but the excluded one");
+    let first = pod_volume_backups(&env, "db-1").await.into_iter().find(|p| p.spec.volume == "data").unwrap();
+    let first_snapshot = first.status.unwrap().snapshot_id.unwrap();
+    let before = repository_bytes(&env, ns).await;
+
+    // The pod is recreated (a new UID, as after a reschedule) on the same claim; the log grows a little.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    pods.delete("db-0", &DeleteParams::default().grace_period(0)).await.unwrap();
+    wait_for("db-0 to be gone", 30, || async { pods.get_opt("db-0").await.unwrap().is_none().then_some(()) }).await;
+    env.create_in::<Pod>(ns, app_pod(ns, "db-0")).await;
+    let pod2 = running_pods(&env, ns, 1).await.remove(0);
+    assert_ne!(pod2.metadata.uid, pod.metadata.uid);
+    std::fs::write(data.join("wal.log"), noise(64 << 10, 9)).unwrap();
+
+    let status = env.backup("db-2", json!({"includedNamespaces": [ns], "defaultVolumesToFsBackup": true})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let second = pod_volume_backups(&env, "db-2").await.into_iter().find(|p| p.spec.volume == "data").unwrap();
+    let second_snapshot = second.status.unwrap().snapshot_id.unwrap();
+    let snapshots: Value = serde_json::from_str(&restic(&env, ns, &["snapshots", "--json"])).unwrap();
+    let entry = snapshots.as_array().unwrap().iter().find(|s| s["id"] == second_snapshot.as_str()).unwrap();
+    assert_eq!(entry["parent"], first_snapshot.as_str(), "the parent is found by the claim, across pod UIDs: {entry}");
+    let added = repository_bytes(&env, ns).await - before;
+    assert!(added < (1 << 20), "the second backup added {added} bytes for a 64 KiB change to a 4 MiB volume");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_volume_makes_the_backup_partially_failed_and_the_others_still_restore() {
+    let Some(env) = sim_env().await else { return };
+    let ns = "shop";
+    env.create_namespace(ns).await;
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "web", "annotations": {"backup.stowage.io/backup-volumes": "good,broken"}},
+        "spec": {"volumes": [{"name": "good", "emptyDir": {}}, {"name": "broken", "emptyDir": {}}],
+            "containers": [{"name": "web", "image": "nginx", "volumeMounts": [
+                {"name": "good", "mountPath": "/good"}, {"name": "broken", "mountPath": "/broken"}]}]}})).await;
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    std::fs::write(empty_dir(&env, &pod, "good").join("orders.csv"), b"id,total\n1,9.99\n").unwrap();
+    // The broken volume's directory disappears from the node.
+    std::fs::remove_dir_all(empty_dir(&env, &pod, "broken")).unwrap();
+
+    let status = env.backup("shop-backup", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    assert_eq!((status["podVolumeBackupsCompleted"].as_u64(), status["podVolumeBackupsFailed"].as_u64()), (Some(1), Some(1)));
+    let results = env.read_zstd_json("backups/shop-backup/shop-backup-results.json.zst").await;
+    let errors = results.to_string();
+    assert!(errors.contains("broken") && errors.contains("no directory"), "the error names the volume: {errors}");
+
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("shop-restore", json!({"backupName": "shop-backup"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    assert_eq!(std::fs::read(empty_dir(&env, &pod, "good").join("orders.csv")).unwrap(), b"id,total\n1,9.99\n");
+    let restores: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
+    let pvrs = restores.list(&ListParams::default().labels("stowage.io/restore-name=shop-restore")).await.unwrap().items;
+    assert_eq!(pvrs.iter().map(|p| p.spec.volume.as_str()).collect::<Vec<_>>(), vec!["good"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_whose_volumes_never_arrive_ends_with_a_clear_message() {
+    let Some(mut env) = sim_env().await else { return };
+    let ns = "lonely";
+    env.create_namespace(ns).await;
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
+        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})).await;
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    std::fs::write(empty_dir(&env, &pod, "state").join("s"), b"1").unwrap();
+    assert_eq!(env.backup("lonely-backup", json!({"includedNamespaces": [ns]})).await["phase"], "Completed");
+    env.delete_namespace_and_wait(ns).await;
+    // No node agent: nobody will restore the volume.
+    env.stop_node_agent();
+    env.create::<stowage_api::Restore>(json!({"metadata": {"name": "lonely-restore", "namespace": NS,
+        "annotations": {"stowage.io/pod-volume-timeout": "4s"}}, "spec": {"backupName": "lonely-backup"}})).await;
+    let status = env.wait_finished::<stowage_api::Restore>("lonely-restore").await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    assert_eq!(status["podVolumeRestoresFailed"], 1, "{status}");
+    let restores: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
+    let pvr = restores.list(&ListParams::default().labels("stowage.io/restore-name=lonely-restore")).await.unwrap().items.remove(0);
+    let status = pvr.status.unwrap();
+    assert_eq!(status.phase, Some(stowage_api::podvolume::PodVolumePhase::Canceled));
+    let message = status.message.unwrap();
+    assert!(message.contains("timed out after 4s") && message.contains("node agent"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_written_by_the_restic_cli_restores_through_a_pod_volume_restore() {
+    let Some(env) = sim_env().await else { return };
+    let ns = "legacy";
+    env.create_namespace(ns).await;
+    // A first backup makes the server create and initialise the namespace's repository.
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "seed", "annotations": {"backup.stowage.io/backup-volumes": "v"}},
+        "spec": {"volumes": [{"name": "v", "emptyDir": {}}], "containers": [{"name": "c", "image": "busybox",
+            "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}})).await;
+    running_pods(&env, ns, 1).await;
+    assert_eq!(env.backup("legacy-seed", json!({"includedNamespaces": [ns]})).await["phase"], "Completed");
+
+    // A Velero user's data: written by `restic backup` into the same repository.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("conf.d")).unwrap();
+    std::fs::write(src.path().join("conf.d/site.conf"), b"server { listen 80; }\n").unwrap();
+    let blob = noise(300_000, 3);
+    std::fs::write(src.path().join("blob.bin"), &blob).unwrap();
+    let out = restic(&env, ns, &["backup", "--json", "--tag", "source=restic-cli", src.path().to_str().unwrap()]);
+    let summary: Value = out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["message_type"] == "summary").unwrap();
+    let snapshot = summary["snapshot_id"].as_str().unwrap().to_string();
+
+    // A pod waiting in the restore helper, and a PodVolumeRestore naming the restic snapshot.
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "target"}, "spec": {"volumes": [{"name": "site", "emptyDir": {}}],
+        "initContainers": [{"name": "restore-wait", "image": "stowage/restore-helper", "args": ["legacy-restore-uid"],
+            "volumeMounts": [{"name": "site", "mountPath": "/restores/site"}]}],
+        "containers": [{"name": "web", "image": "nginx", "volumeMounts": [{"name": "site", "mountPath": "/usr/share/nginx"}]}]}})).await;
+    let repo = restic_repository(&env, ns);
+    env.create::<PodVolumeRestore>(json!({"metadata": {"name": "legacy-pvr", "namespace": NS,
+            "labels": {"stowage.io/restore-uid": "legacy-restore-uid"}},
+        "spec": {"pod": {"kind": "Pod", "namespace": ns, "name": "target"}, "volume": "site",
+            "backupStorageLocation": "default", "repoIdentifier": repo, "snapshotID": &snapshot[..8]}})).await;
+    let api: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
+    let done = wait_for("the PodVolumeRestore to end", 60, || async {
+        let p = api.get("legacy-pvr").await.ok()?;
+        p.status.clone().filter(|s| s.phase.is_some_and(|p| p.is_terminal()))
+    })
+    .await;
+    assert_eq!(done.phase, Some(stowage_api::podvolume::PodVolumePhase::Completed), "{done:?}\n{}", env.node_agent_log());
+    let pods = running_pods(&env, ns, 2).await;
+    let target = pods.iter().find(|p| p.metadata.name.as_deref() == Some("target")).unwrap();
+    let dir = empty_dir(&env, target, "site");
+    assert_eq!(std::fs::read(dir.join("blob.bin")).unwrap(), blob);
+    assert_eq!(std::fs::read(dir.join("conf.d/site.conf")).unwrap(), b"server { listen 80; }\n");
+    assert!(!has_markers(&dir), "the helper removed the marker");
+}
+
+fn restic_repository(env: &Env, ns: &str) -> String {
+    format!("s3:{}/{}/restic/{ns}", env.s3.endpoint(), env.bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_backup_forgets_its_snapshots_and_keeps_the_others_restorable() {
+    let Some(env) = sim_env().await else { return };
+    let ns = "keep";
+    env.create_namespace(ns).await;
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "v"}},
+        "spec": {"volumes": [{"name": "v", "emptyDir": {}}], "containers": [{"name": "c", "image": "busybox",
+            "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}})).await;
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let dir = empty_dir(&env, &pod, "v");
+    std::fs::write(dir.join("a.txt"), b"first").unwrap();
+    assert_eq!(env.backup("keep-1", json!({"includedNamespaces": [ns]})).await["phase"], "Completed");
+    std::fs::write(dir.join("a.txt"), b"second").unwrap();
+    assert_eq!(env.backup("keep-2", json!({"includedNamespaces": [ns]})).await["phase"], "Completed");
+    let snap = |b: &'static str| {
+        let env = &env;
+        async move { pod_volume_backups(env, b).await[0].status.clone().unwrap().snapshot_id.unwrap() }
+    };
+    let (s1, s2) = (snap("keep-1").await, snap("keep-2").await);
+
+    env.create::<stowage_api::DeleteBackupRequest>(json!({"metadata": {"name": "del-keep-1", "namespace": NS},
+        "spec": {"backupName": "keep-1"}})).await;
+    let status = env.wait_processed::<stowage_api::DeleteBackupRequest>("del-keep-1").await;
+    assert!(status["errors"].as_array().is_none_or(|e| e.is_empty()), "{status}");
+    let snapshots: Value = serde_json::from_str(&restic(&env, ns, &["snapshots", "--json"])).unwrap();
+    let ids: Vec<&str> = snapshots.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(!ids.contains(&s1.as_str()) && ids.contains(&s2.as_str()), "{ids:?}");
+    restic(&env, ns, &["check"]);
+
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("keep-restore", json!({"backupName": "keep-2"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    assert_eq!(std::fs::read(empty_dir(&env, &pod, "v").join("a.txt")).unwrap(), b"second");
+}
