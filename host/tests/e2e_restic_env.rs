@@ -7,7 +7,7 @@ use std::process::Command;
 
 use e2e::{Env, NS};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 fn parse_exports(text: &str) -> Vec<(String, String)> {
@@ -25,7 +25,12 @@ async fn restic_cli_uses_the_printed_environment() {
     let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
     let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "stowage-repo-master-key"},
         "data": {"master-key": key}})).unwrap();
-    Api::<Secret>::namespaced(env.client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    // The environment installed a master key; this test brings its own, as an admin restoring
+    // the key of another cluster does.
+    Api::<Secret>::namespaced(env.client.clone(), NS)
+        .patch("stowage-repo-master-key", &PatchParams::default(), &Patch::Merge(&secret))
+        .await
+        .unwrap();
 
     let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
         .args(["repo", "restic-env", "nginx-example", "--kubeconfig"])
