@@ -132,11 +132,12 @@ pub struct SnapshotInfo {
     pub hostname: String,
 }
 
-/// Sends rustic_core's `log` records to `tracing`, once per process. A no-op when the
-/// process already installed a `log` logger (tracing-subscriber's `init` does).
+/// Sends rustic_core's `log` records (info and above: its debug and trace records sit on hot
+/// paths) to `tracing`, once per process. A no-op when the process already installed a `log`
+/// logger (tracing-subscriber's `init` does). rustic_core never logs passwords or keys.
 pub fn forward_log_to_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = tracing_log::LogTracer::init();
+        let _ = tracing_log::LogTracer::init_with_filter(tracing_log::log::LevelFilter::Info);
     });
 }

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Pod volume engine (stowage-restic) vs restic 0.14 vs the copy ceiling (`cp -r` on the same
+# disk), measured in one run with /usr/bin/time -v (wall time, peak RSS).
+#
+#   bench/volumes.sh                 # 2 GiB per data set, medians of 3
+#   SIZE=256 RUNS=1 bench/volumes.sh # quick
+#
+# Data sets: A = one file of SIZE MiB of random data; B = SIZE MiB in FILES files (20,000).
+# Cases: first backup, unchanged re-backup, re-backup after appending 1 byte to A, restore.
+# Both tools run without a local cache (restic --no-cache; the engine has none) and with
+# compression on at their defaults. The data is freshly written, so it is in the page cache
+# for every tool alike.
+set -euo pipefail
+
+SIZE=${SIZE:-2048}
+RUNS=${RUNS:-3}
+FILES=${FILES:-20000}
+WORK=${WORK:-/var/tmp/stowage-bench-volumes}
+RESTIC=${RESTIC:-/usr/bin/restic}
+TARGET=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
+
+cd "$(dirname "$0")/.."
+cargo build --release -q -p stowage-restic --example engine
+ENGINE=$TARGET/release/examples/engine
+
+rm -rf "$WORK"
+mkdir -p "$WORK"/{data/A,data/B,results}
+echo "stowage-bench" > "$WORK/password"
+export RESTIC_PASSWORD=stowage-bench
+
+echo "generating data: A = ${SIZE} MiB in 1 file, B = ${SIZE} MiB in ${FILES} files" >&2
+head -c "$((SIZE << 20))" /dev/urandom > "$WORK/data/A/big"
+python3 - "$WORK/data/B" "$SIZE" "$FILES" <<'PY'
+import os, sys
+root, size, files = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
+each = size // files
+for i in range(files):
+    d = os.path.join(root, f"d{i // 500:03d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
+        f.write(os.urandom(each))
+PY
+sync
+
+# measure NAME CMD... : appends "wall_seconds peak_rss_kib" to results/NAME
+measure() {
+    local name=$1; shift
+    /usr/bin/time -v -o "$WORK/time.txt" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
+        echo "FAILED: $*" >&2; cat "$WORK/err.txt" >&2; exit 1; }
+    local wall rss
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; print s}' "$WORK/time.txt")
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
+    echo "$wall $rss" >> "$WORK/results/$name"
+}
+
+# `engine SET ARGS...` and `restic_ SET ARGS...` on the set's repository, as executables so
+# that /usr/bin/time measures them alone.
+cat > "$WORK/engine" <<SH
+#!/bin/sh
+set=\$1; shift
+exec "$ENGINE" --repo "$WORK/repo-engine-\$set" --password-file "$WORK/password" "\$@"
+SH
+cat > "$WORK/restic_" <<SH
+#!/bin/sh
+set=\$1; shift
+exec "$RESTIC" -r "$WORK/repo-restic-\$set" --no-cache "\$@"
+SH
+chmod +x "$WORK/engine" "$WORK/restic_"
+export PATH="$WORK:$PATH"
+
+for run in $(seq "$RUNS"); do
+    echo "run $run/$RUNS" >&2
+    for set in A B; do
+        rm -rf "$WORK"/repo-* "$WORK/copy" "$WORK/restore"
+        engine "$set" init > /dev/null
+        restic_ "$set" init > /dev/null
+        src="$WORK/data/$set"
+
+        measure "$set-first-engine" engine "$set" backup "$src"
+        measure "$set-first-restic" restic_ "$set" backup "$src"
+        measure "$set-first-copy" cp -r "$src" "$WORK/copy"
+        rm -rf "$WORK/copy"
+
+        measure "$set-unchanged-engine" engine "$set" backup "$src"
+        measure "$set-unchanged-restic" restic_ "$set" backup "$src"
+
+        if [ "$set" = A ]; then
+            printf 'x' >> "$src/big"
+            measure "A-append-engine" engine A backup "$src"
+            measure "A-append-restic" restic_ A backup "$src"
+        fi
+
+        snap=$(engine "$set" backup "$src" | awk '{print $2}')
+        mkdir -p "$WORK/restore"
+        measure "$set-restore-engine" engine "$set" restore "$snap" "$WORK/restore"
+        rm -rf "$WORK/restore"; mkdir -p "$WORK/restore"
+        measure "$set-restore-restic" restic_ "$set" restore latest --target "$WORK/restore"
+        rm -rf "$WORK/restore"
+        measure "$set-restore-copy" cp -r "$src" "$WORK/copy"
+        rm -rf "$WORK/copy"
+    done
+done
+
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+col() { [ -f "$WORK/results/$1" ] && awk "{print \$$2}" "$WORK/results/$1" | median || echo ""; }
+
+echo
+echo "SIZE=${SIZE} MiB, FILES=${FILES}, RUNS=${RUNS} (medians); $(nproc) cores; $(restic version | cut -d' ' -f1-2)"
+echo
+echo "| case | engine s | restic s | copy s | engine/restic | engine/copy | engine RSS MiB | restic RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
+for c in A-first B-first A-unchanged B-unchanged A-append A-restore B-restore; do
+    e=$(col "$c-engine" 1); r=$(col "$c-restic" 1); k=$(col "$c-copy" 1)
+    em=$(col "$c-engine" 2); rm_=$(col "$c-restic" 2)
+    awk -v c="$c" -v e="$e" -v r="$r" -v k="$k" -v em="$em" -v rm="$rm_" 'BEGIN {
+        printf "| %s | %.2f | %.2f | %s | %.2f | %s | %.0f | %.0f |\n", c, e, r,
+            (k == "" ? "" : sprintf("%.2f", k)), e / r,
+            (k == "" ? "" : sprintf("%.2f", e / k)), em / 1024, rm / 1024 }'
+done
