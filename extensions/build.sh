@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${STOWAGE_EXTENSIONS_TARGET_DIR:-$PWD/target}"
 cargo build --quiet --release --target wasm32-wasip2 --workspace
 
 mkdir -p dist
-for crate in fixture-item-action fixture-hook; do
+for crate in change-storage-class fixture-item-action fixture-hook; do
     artefact="$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm"
     cmp -s "$artefact" "dist/$crate.wasm" 2>/dev/null || cp "$artefact" "dist/$crate.wasm"
 done
