@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::runtime::{Handle, RuntimeFlavor};
+use std::panic::AssertUnwindSafe;
+use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -259,15 +260,15 @@ impl Gate {
         };
         let bounded = async { tokio::time::timeout(limit, future).await };
         let outcome = match Handle::try_current() {
-            // Called on a runtime thread: only a multi-threaded runtime can block in place.
-            Ok(_) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            // On a runtime thread (a worker, or a blocking thread of spawn_blocking): step out
+            // of the runtime first. Only inside a current-thread runtime's own async code is
+            // that impossible; tokio panics then, which becomes an error for the extension.
+            Ok(_) => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 tokio::task::block_in_place(|| handle.block_on(bounded))
-            }
-            Ok(_) => {
-                return Err(format!(
-                    "{call}: the session runs on a current-thread async runtime; run it in spawn_blocking"
-                ))
-            }
+            }))
+            .map_err(|_| {
+                format!("{call}: cannot wait for the host on this thread; use the session from spawn_blocking")
+            })?,
             Err(_) => handle.block_on(bounded),
         };
         outcome.map_err(|_| format!("{call}: timed out after {limit:?}"))?

@@ -56,7 +56,7 @@ impl ResourceSelector {
             {
                 return false;
             }
-            if self.excluded_namespaces.iter().any(|n| *n == id.namespace) {
+            if self.excluded_namespaces.contains(&id.namespace) {
                 return false;
             }
         }

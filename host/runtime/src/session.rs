@@ -62,7 +62,7 @@ pub struct ActionOutcome {
 
 enum Instance {
     Wasm(WasmInstance),
-    Rhai(ScriptInstance),
+    Rhai(Box<ScriptInstance>),
 }
 
 struct Slot {
@@ -194,6 +194,7 @@ impl Session {
     }
 
     /// Runs one hook extension on a target in a fresh instance.
+    #[allow(clippy::result_large_err, reason = "hooks are called a few times per operation")]
     pub fn run_hook(&mut self, extension: &ExtensionId, phase: HookPhase, target: &ObjectRef) -> Result<(), ItemIssue> {
         let index = self
             .slots
@@ -299,7 +300,7 @@ impl Session {
                 (Instance::Wasm(instance), selector)
             }
             Code::Rhai(script) => {
-                (Instance::Rhai(self.set.runtime.scripts.instantiate(script, gate.clone(), timeout)), None)
+                (Instance::Rhai(Box::new(self.set.runtime.scripts.instantiate(script, gate.clone(), timeout))), None)
             }
         };
         slot.instance = Some((instance, gate));

@@ -311,3 +311,30 @@ fn instances_live_per_session() {
     let c = with_session(&set, RecordingHost::new(), |s| s.item_actions(pod("shop", "c")));
     assert_eq!(calls(&c), "1", "another session gets its own instance");
 }
+
+#[test]
+fn sessions_work_from_spawn_blocking_on_either_runtime_flavour() {
+    let registry = registry();
+    let config = "capabilities:\n  kubeRead: [configmaps]\nparameters:\n  mode: kube-get\n  target-namespace: shop\n  target-name: settings\n";
+    registry
+        .upsert(source("stowage", "reader", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), config))
+        .unwrap();
+    let set = registry.snapshot();
+    for runtime in [
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+    ] {
+        let set = set.clone();
+        let outcome = runtime.block_on(async move {
+            let mut session = set.session(context(), RecordingHost::new());
+            tokio::task::spawn_blocking(move || session.item_actions(pod("shop", "web"))).await.unwrap()
+        });
+        assert_eq!(annotation(&outcome.item, "fixture/kube-get").as_deref(), Some("found"));
+    }
+}
+
+#[test]
+fn sessions_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Session>();
+}
