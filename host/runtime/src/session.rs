@@ -11,7 +11,6 @@
 use crate::config::OnError;
 use crate::host::{Gate, HostServices};
 use crate::item::{HookPhase, Item, ObjectRef, OperationContext, Phase};
-use crate::policy::Scope;
 use crate::provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
 use crate::registry::{Code, Extension, ExtensionSet};
 use crate::script::ScriptInstance;
@@ -254,10 +253,8 @@ impl Session {
     /// could not be instantiated: then an issue is added).
     fn prepare(&mut self, index: usize, item: &Item, phase: Phase, issues: &mut Vec<ItemIssue>) -> Option<Prepared<'_>> {
         let extension = &self.slots[index].extension;
-        if item.id.namespace.is_empty() && extension.scope != Scope::Cluster
-            || !extension.scope.allows(&item.id.namespace)
-            || !extension.config.applies_to.matches(item)
-        {
+        // A namespaced extension's scope excludes cluster-scoped items (empty namespace).
+        if !extension.scope.allows(&item.id.namespace) || !extension.config.applies_to.matches(item) {
             return None;
         }
         if self.slots[index].instance.is_none() {

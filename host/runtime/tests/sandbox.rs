@@ -122,9 +122,11 @@ fn namespaced_extension_may_not_touch_another_namespace() {
     registry.upsert(rhai_action("shop", "nosy", "kube-calls.rhai", &config("bank"))).unwrap();
     registry.upsert(rhai_action("shop", "tidy", "kube-calls.rhai", &config("shop"))).unwrap();
     let host = RecordingHost::new();
-    let (own, foreign, report) = with_session(&registry.snapshot(), host.clone(), |s| {
-        (s.item_actions(pod("shop", "web")), s.item_actions(pod("bank", "vault")), s.report())
+    let volume = Item::from_object(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-1"}})).unwrap();
+    let (own, foreign, cluster_scoped, report) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (s.item_actions(pod("shop", "web")), s.item_actions(pod("bank", "vault")), s.item_actions(volume.clone()), s.report())
     });
+    assert_eq!(cluster_scoped.item, volume);
     // Items of other namespaces are not even given to them.
     assert_eq!(foreign.item, pod("bank", "vault"));
     assert!(foreign.issues.is_empty());
@@ -132,7 +134,7 @@ fn namespaced_extension_may_not_touch_another_namespace() {
     // "tidy" ran last (by name) and overwrote the annotations; look at the report for "nosy".
     assert_eq!(nosy_saw("fixture/kube-get"), "found");
     let nosy = report.extensions.iter().find(|r| r.id.name == "nosy").unwrap();
-    assert_eq!(nosy.counts.denied, 2);
+    assert_eq!((nosy.counts.calls, nosy.counts.denied), (1, 2), "called for shop/web only");
     let reasons: Vec<_> = nosy.items[0].denied.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(reasons, vec!["namespace bank is outside this extension's namespace shop"; 2]);
     assert_eq!(
