@@ -66,6 +66,15 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
+    // Where a Rhai call's time goes: the item into native maps and back.
+    let mut group = c.benchmark_group("rhai-conversion");
+    group.bench_function("to-dynamic", |b| b.iter(|| black_box(rhai::serde::to_dynamic(&item.object).unwrap())));
+    let dynamic = rhai::serde::to_dynamic(&item.object).unwrap();
+    group.bench_function("from-dynamic", |b| {
+        b.iter(|| black_box(rhai::serde::from_dynamic::<Value>(&dynamic).unwrap()))
+    });
+    group.finish();
+
     // A new session's first item: instantiation (store, instance, applies-to; or engine and
     // scope) plus one call.
     let mut group = c.benchmark_group("first-item");

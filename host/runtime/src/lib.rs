@@ -74,7 +74,7 @@ pub use error::LoadError;
 pub use host::{Denial, ExecOutput, ExecRequest, HostServices, LogLevel, OfflineHost};
 pub use item::{HookPhase, Item, KindRef, ObjectRef, OperationContext, OperationKind, Phase};
 pub use policy::{Policy, Scope};
-pub use provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
+pub use provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord, PatchOperation};
 pub use registry::{Extension, ExtensionSet, ExtensionStatus, Registry, Runtime, RuntimeError, RuntimeOptions, State};
 pub use script::RhaiLimits;
 pub use selector::{resource_matches, LabelRequirement, LabelSelector, ResourceSelector};

@@ -39,9 +39,9 @@ pub struct Counts {
 pub struct ItemRecord {
     pub item: ObjectRef,
     pub phase: Phase,
-    /// The change as a JSON Patch (RFC 6902) from the item it was given.
+    /// The change to the object, as a JSON Patch (RFC 6902) from the object it was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<json_patch::Patch>,
+    pub patch: Option<Vec<PatchOperation>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub added: Vec<ObjectRef>,
     /// Why it excluded the item.
@@ -103,5 +103,97 @@ impl ExtensionReport {
     pub fn from_json_zst(bytes: &[u8]) -> std::io::Result<ExtensionReport> {
         let json = zstd::decode_all(bytes)?;
         serde_json::from_slice(&json).map_err(std::io::Error::other)
+    }
+}
+
+/// One operation of a JSON Patch (RFC 6902): `add`, `remove` or `replace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchOperation {
+    pub op: String,
+    /// A JSON Pointer (RFC 6901).
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// The operations that turn `before` into `after`: objects key by key, arrays of the same
+/// length element by element, anything else replaced whole. Equal subtrees are skipped, so
+/// a small edit of a large object costs little.
+pub(crate) fn diff(before: &serde_json::Value, after: &serde_json::Value) -> Vec<PatchOperation> {
+    let mut operations = Vec::new();
+    diff_at(before, after, &mut String::new(), &mut operations);
+    operations
+}
+
+fn diff_at(before: &serde_json::Value, after: &serde_json::Value, path: &mut String, out: &mut Vec<PatchOperation>) {
+    use serde_json::Value;
+    if before == after {
+        return;
+    }
+    let op = |op: &str, path: &str, value: Option<&Value>| PatchOperation { op: op.into(), path: path.into(), value: value.cloned() };
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, old) in a {
+                let len = path.len();
+                push_token(path, key);
+                match b.get(key) {
+                    Some(new) => diff_at(old, new, path, out),
+                    None => out.push(op("remove", path, None)),
+                }
+                path.truncate(len);
+            }
+            for (key, new) in b {
+                if !a.contains_key(key) {
+                    let len = path.len();
+                    push_token(path, key);
+                    out.push(op("add", path, Some(new)));
+                    path.truncate(len);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (old, new)) in a.iter().zip(b).enumerate() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                diff_at(old, new, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => out.push(op("replace", path, Some(after))),
+    }
+}
+
+fn push_token(path: &mut String, key: &str) {
+    path.push('/');
+    for c in key.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_is_minimal_and_escapes_keys() {
+        let before = json!({"metadata": {"annotations": {"a/b": "1"}, "name": "x"}, "spec": {"list": [1, 2], "gone": true}});
+        let after = json!({"metadata": {"annotations": {"a/b": "2", "new~": "y"}, "name": "x"}, "spec": {"list": [1, 3, 4]}});
+        let patch = serde_json::to_value(diff(&before, &after)).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
+                {"op": "add", "path": "/metadata/annotations/new~0", "value": "y"},
+                {"op": "remove", "path": "/spec/gone"},
+                {"op": "replace", "path": "/spec/list", "value": [1, 3, 4]},
+            ])
+        );
+        assert!(diff(&before, &before).is_empty());
     }
 }

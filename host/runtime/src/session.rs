@@ -165,11 +165,9 @@ impl Session {
             let mut record = ItemRecord::new(current.id.clone(), phase);
             match result.and_then(|output| self.check_output(index, output)) {
                 Ok((new, additional, skip)) => {
-                    if new != outcome.item {
-                        record.patch = Some(json_patch::diff(
-                            &serde_json::to_value(&outcome.item).unwrap_or_default(),
-                            &serde_json::to_value(&new).unwrap_or_default(),
-                        ));
+                    let patch = crate::provenance::diff(&outcome.item.object, &new.object);
+                    if !patch.is_empty() {
+                        record.patch = Some(patch);
                     }
                     record.added = additional.iter().map(|i| i.id.clone()).collect();
                     record.skipped = skip;

@@ -289,13 +289,13 @@ fn scripts_see_native_maps_and_parameters() {
     registry.upsert(source).unwrap();
     let (outcome, report) = with_session(&registry.snapshot(), RecordingHost::new(), |s| (s.item_actions(pod("shop", "web")), s.report()));
     assert_eq!(outcome.item.object["metadata"]["labels"]["seen"], "restore/nightly/item-action/blue");
-    assert_eq!(outcome.item.object["metadata"]["labels"]["containers"], "3");
+    assert_eq!(outcome.item.object["metadata"]["labels"]["containers"], "4");
     let patch = serde_json::to_value(report.extensions[0].items[0].patch.as_ref().unwrap()).unwrap();
     assert_eq!(
         patch,
         json!([
-            {"op": "add", "path": "/object/metadata/labels/containers", "value": "3"},
-            {"op": "add", "path": "/object/metadata/labels/seen", "value": "restore/nightly/item-action/blue"},
+            {"op": "add", "path": "/metadata/labels/containers", "value": "4"},
+            {"op": "add", "path": "/metadata/labels/seen", "value": "restore/nightly/item-action/blue"},
         ])
     );
     let bytes = report.to_json_zst().unwrap();
