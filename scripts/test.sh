@@ -29,6 +29,8 @@ if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; the
     log "adding the wasm32-wasip2 target"; rustup target add wasm32-wasip2
 fi
 
+log "building the WASM extensions"
+bash extensions/build.sh
 log "building"
 cargo build --workspace --bins --tests
 log "testing"

@@ -1,0 +1,199 @@
+//! What extensions did during one backup or restore: the `<name>-extensions.json.zst` record.
+
+use crate::host::Denial;
+use crate::item::{ObjectRef, Phase};
+use crate::policy::Scope;
+use crate::source::{Digest, ExtensionId, ExtensionKind, Language};
+use serde::{Deserialize, Serialize};
+
+/// One extension that took part in an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionRecord {
+    pub id: ExtensionId,
+    pub kind: ExtensionKind,
+    pub language: Language,
+    pub scope: Scope,
+    pub digest: Digest,
+    pub counts: Counts,
+    /// The items it changed, added to, filtered, skipped, was denied on or failed on.
+    pub items: Vec<ItemRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Calls made (items given to it, hooks run).
+    pub calls: u64,
+    pub changed: u64,
+    pub filtered: u64,
+    pub skipped: u64,
+    pub added: u64,
+    pub denied: u64,
+    pub errors: u64,
+}
+
+/// What one call did to one item (or hook target).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRecord {
+    pub item: ObjectRef,
+    pub phase: Phase,
+    /// The change to the object, as a JSON Patch (RFC 6902) from the object it was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Vec<PatchOperation>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<ObjectRef>,
+    /// Why it excluded the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<Denial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ItemRecord {
+    pub(crate) fn new(item: ObjectRef, phase: Phase) -> ItemRecord {
+        ItemRecord { item, phase, patch: None, added: Vec::new(), filtered: None, skipped: false, denied: Vec::new(), error: None }
+    }
+
+    fn is_noteworthy(&self) -> bool {
+        self.patch.is_some()
+            || !self.added.is_empty()
+            || self.filtered.is_some()
+            || self.skipped
+            || !self.denied.is_empty()
+            || self.error.is_some()
+    }
+}
+
+impl ExtensionRecord {
+    /// Counts a call and keeps its record when it did something.
+    pub(crate) fn add(&mut self, record: ItemRecord) {
+        let c = &mut self.counts;
+        c.calls += 1;
+        c.changed += u64::from(record.patch.is_some());
+        c.filtered += u64::from(record.filtered.is_some());
+        c.skipped += u64::from(record.skipped);
+        c.added += record.added.len() as u64;
+        c.denied += record.denied.len() as u64;
+        c.errors += u64::from(record.error.is_some());
+        if record.is_noteworthy() {
+            self.items.push(record);
+        }
+    }
+}
+
+/// Every extension that ran in an operation, for the backup's or restore's record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExtensionReport {
+    pub extensions: Vec<ExtensionRecord>,
+}
+
+impl ExtensionReport {
+    /// The content of `<name>-extensions.json.zst`.
+    pub fn to_json_zst(&self) -> std::io::Result<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        zstd::encode_all(json.as_slice(), 3)
+    }
+
+    pub fn from_json_zst(bytes: &[u8]) -> std::io::Result<ExtensionReport> {
+        let json = zstd::decode_all(bytes)?;
+        serde_json::from_slice(&json).map_err(std::io::Error::other)
+    }
+}
+
+/// One operation of a JSON Patch (RFC 6902): `add`, `remove` or `replace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchOperation {
+    pub op: String,
+    /// A JSON Pointer (RFC 6901).
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// The operations that turn `before` into `after`: objects key by key, arrays of the same
+/// length element by element, anything else replaced whole. Equal subtrees are skipped, so
+/// a small edit of a large object costs little.
+pub(crate) fn diff(before: &serde_json::Value, after: &serde_json::Value) -> Vec<PatchOperation> {
+    let mut operations = Vec::new();
+    diff_at(before, after, &mut String::new(), &mut operations);
+    operations
+}
+
+fn diff_at(before: &serde_json::Value, after: &serde_json::Value, path: &mut String, out: &mut Vec<PatchOperation>) {
+    use serde_json::Value;
+    if before == after {
+        return;
+    }
+    let op = |op: &str, path: &str, value: Option<&Value>| PatchOperation { op: op.into(), path: path.into(), value: value.cloned() };
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, old) in a {
+                let len = path.len();
+                push_token(path, key);
+                match b.get(key) {
+                    Some(new) => diff_at(old, new, path, out),
+                    None => out.push(op("remove", path, None)),
+                }
+                path.truncate(len);
+            }
+            for (key, new) in b {
+                if !a.contains_key(key) {
+                    let len = path.len();
+                    push_token(path, key);
+                    out.push(op("add", path, Some(new)));
+                    path.truncate(len);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (old, new)) in a.iter().zip(b).enumerate() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                diff_at(old, new, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => out.push(op("replace", path, Some(after))),
+    }
+}
+
+fn push_token(path: &mut String, key: &str) {
+    path.push('/');
+    for c in key.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_is_minimal_and_escapes_keys() {
+        let before = json!({"metadata": {"annotations": {"a/b": "1"}, "name": "x"}, "spec": {"list": [1, 2], "gone": true}});
+        let after = json!({"metadata": {"annotations": {"a/b": "2", "new~": "y"}, "name": "x"}, "spec": {"list": [1, 3, 4]}});
+        let patch = serde_json::to_value(diff(&before, &after)).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "replace", "path": "/metadata/annotations/a~1b", "value": "2"},
+                {"op": "add", "path": "/metadata/annotations/new~0", "value": "y"},
+                {"op": "remove", "path": "/spec/gone"},
+                {"op": "replace", "path": "/spec/list", "value": [1, 3, 4]},
+            ])
+        );
+        assert!(diff(&before, &before).is_empty());
+    }
+}

@@ -1,0 +1,375 @@
+//! Rhai scripts: one compiled [`AST`] per content digest; an engine with the host functions,
+//! the limits and a wall-clock deadline per instance.
+//!
+//! Scripts define the same entry points as the WIT worlds, in snake case, over the same data
+//! shapes as native Rhai maps (an item is `#{group, version, kind, namespace, name, object}`,
+//! `object` being the whole Kubernetes object as a map):
+//!
+//! - item-action: `fn execute(ctx, item)` returns the item, `#{item, additional_items}` or `()`
+//!   (unchanged);
+//! - restore-item-action: `fn execute(ctx, item, backed_up)` returns the item,
+//!   `#{item, additional_items, skip}` or `()`;
+//! - item-filter: `fn filter(ctx, item)` returns `true` (include), `false` or a reason string
+//!   (exclude);
+//! - hook: any of `fn pre_backup(ctx, target)`, `fn post_backup(ctx, target)`,
+//!   `fn post_restore(ctx, target)`; throwing fails the hook.
+//!
+//! Host functions, each checked like the WIT interfaces and throwing when denied: `log(level,
+//! message)`, `now()` (`#{seconds, nanoseconds}`), `kube_get(ref)`, `kube_list(kind, namespace,
+//! selector)`, `kube_patch(ref, patch)`, `kube_scale(ref, replicas)`, `exec(request)`.
+
+use crate::host::{ExecRequest, Gate, LogLevel};
+use crate::item::{Item, KindRef, ObjectRef};
+use crate::source::ExtensionKind;
+use rhai::packages::{Package, StandardPackage};
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Module, Scope, Shared, AST};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+pub(crate) use crate::wasm::CallError;
+
+/// The limits of every Rhai instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RhaiLimits {
+    /// Operations per call; the wall-clock deadline applies too.
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_function_expr_depth: usize,
+    /// Bytes per string.
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+}
+
+impl Default for RhaiLimits {
+    fn default() -> Self {
+        RhaiLimits {
+            max_operations: 10_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 4 << 20,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+        }
+    }
+}
+
+/// Builds the engines: the standard library is made once and shared.
+pub(crate) struct ScriptEngine {
+    limits: RhaiLimits,
+    standard: Shared<Module>,
+}
+
+/// A compiled script.
+pub(crate) struct Script {
+    ast: Arc<AST>,
+}
+
+/// One engine and scope, for one extension in one operation.
+pub(crate) struct ScriptInstance {
+    engine: Engine,
+    scope: Scope<'static>,
+    ast: Arc<AST>,
+    gate: Arc<Gate>,
+    timeout: Duration,
+}
+
+impl ScriptEngine {
+    pub fn new(limits: RhaiLimits) -> ScriptEngine {
+        ScriptEngine { limits, standard: StandardPackage::new().as_shared_module() }
+    }
+
+    fn engine(&self) -> Engine {
+        let mut engine = Engine::new_raw();
+        engine.register_global_module(self.standard.clone());
+        let l = &self.limits;
+        engine
+            .set_max_operations(l.max_operations)
+            .set_max_call_levels(l.max_call_levels)
+            .set_max_expr_depths(l.max_expr_depth, l.max_function_expr_depth)
+            .set_max_string_size(l.max_string_size)
+            .set_max_array_size(l.max_array_size)
+            .set_max_map_size(l.max_map_size)
+            .set_strict_variables(true);
+        engine.disable_symbol("eval");
+        engine
+    }
+
+    /// Compiles a script and checks it defines the entry points of `kind`.
+    pub fn compile(&self, text: &str, kind: ExtensionKind) -> Result<Script, String> {
+        let mut engine = self.engine();
+        // Host functions must be known for strict variables; their bodies do not matter here.
+        register_host_functions(&mut engine, None);
+        let ast = engine.compile(text).map_err(|e| format!("script.rhai: {e}"))?;
+        let has = |name: &str, params: usize| ast.iter_functions().any(|f| f.name == name && f.params.len() == params);
+        let missing = match kind {
+            ExtensionKind::ItemAction if !has("execute", 2) => Some("fn execute(ctx, item)"),
+            ExtensionKind::RestoreItemAction if !has("execute", 3) => Some("fn execute(ctx, item, backed_up)"),
+            ExtensionKind::ItemFilter if !has("filter", 2) => Some("fn filter(ctx, item)"),
+            ExtensionKind::Hook if !["pre_backup", "post_backup", "post_restore"].iter().any(|f| has(f, 2)) => {
+                Some("fn pre_backup(ctx, target), fn post_backup(ctx, target) or fn post_restore(ctx, target)")
+            }
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            return Err(format!("script.rhai does not define {missing}, which a {kind} needs"));
+        }
+        Ok(Script { ast: Arc::new(ast) })
+    }
+
+    pub fn instantiate(&self, script: &Script, gate: Arc<Gate>, timeout: Duration) -> ScriptInstance {
+        let mut engine = self.engine();
+        register_host_functions(&mut engine, Some(gate.clone()));
+        let deadline_gate = gate.clone();
+        engine.on_progress(move |operations| {
+            // Reading the clock on every operation would cost more than the operation.
+            if operations % 1024 == 0 && Instant::now() > deadline_gate.deadline() {
+                Some(Dynamic::UNIT)
+            } else {
+                None
+            }
+        });
+        let print_gate = gate.clone();
+        engine.on_print(move |text| {
+            let _ = print_gate.log(LogLevel::Info, text);
+        });
+        let debug_gate = gate.clone();
+        engine.on_debug(move |text, _, _| {
+            let _ = debug_gate.log(LogLevel::Debug, text);
+        });
+        ScriptInstance { engine, scope: Scope::new(), ast: script.ast.clone(), gate, timeout }
+    }
+}
+
+fn error(message: impl Into<String>) -> Box<EvalAltResult> {
+    message.into().into()
+}
+
+fn from_map<T: for<'de> Deserialize<'de>>(what: &str, map: Map) -> Result<T, Box<EvalAltResult>> {
+    rhai::serde::from_dynamic(&Dynamic::from_map(map)).map_err(|e| error(format!("{what}: {e}")))
+}
+
+fn to_dynamic(value: &impl Serialize) -> Result<Dynamic, Box<EvalAltResult>> {
+    rhai::serde::to_dynamic(value)
+}
+
+/// Registers the host functions; without a gate (at compile time) they only fail.
+fn register_host_functions(engine: &mut Engine, gate: Option<Arc<Gate>>) {
+    let g = move || gate.clone().ok_or_else(|| error("host functions are not available while compiling"));
+    let gate = g.clone();
+    engine.register_fn("log", move |level: &str, message: &str| -> Result<(), Box<EvalAltResult>> {
+        let level = match level {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            other => return Err(error(format!("log: unknown level {other:?}"))),
+        };
+        gate()?.log(level, message).map_err(error)
+    });
+    let gate = g.clone();
+    engine.register_fn("now", move || -> Result<Map, Box<EvalAltResult>> {
+        let since = gate()?.now().map_err(error)?.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut map = Map::new();
+        map.insert("seconds".into(), (since.as_secs() as i64).into());
+        map.insert("nanoseconds".into(), (since.subsec_nanos() as i64).into());
+        Ok(map)
+    });
+    let gate = g.clone();
+    engine.register_fn("kube_get", move |object: Map| -> Result<Dynamic, Box<EvalAltResult>> {
+        let object: ObjectRef = from_map("kube_get", object)?;
+        match gate()?.kube_get(&object).map_err(error)? {
+            Some(found) => to_dynamic(&found),
+            None => Ok(Dynamic::UNIT),
+        }
+    });
+    let gate = g.clone();
+    engine.register_fn(
+        "kube_list",
+        move |kind: Map, namespace: &str, selector: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            let kind: KindRef = from_map("kube_list", kind)?;
+            to_dynamic(&gate()?.kube_list(&kind, namespace, selector).map_err(error)?)
+        },
+    );
+    let gate = g.clone();
+    engine.register_fn("kube_patch", move |object: Map, patch: Map| -> Result<Dynamic, Box<EvalAltResult>> {
+        let object: ObjectRef = from_map("kube_patch", object)?;
+        let patch: Value = from_map("kube_patch", patch)?;
+        to_dynamic(&gate()?.kube_patch(&object, &patch).map_err(error)?)
+    });
+    let gate = g.clone();
+    engine.register_fn("kube_scale", move |object: Map, replicas: i64| -> Result<(), Box<EvalAltResult>> {
+        let object: ObjectRef = from_map("kube_scale", object)?;
+        let replicas = u32::try_from(replicas).map_err(|_| error(format!("kube_scale: {replicas} replicas")))?;
+        gate()?.kube_scale(&object, replicas).map_err(error)
+    });
+    let gate = g;
+    engine.register_fn("exec", move |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {
+        #[derive(Deserialize)]
+        struct Request {
+            namespace: String,
+            pod: String,
+            container: String,
+            command: Vec<String>,
+            #[serde(default = "default_exec_ms")]
+            timeout_ms: u64,
+        }
+        fn default_exec_ms() -> u64 {
+            5_000
+        }
+        let r: Request = from_map("exec", request)?;
+        let output = gate()?
+            .exec(ExecRequest {
+                namespace: r.namespace,
+                pod: r.pod,
+                container: r.container,
+                command: r.command,
+                timeout: Duration::from_millis(r.timeout_ms),
+            })
+            .map_err(error)?;
+        to_dynamic(&output)
+    });
+}
+
+/// The `ctx` argument.
+pub(crate) fn context_map(ctx: &crate::item::OperationContext, phase: crate::item::Phase, parameters: &std::collections::BTreeMap<String, String>) -> Dynamic {
+    let mut map = Map::new();
+    map.insert("kind".into(), match ctx.kind {
+        crate::item::OperationKind::Backup => "backup",
+        crate::item::OperationKind::Restore => "restore",
+    }.into());
+    map.insert("name".into(), ctx.name.clone().into());
+    map.insert("uid".into(), ctx.uid.clone().into());
+    map.insert("phase".into(), phase.as_str().into());
+    let parameters: Map = parameters.iter().map(|(k, v)| (k.into(), v.clone().into())).collect();
+    map.insert("parameters".into(), parameters.into());
+    map.into()
+}
+
+fn item_map(item: &Item) -> Result<Dynamic, String> {
+    let mut map = Map::new();
+    map.insert("group".into(), item.id.group.clone().into());
+    map.insert("version".into(), item.id.version.clone().into());
+    map.insert("kind".into(), item.id.kind.clone().into());
+    map.insert("namespace".into(), item.id.namespace.clone().into());
+    map.insert("name".into(), item.id.name.clone().into());
+    map.insert("object".into(), rhai::serde::to_dynamic(&item.object).map_err(|e| format!("item does not fit in a script: {e}"))?);
+    Ok(map.into())
+}
+
+fn ref_map(object: &ObjectRef) -> Dynamic {
+    rhai::serde::to_dynamic(object).unwrap_or(Dynamic::UNIT)
+}
+
+fn item_from(value: Dynamic) -> Result<Item, String> {
+    let json: Value = rhai::serde::from_dynamic(&value).map_err(|e| format!("returned an item that is not JSON data: {e}"))?;
+    serde_json::from_value(json).map_err(|e| format!("returned an item without its identity ({e}); return the item map it was given"))
+}
+
+fn items_from(value: Option<Dynamic>) -> Result<Vec<Item>, String> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(v) if v.is_unit() => Ok(Vec::new()),
+        Some(v) => v
+            .into_array()
+            .map_err(|t| format!("additional_items is a {t}, not an array"))?
+            .into_iter()
+            .map(item_from)
+            .collect(),
+    }
+}
+
+impl ScriptInstance {
+    fn call(&mut self, function: &str, args: Vec<Dynamic>) -> Result<Dynamic, CallError> {
+        self.gate.set_deadline(Instant::now() + self.timeout);
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut self.scope, &self.ast, function, args)
+            .map_err(|e| self.describe(*e))
+    }
+
+    fn describe(&self, error: EvalAltResult) -> CallError {
+        match error {
+            EvalAltResult::ErrorTerminated(..) => {
+                CallError::Trapped(format!("timed out after {}s", self.timeout.as_secs_f32()))
+            }
+            EvalAltResult::ErrorTooManyOperations(pos) => CallError::Trapped(format!(
+                "exceeded its limit of {} operations ({pos})",
+                self.engine.max_operations()
+            )),
+            EvalAltResult::ErrorStackOverflow(pos) => CallError::Trapped(format!(
+                "exceeded its limit of {} nested calls ({pos})",
+                self.engine.max_call_levels()
+            )),
+            EvalAltResult::ErrorRuntime(value, pos) => CallError::Returned(format!("{value} ({pos})")),
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => self.describe(*inner),
+            other => CallError::Trapped(other.to_string()),
+        }
+    }
+
+    pub fn item_action(&mut self, ctx: Dynamic, item: &Item) -> Result<(Item, Vec<Item>), CallError> {
+        let arg = item_map(item).map_err(CallError::Returned)?;
+        let out = self.call("execute", vec![ctx, arg])?;
+        let (item, additional, _) = self.action_output(out, item)?;
+        Ok((item, additional))
+    }
+
+    pub fn restore_item_action(&mut self, ctx: Dynamic, item: &Item, backed_up: &Item) -> Result<(Item, Vec<Item>, bool), CallError> {
+        let args = vec![ctx, item_map(item).map_err(CallError::Returned)?, item_map(backed_up).map_err(CallError::Returned)?];
+        let out = self.call("execute", args)?;
+        self.action_output(out, item)
+    }
+
+    fn action_output(&self, out: Dynamic, input: &Item) -> Result<(Item, Vec<Item>, bool), CallError> {
+        if out.is_unit() {
+            return Ok((input.clone(), Vec::new(), false));
+        }
+        let Some(mut map) = out.try_cast::<Map>() else {
+            return Err(CallError::Returned("returned something other than an item map".into()));
+        };
+        if map.contains_key("object") {
+            return Ok((item_from(map.into()).map_err(CallError::Returned)?, Vec::new(), false));
+        }
+        let item = match map.remove("item") {
+            Some(item) if !item.is_unit() => item_from(item).map_err(CallError::Returned)?,
+            _ => input.clone(),
+        };
+        let additional = items_from(map.remove("additional_items")).map_err(CallError::Returned)?;
+        let skip = map.remove("skip").and_then(|s| s.as_bool().ok()).unwrap_or(false);
+        Ok((item, additional, skip))
+    }
+
+    /// `None` to include, `Some(reason)` to exclude.
+    pub fn filter(&mut self, ctx: Dynamic, item: &Item) -> Result<Option<String>, CallError> {
+        let arg = item_map(item).map_err(CallError::Returned)?;
+        let out = self.call("filter", vec![ctx, arg])?;
+        if out.is_unit() {
+            return Ok(None);
+        }
+        if let Ok(include) = out.as_bool() {
+            return Ok((!include).then(|| "excluded by the script".to_owned()));
+        }
+        match out.into_immutable_string() {
+            Ok(reason) => Ok(Some(reason.to_string())),
+            Err(t) => Err(CallError::Returned(format!("filter returned a {t}; return true, false or a reason"))),
+        }
+    }
+
+    /// Runs the hook function of `phase`; a script without one does nothing.
+    pub fn hook(&mut self, ctx: Dynamic, phase: crate::item::HookPhase, target: &ObjectRef) -> Result<(), CallError> {
+        let function = match phase {
+            crate::item::HookPhase::PreBackup => "pre_backup",
+            crate::item::HookPhase::PostBackup => "post_backup",
+            crate::item::HookPhase::PostRestore => "post_restore",
+        };
+        if !self.ast.iter_functions().any(|f| f.name == function && f.params.len() == 2) {
+            return Ok(());
+        }
+        self.call(function, vec![ctx, ref_map(target)]).map(|_| ())
+    }
+}

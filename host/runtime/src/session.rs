@@ -1,0 +1,355 @@
+//! One backup's or restore's use of its extensions.
+//!
+//! A [`Session`] owns the instances of its extensions: created on first use, one per
+//! extension, reused across the operation's items and never shared with another operation.
+//! An instance that traps, runs out of time or memory is dropped and the next item gets a
+//! fresh one. Hooks get a fresh instance per call.
+//!
+//! Every method is blocking (guest code runs on the calling thread) and never panics on an
+//! extension's failure: failures come back as [`ItemIssue`]s naming the extension.
+
+use crate::config::OnError;
+use crate::host::{Gate, HostServices};
+use crate::item::{HookPhase, Item, ObjectRef, OperationContext, Phase};
+use crate::provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
+use crate::registry::{Code, Extension, ExtensionSet};
+use crate::script::ScriptInstance;
+use crate::selector::ResourceSelector;
+use crate::source::{ExtensionId, ExtensionKind};
+use crate::wasm::{to_wit_context, CallError, WasmInstance};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// A failure of an extension on one item (or hook target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemIssue {
+    pub extension: ExtensionId,
+    pub item: ObjectRef,
+    /// Says what happened: `extension stowage/x on Pod shop/web: timed out after 5s`.
+    pub message: String,
+    /// The extension's `onError` is `Fail`: an error on the item, not a warning.
+    pub fatal: bool,
+}
+
+/// The filters' verdict on an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterOutcome {
+    /// `None`: included. Otherwise the first extension that excluded it and its reason.
+    pub excluded_by: Option<(ExtensionId, String)>,
+    /// Filters that failed; a failed filter includes the item.
+    pub issues: Vec<ItemIssue>,
+}
+
+impl FilterOutcome {
+    pub fn included(&self) -> bool {
+        self.excluded_by.is_none()
+    }
+}
+
+/// The item after the item actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionOutcome {
+    pub item: Item,
+    /// Items to back up or restore with it.
+    pub additional: Vec<Item>,
+    /// Restore only: an extension asked not to restore the item.
+    pub skipped_by: Option<ExtensionId>,
+    pub issues: Vec<ItemIssue>,
+}
+
+enum Instance {
+    Wasm(WasmInstance),
+    Rhai(Box<ScriptInstance>),
+}
+
+struct Slot {
+    extension: Arc<Extension>,
+    instance: Option<(Instance, Arc<Gate>)>,
+    /// What the extension's own `applies-to` returned when instantiated.
+    own_selector: Option<ResourceSelector>,
+    record: ExtensionRecord,
+}
+
+/// Extensions at work for one backup or restore; see the module documentation.
+pub struct Session {
+    set: Arc<ExtensionSet>,
+    context: OperationContext,
+    host: Arc<dyn HostServices>,
+    handle: Option<Handle>,
+    slots: Vec<Slot>,
+}
+
+impl ExtensionSet {
+    /// Starts the extensions' part of one operation. Host calls are made on the tokio
+    /// runtime current here (if any): create the session inside the runtime, then use it from
+    /// a blocking thread (`spawn_blocking`) or a multi-threaded runtime's worker.
+    pub fn session(self: &Arc<Self>, context: OperationContext, host: Arc<dyn HostServices>) -> Session {
+        let slots = self
+            .extensions()
+            .iter()
+            .map(|e| Slot {
+                extension: e.clone(),
+                instance: None,
+                own_selector: None,
+                record: ExtensionRecord {
+                    id: e.id.clone(),
+                    kind: e.kind,
+                    language: e.language,
+                    scope: e.scope.clone(),
+                    digest: e.digest.clone(),
+                    counts: Counts::default(),
+                    items: Vec::new(),
+                },
+            })
+            .collect();
+        Session { set: self.clone(), context, host, handle: Handle::try_current().ok(), slots }
+    }
+}
+
+impl Session {
+    pub fn context(&self) -> &OperationContext {
+        &self.context
+    }
+
+    /// Runs the item filters in order; the first exclusion wins.
+    pub fn filter(&mut self, item: &Item) -> FilterOutcome {
+        let mut outcome = FilterOutcome { excluded_by: None, issues: Vec::new() };
+        for index in self.indices(ExtensionKind::ItemFilter) {
+            let Some(call) = self.prepare(index, item, Phase::ItemFilter, &mut outcome.issues) else { continue };
+            let result = match call {
+                Prepared::Wasm(i, ctx) => i.filter(&ctx, item),
+                Prepared::Rhai(i, ctx) => i.filter(ctx, item),
+            };
+            let mut record = ItemRecord::new(item.id.clone(), Phase::ItemFilter);
+            match result {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    record.filtered = Some(reason.clone());
+                    outcome.excluded_by = Some((self.slots[index].extension.id.clone(), reason));
+                }
+                Err(error) => outcome.issues.push(self.failed(index, &item.id, error, &mut record)),
+            }
+            self.finish(index, record);
+            if outcome.excluded_by.is_some() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Runs the (backup) item actions in order, each on the previous one's output.
+    pub fn item_actions(&mut self, item: Item) -> ActionOutcome {
+        self.actions(ExtensionKind::ItemAction, item, None)
+    }
+
+    /// Runs the restore item actions in order; `backed_up` is the item as in the backup.
+    /// Stops at the first that asks to skip the item.
+    pub fn restore_item_actions(&mut self, item: Item, backed_up: &Item) -> ActionOutcome {
+        self.actions(ExtensionKind::RestoreItemAction, item, Some(backed_up))
+    }
+
+    fn actions(&mut self, kind: ExtensionKind, item: Item, backed_up: Option<&Item>) -> ActionOutcome {
+        let phase = if kind == ExtensionKind::ItemAction { Phase::ItemAction } else { Phase::RestoreItemAction };
+        let mut outcome = ActionOutcome { item, additional: Vec::new(), skipped_by: None, issues: Vec::new() };
+        for index in self.indices(kind) {
+            let current = &outcome.item;
+            let Some(call) = self.prepare(index, current, phase, &mut outcome.issues) else { continue };
+            let result = match (call, backed_up) {
+                (Prepared::Wasm(i, ctx), None) => i.item_action(&ctx, current).map(|(a, b)| (a, b, false)),
+                (Prepared::Wasm(i, ctx), Some(original)) => i.restore_item_action(&ctx, current, original),
+                (Prepared::Rhai(i, ctx), None) => i.item_action(ctx, current).map(|(a, b)| (a, b, false)),
+                (Prepared::Rhai(i, ctx), Some(original)) => i.restore_item_action(ctx, current, original),
+            };
+            let mut record = ItemRecord::new(current.id.clone(), phase);
+            match result.and_then(|output| self.check_output(index, output)) {
+                Ok((new, additional, skip)) => {
+                    let patch = crate::provenance::diff(&outcome.item.object, &new.object);
+                    if !patch.is_empty() {
+                        record.patch = Some(patch);
+                    }
+                    record.added = additional.iter().map(|i| i.id.clone()).collect();
+                    record.skipped = skip;
+                    outcome.item = new;
+                    outcome.additional.extend(additional);
+                    if skip {
+                        outcome.skipped_by = Some(self.slots[index].extension.id.clone());
+                    }
+                }
+                Err(error) => {
+                    let issue = self.failed(index, &outcome.item.id, error, &mut record);
+                    outcome.issues.push(issue);
+                }
+            }
+            self.finish(index, record);
+            if outcome.skipped_by.is_some() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Runs one hook extension on a target in a fresh instance.
+    #[allow(clippy::result_large_err, reason = "hooks are called a few times per operation")]
+    pub fn run_hook(&mut self, extension: &ExtensionId, phase: HookPhase, target: &ObjectRef) -> Result<(), ItemIssue> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.extension.kind == ExtensionKind::Hook && s.extension.id == *extension)
+            .ok_or_else(|| ItemIssue {
+                extension: extension.clone(),
+                item: target.clone(),
+                message: format!("extension {extension}: no such hook in this operation"),
+                fatal: true,
+            })?;
+        let mut record = ItemRecord::new(target.clone(), phase.into());
+        if !self.slots[index].extension.scope.allows(&target.namespace) {
+            let error = CallError::Returned(format!("{target} is outside its scope"));
+            let issue = self.failed(index, target, error, &mut record);
+            self.finish(index, record);
+            return Err(issue);
+        }
+        self.slots[index].instance = None;
+        let result = match self.instantiate(index) {
+            Err(message) => Err(CallError::Trapped(message)),
+            Ok(()) => {
+                let slot = &mut self.slots[index];
+                let parameters = &slot.extension.config.parameters;
+                match &mut slot.instance.as_mut().unwrap().0 {
+                    Instance::Wasm(i) => i.hook(&to_wit_context(&self.context, phase.into(), parameters), target),
+                    Instance::Rhai(i) => {
+                        i.hook(crate::script::context_map(&self.context, phase.into(), parameters), phase, target)
+                    }
+                }
+            }
+        };
+        let outcome = result.map_err(|error| self.failed(index, target, error, &mut record));
+        self.finish(index, record);
+        self.slots[index].instance = None;
+        outcome
+    }
+
+    /// What each extension did so far, for the operation's record. Extensions that were
+    /// never called are left out.
+    pub fn report(&self) -> ExtensionReport {
+        ExtensionReport {
+            extensions: self.slots.iter().filter(|s| s.record.counts.calls > 0).map(|s| s.record.clone()).collect(),
+        }
+    }
+
+    /// The extensions of the operation, called or not (name, scope, digest...).
+    pub fn extensions(&self) -> &ExtensionSet {
+        &self.set
+    }
+
+    fn indices(&self, kind: ExtensionKind) -> Vec<usize> {
+        (0..self.slots.len()).filter(|&i| self.slots[i].extension.kind == kind).collect()
+    }
+
+    /// The instance to call for `item`, or `None` when the extension does not apply (or
+    /// could not be instantiated: then an issue is added).
+    fn prepare(&mut self, index: usize, item: &Item, phase: Phase, issues: &mut Vec<ItemIssue>) -> Option<Prepared<'_>> {
+        let extension = &self.slots[index].extension;
+        // A namespaced extension's scope excludes cluster-scoped items (empty namespace).
+        if !extension.scope.allows(&item.id.namespace) || !extension.config.applies_to.matches(item) {
+            return None;
+        }
+        if self.slots[index].instance.is_none() {
+            if let Err(message) = self.instantiate(index) {
+                let mut record = ItemRecord::new(item.id.clone(), phase);
+                issues.push(self.failed(index, &item.id, CallError::Trapped(message), &mut record));
+                self.finish(index, record);
+                return None;
+            }
+        }
+        let slot = &mut self.slots[index];
+        if slot.own_selector.as_ref().is_some_and(|s| !s.matches(item)) {
+            return None;
+        }
+        let parameters = &slot.extension.config.parameters;
+        Some(match &mut slot.instance.as_mut().unwrap().0 {
+            Instance::Wasm(i) => Prepared::Wasm(i, to_wit_context(&self.context, phase, parameters)),
+            Instance::Rhai(i) => Prepared::Rhai(i, crate::script::context_map(&self.context, phase, parameters)),
+        })
+    }
+
+    fn instantiate(&mut self, index: usize) -> Result<(), String> {
+        let slot = &mut self.slots[index];
+        let extension = &slot.extension;
+        let gate = Arc::new(Gate::new(
+            extension.id.clone(),
+            extension.scope.clone(),
+            extension.capabilities.clone(),
+            self.host.clone(),
+            self.handle.clone(),
+        ));
+        let timeout = Duration::from_secs(extension.config.timeout_seconds.into());
+        let (instance, own_selector) = match &extension.code {
+            Code::Wasm(component) => {
+                let mut instance =
+                    component.instantiate(gate.clone(), extension.config.memory_limit.bytes(), timeout)?;
+                let selector = instance.applies_to().map_err(|e| match e {
+                    CallError::Returned(m) | CallError::Trapped(m) => format!("applies-to: {m}"),
+                })?;
+                (Instance::Wasm(instance), selector)
+            }
+            Code::Rhai(script) => {
+                (Instance::Rhai(Box::new(self.set.runtime.scripts.instantiate(script, gate.clone(), timeout))), None)
+            }
+        };
+        slot.instance = Some((instance, gate));
+        slot.own_selector = own_selector;
+        Ok(())
+    }
+
+    /// Refuses output outside a namespaced extension's scope.
+    fn check_output(&self, index: usize, (item, additional, skip): (Item, Vec<Item>, bool)) -> Result<(Item, Vec<Item>, bool), CallError> {
+        let scope = &self.slots[index].extension.scope;
+        for produced in std::iter::once(&item).chain(&additional) {
+            if produced.id.kind.is_empty() || produced.id.name.is_empty() {
+                return Err(CallError::Returned("returned an item without a kind or name".into()));
+            }
+            if !scope.allows(&produced.id.namespace) {
+                return Err(CallError::Returned(format!("returned {} outside its {scope}", produced.id)));
+            }
+        }
+        Ok((item, additional, skip))
+    }
+
+    /// Turns a failure into an issue and records it; a trapped instance is dropped.
+    fn failed(&mut self, index: usize, item: &ObjectRef, error: CallError, record: &mut ItemRecord) -> ItemIssue {
+        let slot = &mut self.slots[index];
+        if let Some((_, gate)) = &slot.instance {
+            record.denied.extend(gate.take_denials());
+        }
+        let message = match error {
+            CallError::Returned(m) => m,
+            CallError::Trapped(m) => {
+                slot.instance = None;
+                m
+            }
+        };
+        record.error = Some(message.clone());
+        ItemIssue {
+            extension: slot.extension.id.clone(),
+            item: item.clone(),
+            message: format!("extension {} on {item}: {message}", slot.extension.id),
+            fatal: slot.extension.config.on_error == OnError::Fail,
+        }
+    }
+
+    /// Collects the call's denied host calls and records it.
+    fn finish(&mut self, index: usize, mut record: ItemRecord) {
+        let slot = &mut self.slots[index];
+        if let Some((_, gate)) = &slot.instance {
+            record.denied.extend(gate.take_denials());
+        }
+        slot.record.add(record);
+    }
+}
+
+enum Prepared<'a> {
+    Wasm(&'a mut WasmInstance, crate::wasm::WitContext),
+    Rhai(&'a mut ScriptInstance, rhai::Dynamic),
+}

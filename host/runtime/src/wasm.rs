@@ -1,0 +1,419 @@
+//! WebAssembly components: one compiled [`Component`] and [`InstancePre`] per content
+//! digest, a fresh [`Store`] with limits for every instance, a wall-clock deadline per call
+//! through epoch interruption.
+//!
+//! Guests get no WASI: the `wasi:*` imports a `wasm32-wasip2` standard library brings along
+//! are linked to functions that trap, so a guest that touches the filesystem, the
+//! environment, the network or stdio stops with an error naming the import. Any other import
+//! outside `stowage:extension` is refused at load time.
+
+use crate::host::{ExecRequest, Gate, LogLevel};
+use crate::item::{Item, ObjectRef, OperationContext, Phase};
+use crate::selector::{LabelRequirement, LabelSelector, ResourceSelector};
+use crate::source::ExtensionKind;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../../wit", world: "host" });
+}
+
+use bindings::exports::stowage::extension::{hook_handler, item_action_handler, item_filter_handler, restore_item_action_handler};
+use bindings::stowage::extension as wit;
+
+/// The operation context as the WIT bindings carry it.
+pub(crate) type WitContext = wit::types::OperationContext;
+
+/// How often the epoch advances: the resolution of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime engine shared by every component, with its epoch ticker.
+pub(crate) struct WasmEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    _ticker: EpochTicker,
+}
+
+impl WasmEngine {
+    /// `max_instances`: how many instances may be alive at once (the pool's size).
+    pub fn new(max_instances: u32) -> wasmtime::Result<WasmEngine> {
+        let mut pool = PoolingAllocationConfig::default();
+        // A wasm32-wasip2 Rust component has ~5 core instances, 1-2 memories, a few tables.
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 8)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 4)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(crate::config::MAX_MEMORY_LIMIT as usize);
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        bindings::Host_::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(WasmEngine { engine, linker, _ticker: ticker })
+    }
+
+    /// Compiles a component and checks that it implements the world of `kind`.
+    pub fn compile(&self, bytes: &[u8], kind: ExtensionKind) -> Result<WasmComponent, String> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let mut linker = self.linker.clone();
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if !name.starts_with("stowage:extension/") && !name.starts_with("wasi:") {
+                return Err(format!("imports {name}, which Stowage does not provide"));
+            }
+        }
+        linker.define_unknown_imports_as_traps(&component).map_err(|e| format!("{e:#}"))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| format!("cannot be linked: {e:#}"))?;
+        let exports = ExportIndices::new(&pre, kind)
+            .map_err(|e| format!("does not implement the {kind} world of stowage:extension@0.1.0: {e:#}"))?;
+        Ok(WasmComponent { pre, exports })
+    }
+}
+
+/// Advances the engine's epoch until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ExportIndices {
+    ItemAction(item_action_handler::GuestIndices),
+    RestoreItemAction(restore_item_action_handler::GuestIndices),
+    ItemFilter(item_filter_handler::GuestIndices),
+    Hook(hook_handler::GuestIndices),
+}
+
+impl ExportIndices {
+    fn new(pre: &InstancePre<HostState>, kind: ExtensionKind) -> wasmtime::Result<ExportIndices> {
+        Ok(match kind {
+            ExtensionKind::ItemAction => ExportIndices::ItemAction(item_action_handler::GuestIndices::new(pre)?),
+            ExtensionKind::RestoreItemAction => {
+                ExportIndices::RestoreItemAction(restore_item_action_handler::GuestIndices::new(pre)?)
+            }
+            ExtensionKind::ItemFilter => ExportIndices::ItemFilter(item_filter_handler::GuestIndices::new(pre)?),
+            ExtensionKind::Hook => ExportIndices::Hook(hook_handler::GuestIndices::new(pre)?),
+        })
+    }
+}
+
+enum Exports {
+    ItemAction(item_action_handler::Guest),
+    RestoreItemAction(restore_item_action_handler::Guest),
+    ItemFilter(item_filter_handler::Guest),
+    Hook(hook_handler::Guest),
+}
+
+/// A compiled component, ready to instantiate.
+pub(crate) struct WasmComponent {
+    pre: InstancePre<HostState>,
+    exports: ExportIndices,
+}
+
+/// What the store of an instance holds: the gate to the host and the memory limits.
+pub(crate) struct HostState {
+    gate: Arc<Gate>,
+    limits: StoreLimits,
+}
+
+/// One live instance, for one extension in one operation.
+pub(crate) struct WasmInstance {
+    store: Store<HostState>,
+    exports: Exports,
+    timeout: Duration,
+    memory_limit: u64,
+}
+
+/// Why a call failed.
+pub(crate) enum CallError {
+    /// The extension returned an error.
+    Returned(String),
+    /// It trapped, ran out of time or memory: the instance is unusable.
+    Trapped(String),
+}
+
+impl WasmComponent {
+    pub fn instantiate(&self, gate: Arc<Gate>, memory_limit: u64, timeout: Duration) -> Result<WasmInstance, String> {
+        let limits = StoreLimitsBuilder::new().memory_size(memory_limit as usize).trap_on_grow_failure(true).build();
+        let mut store = Store::new(self.pre.engine(), HostState { gate, limits });
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(timeout));
+        let instance = self.pre.instantiate(&mut store).map_err(|e| describe_trap(&e, timeout, memory_limit))?;
+        let exports = self.load(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
+        Ok(WasmInstance { store, exports, timeout, memory_limit })
+    }
+
+    fn load(&self, store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Exports> {
+        Ok(match &self.exports {
+            ExportIndices::ItemAction(i) => Exports::ItemAction(i.load(&mut *store, instance)?),
+            ExportIndices::RestoreItemAction(i) => Exports::RestoreItemAction(i.load(&mut *store, instance)?),
+            ExportIndices::ItemFilter(i) => Exports::ItemFilter(i.load(&mut *store, instance)?),
+            ExportIndices::Hook(i) => Exports::Hook(i.load(&mut *store, instance)?),
+        })
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
+}
+
+fn describe_trap(error: &wasmtime::Error, timeout: Duration, memory_limit: u64) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return format!("timed out after {}s", timeout.as_secs_f32());
+        }
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!("exceeded its memory limit of {}", crate::config::MemoryLimit(memory_limit));
+    }
+    if text.contains("unknown import: `wasi:") {
+        return format!("trapped: {text} (extensions get no WASI; a Rust panic ends here when it prints)");
+    }
+    format!("trapped: {text}")
+}
+
+impl WasmInstance {
+    /// Arms the deadline of the next call.
+    fn arm(&mut self) {
+        self.store.data().gate.set_deadline(Instant::now() + self.timeout);
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+    }
+
+    fn finish<T>(&self, outcome: wasmtime::Result<Result<T, String>>) -> Result<T, CallError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(CallError::Returned(message)),
+            Err(error) => {
+                Err(CallError::Trapped(describe_trap(&error, self.timeout, self.memory_limit)))
+            }
+        }
+    }
+
+    pub fn applies_to(&mut self) -> Result<Option<ResourceSelector>, CallError> {
+        self.arm();
+        let outcome = match &self.exports {
+            Exports::ItemAction(g) => g.call_applies_to(&mut self.store),
+            Exports::RestoreItemAction(g) => g.call_applies_to(&mut self.store),
+            Exports::ItemFilter(_) | Exports::Hook(_) => return Ok(None),
+        };
+        self.finish(outcome.map(Ok)).map(|s| Some(from_wit_selector(s)))
+    }
+
+    pub fn item_action(&mut self, ctx: &wit::types::OperationContext, item: &Item) -> Result<(Item, Vec<Item>), CallError> {
+        self.arm();
+        let Exports::ItemAction(g) = &self.exports else { unreachable!("checked at load") };
+        let outcome = g.call_execute(&mut self.store, ctx, &to_wit_item(item));
+        let output = self.finish(outcome)?;
+        let item = from_wit_item(output.item).map_err(CallError::Returned)?;
+        let additional = output.additional_items.into_iter().map(from_wit_item).collect::<Result<_, _>>();
+        Ok((item, additional.map_err(CallError::Returned)?))
+    }
+
+    pub fn restore_item_action(
+        &mut self,
+        ctx: &wit::types::OperationContext,
+        item: &Item,
+        backed_up: &Item,
+    ) -> Result<(Item, Vec<Item>, bool), CallError> {
+        self.arm();
+        let Exports::RestoreItemAction(g) = &self.exports else { unreachable!("checked at load") };
+        let outcome = g.call_execute(&mut self.store, ctx, &to_wit_item(item), &to_wit_item(backed_up));
+        let output = self.finish(outcome)?;
+        let item = from_wit_item(output.item).map_err(CallError::Returned)?;
+        let additional = output.additional_items.into_iter().map(from_wit_item).collect::<Result<_, _>>();
+        Ok((item, additional.map_err(CallError::Returned)?, output.skip))
+    }
+
+    /// `None` to include, `Some(reason)` to exclude.
+    pub fn filter(&mut self, ctx: &wit::types::OperationContext, item: &Item) -> Result<Option<String>, CallError> {
+        self.arm();
+        let Exports::ItemFilter(g) = &self.exports else { unreachable!("checked at load") };
+        let outcome = g.call_filter(&mut self.store, ctx, &to_wit_item(item));
+        Ok(match self.finish(outcome)? {
+            item_filter_handler::Decision::Include => None,
+            item_filter_handler::Decision::Exclude(reason) => Some(reason),
+        })
+    }
+
+    pub fn hook(&mut self, ctx: &wit::types::OperationContext, target: &ObjectRef) -> Result<(), CallError> {
+        self.arm();
+        let Exports::Hook(g) = &self.exports else { unreachable!("checked at load") };
+        let target = to_wit_ref(target);
+        let outcome = match ctx.phase {
+            wit::types::Phase::PreBackup => g.call_pre_backup(&mut self.store, ctx, &target),
+            wit::types::Phase::PostBackup => g.call_post_backup(&mut self.store, ctx, &target),
+            _ => g.call_post_restore(&mut self.store, ctx, &target),
+        };
+        self.finish(outcome)
+    }
+}
+
+pub(crate) fn to_wit_context(ctx: &OperationContext, phase: Phase, parameters: &std::collections::BTreeMap<String, String>) -> wit::types::OperationContext {
+    use crate::item::OperationKind;
+    wit::types::OperationContext {
+        kind: match ctx.kind {
+            OperationKind::Backup => wit::types::OperationKind::Backup,
+            OperationKind::Restore => wit::types::OperationKind::Restore,
+        },
+        name: ctx.name.clone(),
+        uid: ctx.uid.clone(),
+        phase: match phase {
+            Phase::ItemFilter => wit::types::Phase::ItemFilter,
+            Phase::ItemAction => wit::types::Phase::ItemAction,
+            Phase::RestoreItemAction => wit::types::Phase::RestoreItemAction,
+            Phase::PreBackup => wit::types::Phase::PreBackup,
+            Phase::PostBackup => wit::types::Phase::PostBackup,
+            Phase::PostRestore => wit::types::Phase::PostRestore,
+        },
+        parameters: parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn to_wit_item(item: &Item) -> wit::types::Item {
+    wit::types::Item {
+        group: item.id.group.clone(),
+        version: item.id.version.clone(),
+        kind: item.id.kind.clone(),
+        namespace: item.id.namespace.clone(),
+        name: item.id.name.clone(),
+        object: item.object.to_string(),
+    }
+}
+
+fn from_wit_item(item: wit::types::Item) -> Result<Item, String> {
+    let object: Value = serde_json::from_str(&item.object)
+        .map_err(|e| format!("returned {} {} whose object is not JSON: {e}", item.kind, item.name))?;
+    Ok(Item {
+        id: ObjectRef { group: item.group, version: item.version, kind: item.kind, namespace: item.namespace, name: item.name },
+        object,
+    })
+}
+
+fn to_wit_ref(object: &ObjectRef) -> wit::types::ObjectRef {
+    wit::types::ObjectRef {
+        group: object.group.clone(),
+        version: object.version.clone(),
+        kind: object.kind.clone(),
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+    }
+}
+
+fn from_wit_ref(object: wit::types::ObjectRef) -> ObjectRef {
+    ObjectRef { group: object.group, version: object.version, kind: object.kind, namespace: object.namespace, name: object.name }
+}
+
+fn from_wit_selector(selector: wit::types::ResourceSelector) -> ResourceSelector {
+    ResourceSelector {
+        included_namespaces: selector.included_namespaces,
+        excluded_namespaces: selector.excluded_namespaces,
+        included_resources: selector.included_resources,
+        excluded_resources: selector.excluded_resources,
+        label_selector: selector.label_selector.map(|s| LabelSelector {
+            match_labels: s.match_labels.into_iter().collect(),
+            match_expressions: s
+                .match_expressions
+                .into_iter()
+                .map(|r| LabelRequirement { key: r.key, operator: r.operator, values: r.values })
+                .collect(),
+        }),
+    }
+}
+
+// The host interfaces: each call goes through the gate.
+
+impl wit::types::Host for HostState {}
+
+impl wit::log::Host for HostState {
+    fn log(&mut self, level: wit::log::Level, message: String) -> Result<(), String> {
+        let level = match level {
+            wit::log::Level::Trace => LogLevel::Trace,
+            wit::log::Level::Debug => LogLevel::Debug,
+            wit::log::Level::Info => LogLevel::Info,
+            wit::log::Level::Warn => LogLevel::Warn,
+            wit::log::Level::Error => LogLevel::Error,
+        };
+        self.gate.log(level, &message)
+    }
+}
+
+impl wit::clock::Host for HostState {
+    fn now(&mut self) -> Result<wit::clock::Instant, String> {
+        let since_epoch = self.gate.now()?.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ok(wit::clock::Instant { seconds: since_epoch.as_secs(), nanoseconds: since_epoch.subsec_nanos() })
+    }
+}
+
+impl wit::kube_read::Host for HostState {
+    fn get(&mut self, object: wit::types::ObjectRef) -> Result<Option<String>, String> {
+        Ok(self.gate.kube_get(&from_wit_ref(object))?.map(|o| o.to_string()))
+    }
+
+    fn list(&mut self, kind: wit::types::KindRef, namespace: String, label_selector: String) -> Result<Vec<String>, String> {
+        let kind = crate::item::KindRef { group: kind.group, version: kind.version, kind: kind.kind };
+        Ok(self.gate.kube_list(&kind, &namespace, &label_selector)?.iter().map(Value::to_string).collect())
+    }
+}
+
+impl wit::kube_write::Host for HostState {
+    fn patch(&mut self, object: wit::types::ObjectRef, merge_patch: String) -> Result<String, String> {
+        let patch: Value = serde_json::from_str(&merge_patch).map_err(|e| format!("merge patch is not JSON: {e}"))?;
+        Ok(self.gate.kube_patch(&from_wit_ref(object), &patch)?.to_string())
+    }
+
+    fn scale(&mut self, object: wit::types::ObjectRef, replicas: u32) -> Result<(), String> {
+        self.gate.kube_scale(&from_wit_ref(object), replicas)
+    }
+}
+
+impl wit::exec::Host for HostState {
+    fn run(&mut self, request: wit::exec::ExecRequest) -> Result<wit::exec::ExecOutput, String> {
+        let output = self.gate.exec(ExecRequest {
+            namespace: request.namespace,
+            pod: request.pod,
+            container: request.container,
+            command: request.command,
+            timeout: Duration::from_millis(request.timeout_ms.into()),
+        })?;
+        Ok(wit::exec::ExecOutput { stdout: output.stdout, stderr: output.stderr, exit_code: output.exit_code })
+    }
+}

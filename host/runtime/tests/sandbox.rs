@@ -1,0 +1,342 @@
+//! The sandbox: deadlines, memory caps, traps, denied capabilities, scopes, quarantine.
+
+mod fixtures;
+
+use fixtures::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use stowage_runtime::*;
+
+fn item_action(name: &str, mode: &str, extra: &str) -> ExtensionSource {
+    let config = format!("parameters:\n  mode: {mode}\n{extra}");
+    source("stowage", name, ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), &config)
+}
+
+fn rhai_action(namespace: &str, name: &str, file: &str, config: &str) -> ExtensionSource {
+    let text = script(&format!("fixtures/rhai/{file}"));
+    source(namespace, name, ExtensionKind::ItemAction, Module::Rhai(text), config)
+}
+
+#[test]
+fn wasm_transform_runs() {
+    let registry = registry();
+    registry.upsert(item_action("annotate", "annotate", "")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert!(outcome.issues.is_empty(), "{:?}", outcome.issues);
+    assert_eq!(annotation(&outcome.item, "fixture/touched").as_deref(), Some("yes"));
+    assert_eq!(outcome.item.object["spec"]["containers"][0]["image"], "registry.example.com/library/app0:1.0");
+}
+
+#[test]
+fn endless_loop_is_stopped_at_its_deadline() {
+    let registry = registry();
+    registry.upsert(item_action("spinner", "loop", "timeoutSeconds: 1\n")).unwrap();
+    let started = Instant::now();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| {
+        let first = s.item_actions(pod("shop", "a"));
+        // The trapped instance is replaced: the next item gets a fresh one, stopped again.
+        let second = s.item_actions(pod("shop", "b"));
+        assert_eq!(second.issues[0].message, "extension stowage/spinner on Pod shop/b: timed out after 1s");
+        first
+    });
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(2), "took {elapsed:?}");
+    let issue = &outcome.issues[0];
+    assert_eq!(issue.extension, ExtensionId::new("stowage", "spinner"));
+    assert_eq!(issue.message, "extension stowage/spinner on Pod shop/a: timed out after 1s");
+    assert!(!issue.fatal);
+    assert_eq!(outcome.item, pod("shop", "a"), "a failed action leaves the item as it was");
+}
+
+#[test]
+fn memory_bomb_is_capped() {
+    let registry = registry();
+    registry.upsert(item_action("bomb", "memory-bomb", "memoryLimit: 8Mi\nonError: Fail\n")).unwrap();
+    registry.upsert(item_action("zz-after", "annotate", "")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(outcome.issues.len(), 1, "{:?}", outcome.issues);
+    let issue = &outcome.issues[0];
+    assert!(issue.message.contains("exceeded its memory limit of 8Mi"), "{}", issue.message);
+    assert!(issue.fatal);
+    // The host and the next extension carry on.
+    assert_eq!(annotation(&outcome.item, "fixture/touched").as_deref(), Some("yes"));
+}
+
+#[test]
+fn panic_and_error_become_item_issues() {
+    let registry = registry();
+    registry.upsert(item_action("panics", "panic", "onError: Fail\n")).unwrap();
+    registry.upsert(item_action("refuses", "error", "")).unwrap();
+    let set = registry.snapshot();
+    let outcome = with_session(&set, RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    let messages: Vec<_> = outcome.issues.iter().map(|i| (i.message.as_str(), i.fatal)).collect();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0].0.starts_with("extension stowage/panics on Pod shop/web: trapped"), "{}", messages[0].0);
+    assert!(messages[0].1);
+    assert_eq!(messages[1], ("extension stowage/refuses on Pod shop/web: fixture refuses web", false));
+}
+
+#[test]
+fn denied_capability_is_an_error_the_extension_sees_and_is_recorded() {
+    let registry = registry();
+    let config = "parameters:\n  mode: kube-get\n  target-kind: Secret\n  target-namespace: shop\n  target-name: db\n";
+    registry
+        .upsert(source("stowage", "reader", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), config))
+        .unwrap();
+    let host = RecordingHost::new();
+    let (outcome, report) = with_session(&registry.snapshot(), host.clone(), |s| (s.item_actions(pod("shop", "web")), s.report()));
+    let seen = annotation(&outcome.item, "fixture/kube-get").unwrap();
+    assert_eq!(seen, "denied: kube-read.get Secret shop/db denied: capability kubeRead does not include Secret");
+    assert!(host.calls().is_empty(), "the host was called: {:?}", host.calls());
+    let record = &report.extensions[0];
+    assert_eq!(record.counts.denied, 1);
+    assert_eq!(record.items[0].denied[0].call, "kube-read.get");
+    assert_eq!(record.items[0].denied[0].target, "Secret shop/db");
+}
+
+#[test]
+fn granted_capability_reaches_the_host() {
+    let registry = registry();
+    let config = "capabilities:\n  kubeRead: [secrets]\nparameters:\n  mode: kube-get\n  target-kind: Secret\n  target-namespace: shop\n  target-name: db\n";
+    registry
+        .upsert(source("stowage", "reader", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), config))
+        .unwrap();
+    let host = RecordingHost::new();
+    let outcome = with_session(&registry.snapshot(), host.clone(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(annotation(&outcome.item, "fixture/kube-get").as_deref(), Some("found"));
+    assert_eq!(host.calls(), vec!["get Secret shop/db"]);
+}
+
+#[test]
+fn namespaced_extension_may_not_touch_another_namespace() {
+    let policy = Policy {
+        server_namespace: "stowage".into(),
+        namespaced_capabilities: Capabilities { kube_read: vec!["configmaps".into()], kube_write: vec!["configmaps".into()], ..Default::default() },
+    };
+    let registry = Registry::new(shared_runtime(), policy);
+    let config = |target: &str| {
+        format!("capabilities:\n  kubeRead: [configmaps]\n  kubeWrite: [configmaps]\nparameters:\n  target-namespace: {target}\n  target-name: settings\n")
+    };
+    // The same script twice in namespace shop: one reaching into bank, one staying home.
+    registry.upsert(rhai_action("shop", "nosy", "kube-calls.rhai", &config("bank"))).unwrap();
+    registry.upsert(rhai_action("shop", "tidy", "kube-calls.rhai", &config("shop"))).unwrap();
+    let host = RecordingHost::new();
+    let volume = Item::from_object(json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-1"}})).unwrap();
+    let (own, foreign, cluster_scoped, report) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (s.item_actions(pod("shop", "web")), s.item_actions(pod("bank", "vault")), s.item_actions(volume.clone()), s.report())
+    });
+    assert_eq!(cluster_scoped.item, volume);
+    // Items of other namespaces are not even given to them.
+    assert_eq!(foreign.item, pod("bank", "vault"));
+    assert!(foreign.issues.is_empty());
+    let nosy_saw = |key| annotation(&own.item, key).unwrap();
+    // "tidy" ran last (by name) and overwrote the annotations; look at the report for "nosy".
+    assert_eq!(nosy_saw("fixture/kube-get"), "found");
+    let nosy = report.extensions.iter().find(|r| r.id.name == "nosy").unwrap();
+    assert_eq!((nosy.counts.calls, nosy.counts.denied), (1, 2), "called for shop/web only");
+    let reasons: Vec<_> = nosy.items[0].denied.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, vec!["namespace bank is outside this extension's namespace shop"; 2]);
+    assert_eq!(
+        host.calls(),
+        vec!["get ConfigMap shop/settings", "patch ConfigMap shop/settings {\"metadata\":{\"labels\":{\"patched\":\"true\"}}}"]
+    );
+}
+
+#[test]
+fn namespaced_extension_capabilities_are_capped() {
+    let registry = registry();
+    let config = "capabilities:\n  log: true\n  kubeRead: [secrets]\n";
+    let loaded = registry.upsert(rhai_action("shop", "greedy", "kube-calls.rhai", config)).unwrap();
+    assert_eq!(loaded.scope, Scope::Namespace("shop".into()));
+    assert!(loaded.capabilities.log);
+    assert!(loaded.capabilities.kube_read.is_empty());
+    let state = &registry.states()[0];
+    assert_eq!(state.dropped_capabilities, vec!["capabilities.kubeRead: secrets not allowed for namespaced extensions"]);
+}
+
+#[test]
+fn invalid_extensions_are_quarantined_with_a_clear_message() {
+    let registry = registry();
+    registry.upsert(item_action("good", "annotate", "")).unwrap();
+    let bad_config = registry.upsert(item_action("typo", "annotate", "timeoutSecs: 3\n")).unwrap_err();
+    assert!(bad_config.to_string().starts_with("extension stowage/typo: config.yaml: timeoutSecs: unknown key, expected one of"), "{bad_config}");
+    let bad_limit = registry.upsert(item_action("greedy", "annotate", "memoryLimit: 64GB\n")).unwrap_err();
+    assert!(bad_limit.to_string().contains("memoryLimit: \"64GB\" is not a memory quantity"), "{bad_limit}");
+    let wrong_world = source("stowage", "hook-as-action", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-hook")), "");
+    let wrong_world = registry.upsert(wrong_world).unwrap_err();
+    assert!(wrong_world.to_string().contains("does not implement the item-action world"), "{wrong_world}");
+    let not_wasm = source("stowage", "junk", ExtensionKind::ItemAction, Module::Wasm(b"MZ\x90\0".to_vec()), "");
+    assert!(registry.upsert(not_wasm).unwrap_err().to_string().contains("not a valid component"));
+    let bad_script = rhai_action("stowage", "syntax", "throws.rhai", "");
+    let bad_script = ExtensionSource { module: Module::Rhai("fn execute(ctx, item) { item.".into()), ..bad_script };
+    assert!(registry.upsert(bad_script).unwrap_err().to_string().starts_with("extension stowage/syntax: script.rhai:"));
+    let no_entry = ExtensionSource { module: Module::Rhai("fn other() {}".into()), ..rhai_action("stowage", "empty", "throws.rhai", "") };
+    assert_eq!(
+        registry.upsert(no_entry).unwrap_err().to_string(),
+        "extension stowage/empty: script.rhai does not define fn execute(ctx, item), which a item-action needs"
+    );
+
+    let states = registry.states();
+    let quarantined: Vec<_> = states.iter().filter(|s| s.state == State::Quarantined).map(|s| s.id.name.as_str()).collect();
+    assert_eq!(quarantined, vec!["empty", "greedy", "hook-as-action", "junk", "syntax", "typo"]);
+    let typo = states.iter().find(|s| s.id.name == "typo").unwrap();
+    assert!(typo.error.as_deref().unwrap().contains("timeoutSecs"));
+    assert!(typo.digest.is_some());
+    // Only the good one runs.
+    let names: Vec<_> = registry.snapshot().iter().map(|e| e.id.name.clone()).collect();
+    assert_eq!(names, vec!["good"]);
+}
+
+#[test]
+fn additional_items_and_order() {
+    let registry = registry();
+    registry.upsert(item_action("adds", "additional", "order: 1\n")).unwrap();
+    registry.upsert(item_action("b-second", "annotate", "order: 2\nparameters:\n  mode: annotate\n  value: second\n")).ok();
+    registry.upsert(rhai_action("stowage", "a-third", "annotate.rhai", "order: 3\nparameters:\n  value: third\n")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(outcome.additional.len(), 1);
+    assert_eq!(outcome.additional[0].id.to_string(), "ConfigMap shop/web-extra");
+    assert_eq!(annotation(&outcome.item, "fixture/touched").as_deref(), Some("third"));
+}
+
+#[test]
+fn hooks_run_in_fresh_instances_with_checked_capabilities() {
+    let registry = registry();
+    let config = "capabilities:\n  log: true\n  exec: [{container: db}]\n  kubeRead: [pods]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
+    registry.upsert(source("stowage", "freeze", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
+    let host = RecordingHost::new();
+    let target = ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() };
+    let id = ExtensionId::new("stowage", "freeze");
+    let (pre, post, restore, report) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (
+            s.run_hook(&id, HookPhase::PreBackup, &target),
+            s.run_hook(&id, HookPhase::PostBackup, &target),
+            s.run_hook(&id, HookPhase::PostRestore, &target),
+            s.report(),
+        )
+    });
+    pre.unwrap();
+    let post = post.unwrap_err();
+    assert_eq!(
+        post.message,
+        "extension stowage/freeze on Pod shop/db-0: kube-write.scale Pod shop/db-0 denied: capability kubeWrite does not include Pod"
+    );
+    restore.unwrap();
+    assert_eq!(host.calls(), vec!["exec shop/db-0 db fsfreeze --freeze /data", "get Pod shop/db-0"]);
+    let logs = host.logs.lock().unwrap().clone();
+    assert_eq!(logs, vec!["stowage/freeze Info pre-backup on db-0: done", "stowage/freeze Info post-restore: db-0 found=true"]);
+    assert_eq!(report.extensions[0].counts.calls, 3);
+}
+
+#[test]
+fn rhai_endless_loop_is_stopped() {
+    // By the operation limit...
+    let runtime = Runtime::new(RuntimeOptions {
+        max_wasm_instances: 4,
+        rhai: RhaiLimits { max_operations: 100_000, ..Default::default() },
+    })
+    .unwrap();
+    let registry = Registry::new(runtime, Policy::new("stowage"));
+    registry.upsert(rhai_action("stowage", "spin", "endless-loop.rhai", "")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert!(outcome.issues[0].message.contains("exceeded its limit of 100000 operations"), "{}", outcome.issues[0].message);
+
+    // ...and by the deadline when the operation limit is far away.
+    let registry = registry_with_default_limits();
+    registry.upsert(rhai_action("stowage", "spin", "endless-loop.rhai", "timeoutSeconds: 1\n")).unwrap();
+    let runtime_limit = RhaiLimits::default().max_operations;
+    let started = Instant::now();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    let message = &outcome.issues[0].message;
+    // A fast machine may reach the operation limit first; both stop the script.
+    assert!(
+        message.ends_with("timed out after 1s") || message.contains(&format!("{runtime_limit} operations")),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn registry_with_default_limits() -> Registry {
+    registry()
+}
+
+#[test]
+fn rhai_depth_and_size_limits() {
+    let registry = registry();
+    registry.upsert(rhai_action("stowage", "deep", "deep-recursion.rhai", "")).unwrap();
+    registry.upsert(rhai_action("stowage", "wide", "string-bomb.rhai", "")).unwrap();
+    registry.upsert(rhai_action("stowage", "throws", "throws.rhai", "")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    let messages: Vec<_> = outcome.issues.iter().map(|i| i.message.as_str()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].starts_with("extension stowage/deep on Pod shop/web: exceeded its limit of 32 nested calls"), "{}", messages[0]);
+    assert!(messages[1].starts_with("extension stowage/throws on Pod shop/web: script refuses web"), "{}", messages[1]);
+    assert!(messages[2].contains("too large") || messages[2].contains("Length of string"), "{}", messages[2]);
+}
+
+#[test]
+fn scripts_see_native_maps_and_parameters() {
+    let registry = registry();
+    let script = r#"
+        fn execute(ctx, item) {
+            item.object.metadata.labels.seen = `${ctx.kind}/${ctx.name}/${ctx.phase}/${ctx.parameters.colour}`;
+            item.object.metadata.labels.containers = `${item.object.spec.containers.len()}`;
+            item
+        }
+    "#;
+    let source = source("stowage", "maps", ExtensionKind::ItemAction, Module::Rhai(script.into()), "parameters: {colour: blue}\n");
+    registry.upsert(source).unwrap();
+    let (outcome, report) = with_session(&registry.snapshot(), RecordingHost::new(), |s| (s.item_actions(pod("shop", "web")), s.report()));
+    assert_eq!(outcome.item.object["metadata"]["labels"]["seen"], "restore/nightly/item-action/blue");
+    assert_eq!(outcome.item.object["metadata"]["labels"]["containers"], "4");
+    let patch = serde_json::to_value(report.extensions[0].items[0].patch.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "add", "path": "/metadata/labels/containers", "value": "4"},
+            {"op": "add", "path": "/metadata/labels/seen", "value": "restore/nightly/item-action/blue"},
+        ])
+    );
+    let bytes = report.to_json_zst().unwrap();
+    assert_eq!(ExtensionReport::from_json_zst(&bytes).unwrap(), report);
+}
+
+#[test]
+fn instances_live_per_session() {
+    let registry = registry();
+    registry.upsert(item_action("counter", "count", "")).unwrap();
+    let set = registry.snapshot();
+    let calls = |item: &ActionOutcome| annotation(&item.item, "fixture/calls").unwrap();
+    let (a, b) = with_session(&set, RecordingHost::new(), |s| (s.item_actions(pod("shop", "a")), s.item_actions(pod("shop", "b"))));
+    assert_eq!((calls(&a), calls(&b)), ("1".into(), "2".into()), "one instance serves a session's items");
+    let c = with_session(&set, RecordingHost::new(), |s| s.item_actions(pod("shop", "c")));
+    assert_eq!(calls(&c), "1", "another session gets its own instance");
+}
+
+#[test]
+fn sessions_work_from_spawn_blocking_on_either_runtime_flavour() {
+    let registry = registry();
+    let config = "capabilities:\n  kubeRead: [configmaps]\nparameters:\n  mode: kube-get\n  target-namespace: shop\n  target-name: settings\n";
+    registry
+        .upsert(source("stowage", "reader", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), config))
+        .unwrap();
+    let set = registry.snapshot();
+    for runtime in [
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+    ] {
+        let set = set.clone();
+        let outcome = runtime.block_on(async move {
+            let mut session = set.session(context(), RecordingHost::new());
+            tokio::task::spawn_blocking(move || session.item_actions(pod("shop", "web"))).await.unwrap()
+        });
+        assert_eq!(annotation(&outcome.item, "fixture/kube-get").as_deref(), Some("found"));
+    }
+}
+
+#[test]
+fn sessions_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Session>();
+}
