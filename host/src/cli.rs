@@ -45,6 +45,8 @@ pub enum Command {
     BackupLocation(LocationArgs),
     /// Reach volume backup repositories with the restic CLI.
     Repo(crate::commands::repo::RepoArgs),
+    /// List, describe and test the extensions loaded from ConfigMaps.
+    Extension(crate::commands::extension::ExtensionArgs),
     /// Print the client version.
     Version,
     /// Print a shell completion script, e.g. `source <(stowage completion bash)`.
@@ -90,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
         Command::Repo(args) => runtime()?.block_on(crate::commands::repo::run(args, &cli.cluster)),
+        Command::Extension(args) => runtime()?.block_on(crate::commands::extension::run(args, &cli.cluster)),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Server(args) => runtime()?.block_on(crate::server::run(args, &cli.cluster)),
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),

@@ -182,9 +182,13 @@ pub struct BackupProgress {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtensionRun {
+    /// `<namespace>/<name>` of the extension's ConfigMap.
     pub name: String,
     /// `sha256:<hex>` of the module or script.
     pub digest: String,
+    /// `Cluster`, or `Namespace <ns>` for an application team's extension.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
 
 #[cfg(test)]

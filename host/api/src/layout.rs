@@ -46,6 +46,8 @@ pub enum RestoreFile {
     Log,
     Results,
     ResourceList,
+    /// Extensions that ran, with their digests and the items they touched.
+    Extensions,
 }
 
 impl RestoreFile {
@@ -54,6 +56,7 @@ impl RestoreFile {
             RestoreFile::Log => format!("{restore}-logs.zst"),
             RestoreFile::Results => format!("{restore}-results.json.zst"),
             RestoreFile::ResourceList => format!("{restore}-resource-list.json.zst"),
+            RestoreFile::Extensions => format!("{restore}-extensions.json.zst"),
         }
     }
 }

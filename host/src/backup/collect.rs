@@ -15,6 +15,7 @@ use stowage_pipeline::{GroupResource, Item};
 use super::{BackupOutcome, BackupPlan};
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
+use crate::server::extensions::Extensions;
 use crate::server::Context;
 
 const PAGE: u32 = 500;
@@ -22,6 +23,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 struct Collector<'a, W: Write> {
     plan: &'a BackupPlan,
+    extensions: &'a mut Extensions,
     log: &'a OperationLog,
     writer: ArchiveWriter<W>,
     seen: SeenItems,
@@ -36,6 +38,22 @@ impl<W: Write> Collector<'_, W> {
         if !self.seen.insert(&item_ref) {
             return;
         }
+        // Extensions come after the built-in filters and actions.
+        if let Err(why) = self.extensions.filter(&item, &mut self.out.outcome) {
+            self.log.info(format!("{item_ref}: {why}"));
+            return;
+        }
+        let (item, additional) = self.extensions.item_actions(item, &mut self.out.outcome);
+        self.write(item);
+        for extra in additional {
+            if self.plan.selection.includes_related(&extra).is_ok() {
+                self.take(extra);
+            }
+        }
+    }
+
+    fn write(&mut self, item: Item) {
+        let item_ref = item.item_ref();
         if let Err(e) = self.writer.add_item(&item) {
             self.out.outcome.error(item.namespace.as_deref(), format!("writing {item_ref}: {e}"));
             return;
@@ -61,12 +79,14 @@ fn item_of(obj: DynamicObject, d: &Discovered) -> Result<Item, String> {
 pub async fn collect_and_write(
     ctx: &Context,
     plan: &BackupPlan,
+    extensions: &mut Extensions,
     log: &OperationLog,
     file: std::fs::File,
 ) -> anyhow::Result<BackupOutcome> {
     let writer = ArchiveWriter::new(BufWriter::new(file))?;
     let mut c = Collector {
         plan,
+        extensions,
         log,
         writer,
         seen: SeenItems::default(),

@@ -17,6 +17,8 @@ use stowage_pipeline::{Outcome, ResourceSelection, SelectionOptions};
 use stowage_storage::ObjectStore;
 
 use crate::discovery::{self, Discovered};
+use crate::server::extensions::Extensions;
+use stowage_runtime::OperationKind;
 use crate::server::oplog::OperationLog;
 use crate::server::{locations, Context};
 
@@ -44,6 +46,8 @@ pub struct BackupOutcome {
     pub volume_candidates: volumes::Candidates,
     /// The PodVolumeBackups as they ended.
     pub pod_volume_backups: Vec<stowage_api::PodVolumeBackup>,
+    /// What the extensions did (None: no extension was active).
+    pub extension_report: Option<stowage_runtime::ExtensionReport>,
 }
 
 /// Checks the request and resolves it into a plan; the errors are the backup's validationErrors.
@@ -133,7 +137,10 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
 
     let result = async {
         let archive = tempfile::NamedTempFile::new()?;
-        let mut collected = collect::collect_and_write(&ctx, &plan, &log, archive.reopen()?).await?;
+        let uid = backup.metadata.uid.clone().unwrap_or_default();
+        let mut extensions = Extensions::start(&ctx, OperationKind::Backup, &name, &uid, plan.resources.clone(), &log);
+        let mut collected = collect::collect_and_write(&ctx, &plan, &mut extensions, &log, archive.reopen()?).await?;
+        collected.extension_report = extensions.report();
         let candidates = std::mem::take(&mut collected.volume_candidates);
         if !candidates.is_empty() {
             collected.pod_volume_backups =

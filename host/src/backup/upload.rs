@@ -41,6 +41,11 @@ pub async fn upload(
         let key = layout.backup_file(name, BackupFile::PodVolumeBackups);
         store.put(&key, Bytes::from(compress_json(&done.pod_volume_backups)?)).await?;
     }
+    let mut extension_runs = Vec::new();
+    if let Some(report) = &done.extension_report {
+        store.put(&layout.backup_file(name, BackupFile::Extensions), Bytes::from(report.to_json_zst()?)).await?;
+        extension_runs = crate::server::extensions::runs(report);
+    }
     log.outcome(&done.outcome);
     let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };
     log.info(format!("backup {phase}: {} items, {} warnings, {} errors", done.items,
@@ -53,6 +58,7 @@ pub async fn upload(
         "warnings": done.outcome.warning_count(),
         "errors": done.outcome.error_count(),
         "progress": {"totalItems": done.items, "itemsBackedUp": done.items},
+        "extensions": extension_runs,
     });
     // The Backup object as it will be once finished: what sync recreates elsewhere.
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);

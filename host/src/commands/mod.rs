@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod download;
+pub mod extension;
 pub mod filters;
 pub mod location;
 pub mod output;

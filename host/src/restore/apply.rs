@@ -14,6 +14,7 @@ use stowage_pipeline::restore::transform::{decide_volume, transform, VolumeDecis
 use stowage_pipeline::{Item, Outcome};
 
 use super::volumes::Restorer;
+use crate::server::extensions::Extensions;
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
 use crate::server::Context;
@@ -25,6 +26,8 @@ pub struct Applied {
     pub restored: u32,
     /// `apiVersion/Kind` -> `namespace/name` of what was created or updated.
     pub resource_list: BTreeMap<String, Vec<String>>,
+    /// What the extensions did (None: no extension was active).
+    pub extension_report: Option<stowage_runtime::ExtensionReport>,
 }
 
 /// The PersistentVolumes recreated as they were (the others are provisioned anew for their claims).
@@ -57,6 +60,7 @@ pub async fn apply_all(
     plan: &RestorePlan,
     archive: &ExtractedArchive,
     volumes_restorer: &mut Restorer,
+    extensions: &mut Extensions,
     log: &OperationLog,
 ) -> anyhow::Result<Applied> {
     let mut done = Applied::default();
@@ -88,10 +92,29 @@ pub async fn apply_all(
                 continue;
             }
             let source_namespace = item.namespace.clone().unwrap_or_default();
+            let backed_up = extensions.is_active().then(|| item.clone());
             let t = transform(item, &tctx);
             let mut item = t.item;
             for w in t.warnings {
                 done.outcome.warn(item.namespace.as_deref(), w);
+            }
+            let mut additional = Vec::new();
+            if let Some(original) = &backed_up {
+                // Extensions after the built-in restore item actions, before resource modifiers.
+                if let Err(why) = extensions.filter(&item, &mut done.outcome) {
+                    log.info(format!("{}: {why}", item.item_ref()));
+                    continue;
+                }
+                match extensions.restore_item_actions(item, original, &mut done.outcome) {
+                    Some((changed, extra)) => {
+                        item = changed;
+                        additional = extra;
+                    }
+                    None => {
+                        log.info(format!("{}: skipped by a restore item action", original.item_ref()));
+                        continue;
+                    }
+                }
             }
             if let Some(m) = &plan.modifiers {
                 for e in m.apply(&mut item) {
@@ -108,6 +131,14 @@ pub async fn apply_all(
                 Some(Created::New(obj)) => volumes_restorer.created(ctx, &source_namespace, &item, &obj, &mut done.outcome).await,
                 Some(Created::Existing) => volumes_restorer.existing(&source_namespace, &item, &mut done.outcome),
                 None => {}
+            }
+            for extra in additional {
+                match discovery::find(&discovered, &extra.group, &extra.resource).cloned() {
+                    Some(d) => {
+                        create_or_compare(ctx, plan, &d, &extra, &mut done).await;
+                    }
+                    None => done.outcome.warn(extra.namespace.as_deref(), format!("{} added by an extension is not served", extra.item_ref())),
+                }
             }
             if done.restored % 50 == 0 {
                 let _ = ctx.patch_status::<stowage_api::Restore>(&plan.restore_name,

@@ -20,6 +20,7 @@ use stowage_pipeline::restore::plan::{plan, ModifierSource, RestoreOptions, Rest
 use stowage_storage::ObjectStore;
 
 use crate::discovery;
+use crate::server::extensions::{self, Extensions};
 use crate::server::oplog::{compress_json, OperationLog};
 use crate::server::{locations, velero, Context};
 
@@ -138,7 +139,12 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             .await
             .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
         let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
-        let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &log).await?;
+        let resources = discovery::discover(&ctx.client).await?;
+        let uid = restore.metadata.uid.clone().unwrap_or_default();
+        let mut extensions =
+            Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, &name, &uid, resources, &log);
+        let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &mut extensions, &log).await?;
+        done.extension_report = extensions.report();
         if restorer.created > 0 {
             let uid = restore.metadata.uid.clone().unwrap_or_default();
             volumes::wait(&ctx, &name, &uid, restorer.created, v.pod_volume_timeout, &log, &mut done.outcome).await?;
@@ -163,7 +169,9 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
                 ctx.metrics.restore_partial_failures.inc();
             }
             ctx.metrics.restore_items.set(i64::from(done.restored));
+            let runs = done.extension_report.as_ref().map(extensions::runs).unwrap_or_default();
             ctx.patch_status::<Restore>(&name, json!({"phase": phase, "completionTimestamp": locations::now(),
+                "extensions": runs,
                 "warnings": done.outcome.warning_count(), "errors": done.outcome.error_count(),
                 "progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await?;
         }
@@ -186,6 +194,9 @@ async fn upload(store: &dyn ObjectStore, name: &str, log: &OperationLog, done: O
         store.put(&layout.restore_file(name, RestoreFile::Results), compress_json(&done.outcome)?.into()).await?;
         let list: BTreeMap<&String, &Vec<String>> = done.resource_list.iter().collect();
         store.put(&layout.restore_file(name, RestoreFile::ResourceList), compress_json(&list)?.into()).await?;
+        if let Some(report) = &done.extension_report {
+            store.put(&layout.restore_file(name, RestoreFile::Extensions), report.to_json_zst()?.into()).await?;
+        }
     }
     store.put(&layout.restore_file(name, RestoreFile::Log), log.compressed()?.into()).await?;
     Ok(())

@@ -4,6 +4,7 @@
 mod args;
 pub mod deletions;
 pub mod downloads;
+pub mod extensions;
 pub mod locations;
 pub mod metrics;
 pub mod oplog;
@@ -33,6 +34,8 @@ pub struct Context {
     pub restore_helper_image: String,
     /// Repositories are created and initialised one at a time.
     pub repository_lock: tokio::sync::Mutex<()>,
+    /// The extensions loaded from ConfigMaps; each operation takes a snapshot when it starts.
+    pub extensions: stowage_runtime::Registry,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         pod_volume_timeout: args.pod_volume_timeout,
         restore_helper_image: args.restore_helper_image.clone(),
         repository_lock: tokio::sync::Mutex::new(()),
+        extensions: extensions::registry(&args.namespace)?,
     });
     operations::fail_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);
@@ -70,6 +74,7 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         () = operations::run_restores(ctx.clone()) => {}
         () = locations::run(ctx.clone()) => {}
         () = deletions::run(ctx.clone()) => {}
+        () = extensions::watch(ctx.clone()) => {}
         () = downloads::run(ctx.clone()) => {}
         r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
     }

@@ -2,18 +2,19 @@
 //! to the server's own tracing output.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
+/// Clones share the same lines (extensions' host calls log into their operation's log).
+#[derive(Debug, Default, Clone)]
 pub struct OperationLog {
     kind: &'static str,
     name: String,
-    lines: Mutex<Vec<String>>,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl OperationLog {
     pub fn new(kind: &'static str, name: &str) -> Self {
-        OperationLog { kind, name: name.to_string(), lines: Mutex::new(Vec::new()) }
+        OperationLog { kind, name: name.to_string(), lines: Arc::new(Mutex::new(Vec::new())) }
     }
 
     fn push(&self, level: &str, msg: &str) {

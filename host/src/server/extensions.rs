@@ -1,0 +1,389 @@
+//! Extensions in the server (DESIGN §7): the ConfigMap watch that loads, hot-swaps and
+//! quarantines them, the cluster as extensions see it ([`KubeHost`]), and [`Extensions`], what
+//! one backup or restore runs with, fixed when it starts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, AttachParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+use stowage_pipeline::{Item, Outcome};
+use stowage_runtime::{
+    ExecOutput, ExecRequest, ExtensionId, ExtensionReport, ExtensionSource, HostServices, KindRef, LogLevel, ObjectRef,
+    OperationContext, OperationKind, Policy, Registry, Runtime, RuntimeOptions, Session,
+};
+
+use super::oplog::OperationLog;
+use super::Context;
+use crate::discovery::{self, Discovered};
+
+/// Annotations the server writes on an extension's ConfigMap, for `stowage extension list`.
+pub const STATE_ANNOTATION: &str = "stowage.io/extension-state";
+pub const DIGEST_ANNOTATION: &str = "stowage.io/extension-digest";
+pub const ERROR_ANNOTATION: &str = "stowage.io/extension-error";
+pub const SCOPE_ANNOTATION: &str = "stowage.io/extension-scope";
+
+/// The process's extension registry.
+pub fn registry(server_namespace: &str) -> anyhow::Result<Registry> {
+    let runtime = Runtime::new(RuntimeOptions::default()).map_err(|e| anyhow::anyhow!("starting the extension runtime: {e}"))?;
+    Ok(Registry::new(runtime, Policy::new(server_namespace)))
+}
+
+fn binary_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    cm.binary_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+/// Loads one ConfigMap into the registry; returns the annotations describing the result.
+pub fn load(registry: &Registry, cm: &ConfigMap) -> BTreeMap<String, String> {
+    let (ns, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+    let source = ExtensionSource::from_configmap_parts(
+        &ns,
+        &name,
+        &cm.labels().clone(),
+        &cm.data.clone().unwrap_or_default(),
+        &binary_data(cm),
+    );
+    let result = match source {
+        Ok(source) => registry.upsert(source).map_err(|e| e.to_string()),
+        Err(e) => {
+            // Not even shaped like an extension: whatever ran before stops for new operations.
+            registry.remove(&ns, &name);
+            Err(e.to_string())
+        }
+    };
+    let mut annotations = BTreeMap::new();
+    match result {
+        Ok(ext) => {
+            annotations.insert(STATE_ANNOTATION.to_string(), "Active".to_string());
+            annotations.insert(DIGEST_ANNOTATION.to_string(), ext.digest.0.clone());
+            annotations.insert(SCOPE_ANNOTATION.to_string(), scope_text(&ext.scope));
+            tracing::info!(extension = %ext.id, digest = %ext.digest.0, "extension loaded");
+        }
+        Err(e) => {
+            annotations.insert(STATE_ANNOTATION.to_string(), "Quarantined".to_string());
+            annotations.insert(ERROR_ANNOTATION.to_string(), e.clone());
+            if let Some(status) = registry.states().into_iter().find(|s| s.id == ExtensionId::new(&ns, &name)) {
+                if let Some(d) = status.digest {
+                    annotations.insert(DIGEST_ANNOTATION.to_string(), d.0);
+                }
+            }
+            tracing::warn!(extension = %format!("{ns}/{name}"), "extension quarantined: {e}");
+        }
+    }
+    annotations
+}
+
+fn scope_text(scope: &stowage_runtime::Scope) -> String {
+    match scope {
+        stowage_runtime::Scope::Cluster => "Cluster".to_string(),
+        stowage_runtime::Scope::Namespace(ns) => format!("Namespace {ns}"),
+    }
+}
+
+/// Watches every ConfigMap labelled `stowage.io/extension`: a change is loaded (compiled once
+/// per content digest) and swapped in for the next operation; a broken one is quarantined,
+/// with its state written on the ConfigMap and in an Event.
+pub async fn watch(ctx: Arc<Context>) {
+    let api: Api<ConfigMap> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().labels(stowage_runtime::EXTENSION_LABEL);
+    let mut stream = watcher::watcher(api, config).boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(cm) | Event::InitApply(cm)) => apply(&ctx, &cm).await,
+            Ok(Event::Delete(cm)) => {
+                if ctx.extensions.remove(&cm.namespace().unwrap_or_default(), &cm.name_any()) {
+                    tracing::info!(extension = %format!("{}/{}", cm.namespace().unwrap_or_default(), cm.name_any()), "extension removed");
+                }
+            }
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(e) => {
+                tracing::warn!("watching extension ConfigMaps: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn apply(ctx: &Context, cm: &ConfigMap) {
+    let wanted = load(&ctx.extensions, cm);
+    let current = cm.annotations();
+    let changed = [STATE_ANNOTATION, DIGEST_ANNOTATION, ERROR_ANNOTATION, SCOPE_ANNOTATION]
+        .iter()
+        .any(|k| current.get(*k) != wanted.get(*k));
+    if !changed {
+        return;
+    }
+    let (ns, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
+    let mut annotations: serde_json::Map<String, Value> = [STATE_ANNOTATION, DIGEST_ANNOTATION, ERROR_ANNOTATION, SCOPE_ANNOTATION]
+        .iter()
+        .map(|k| (k.to_string(), wanted.get(*k).map(|v| Value::String(v.clone())).unwrap_or(Value::Null)))
+        .collect();
+    annotations.retain(|k, v| !(v.is_null() && !current.contains_key(k)));
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}}))).await {
+        tracing::warn!("recording the state of extension {ns}/{name}: {e}");
+    }
+    if let Some(error) = wanted.get(ERROR_ANNOTATION) {
+        event(&ctx.client, cm, "ExtensionQuarantined", error).await;
+    }
+}
+
+/// An Event on the ConfigMap, where `kubectl describe configmap` shows it.
+async fn event(client: &Client, cm: &ConfigMap, reason: &str, message: &str) {
+    let ns = cm.namespace().unwrap_or_default();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = json!({"metadata": {"generateName": format!("{}.", cm.name_any())},
+        "involvedObject": {"kind": "ConfigMap", "apiVersion": "v1", "namespace": ns, "name": cm.name_any(), "uid": cm.uid()},
+        "reason": reason, "message": message, "type": "Warning", "source": {"component": "stowage"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1});
+    if let Ok(ev) = serde_json::from_value(ev) {
+        if let Err(e) = events.create(&PostParams::default(), &ev).await {
+            tracing::debug!("event on ConfigMap {ns}/{}: {e}", cm.name_any());
+        }
+    }
+}
+
+/// The cluster as extensions see it. The runtime has checked capabilities and scope already.
+pub struct KubeHost {
+    client: Client,
+    resources: Vec<Discovered>,
+    log: OperationLog,
+}
+
+impl KubeHost {
+    pub fn new(client: Client, resources: Vec<Discovered>, log: OperationLog) -> KubeHost {
+        KubeHost { client, resources, log }
+    }
+
+    fn api(&self, kind: &KindRef, namespace: &str) -> Result<Api<DynamicObject>, String> {
+        let d = self
+            .resources
+            .iter()
+            .find(|d| d.info.group == kind.group && d.info.kind == kind.kind && (kind.version.is_empty() || d.info.version == kind.version))
+            .ok_or_else(|| format!("the cluster serves no {}/{} {}", kind.group, kind.version, kind.kind))?;
+        Ok(if d.info.namespaced && !namespace.is_empty() {
+            Api::namespaced_with(self.client.clone(), namespace, &d.api)
+        } else {
+            Api::all_with(self.client.clone(), &d.api)
+        })
+    }
+}
+
+fn kind_of(o: &ObjectRef) -> KindRef {
+    KindRef { group: o.group.clone(), version: o.version.clone(), kind: o.kind.clone() }
+}
+
+#[async_trait]
+impl HostServices for KubeHost {
+    fn log(&self, extension: &ExtensionId, level: LogLevel, message: &str) {
+        let line = format!("extension {extension}: {message}");
+        match level {
+            LogLevel::Warn => self.log.warn(line),
+            LogLevel::Error => self.log.error(line),
+            LogLevel::Info => self.log.info(line),
+            LogLevel::Trace | LogLevel::Debug => tracing::debug!("{line}"),
+        }
+    }
+
+    async fn kube_get(&self, object: &ObjectRef) -> Result<Option<Value>, String> {
+        let api = self.api(&kind_of(object), &object.namespace)?;
+        let found = api.get_opt(&object.name).await.map_err(|e| e.to_string())?;
+        found.map(|o| serde_json::to_value(o).map_err(|e| e.to_string())).transpose()
+    }
+
+    async fn kube_list(&self, kind: &KindRef, namespace: &str, label_selector: &str) -> Result<Vec<Value>, String> {
+        let api = self.api(kind, namespace)?;
+        let mut lp = ListParams::default();
+        if !label_selector.is_empty() {
+            lp = lp.labels(label_selector);
+        }
+        let list = api.list(&lp).await.map_err(|e| e.to_string())?;
+        list.items.into_iter().map(|o| serde_json::to_value(o).map_err(|e| e.to_string())).collect()
+    }
+
+    async fn kube_patch(&self, object: &ObjectRef, merge_patch: &Value) -> Result<Value, String> {
+        let api = self.api(&kind_of(object), &object.namespace)?;
+        let patched = api.patch(&object.name, &PatchParams::default(), &Patch::Merge(merge_patch)).await.map_err(|e| e.to_string())?;
+        serde_json::to_value(patched).map_err(|e| e.to_string())
+    }
+
+    async fn kube_scale(&self, object: &ObjectRef, replicas: u32) -> Result<(), String> {
+        let api = self.api(&kind_of(object), &object.namespace)?;
+        api.patch_scale(&object.name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": replicas}})))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn exec(&self, request: &ExecRequest) -> Result<ExecOutput, String> {
+        use tokio::io::AsyncReadExt;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &request.namespace);
+        let params = AttachParams::default().container(&request.container).stdout(true).stderr(true).stdin(false);
+        let run = async {
+            let mut attached = pods.exec(&request.pod, request.command.clone(), &params).await.map_err(|e| e.to_string())?;
+            let (mut out, mut err) = (String::new(), String::new());
+            if let Some(mut s) = attached.stdout() {
+                s.read_to_string(&mut out).await.map_err(|e| e.to_string())?;
+            }
+            if let Some(mut s) = attached.stderr() {
+                s.read_to_string(&mut err).await.map_err(|e| e.to_string())?;
+            }
+            let status = match attached.take_status() {
+                Some(s) => s.await,
+                None => None,
+            };
+            let exit_code = match status {
+                Some(s) if s.status.as_deref() == Some("Success") => 0,
+                Some(s) => s
+                    .details
+                    .and_then(|d| d.causes)
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
+                    .and_then(|c| c.message?.parse().ok())
+                    .unwrap_or(1),
+                None => 0,
+            };
+            Ok(ExecOutput { stdout: out, stderr: err, exit_code })
+        };
+        tokio::time::timeout(request.timeout, run)
+            .await
+            .map_err(|_| format!("timed out after {}", humantime::format_duration(request.timeout)))?
+    }
+}
+
+/// The extensions of one backup or restore: the set fixed when it started, and its session.
+pub struct Extensions {
+    session: Option<Session>,
+    resources: Vec<Discovered>,
+}
+
+impl Extensions {
+    /// Fixes the extension versions for the operation (hot reloads after this do not touch it).
+    pub fn start(ctx: &Context, kind: OperationKind, name: &str, uid: &str, resources: Vec<Discovered>, log: &OperationLog) -> Extensions {
+        let set = ctx.extensions.snapshot();
+        if set.is_empty() {
+            return Extensions { session: None, resources };
+        }
+        for e in set.iter() {
+            log.info(format!("extension {} ({}, {:?}, {}) active", e.id, e.kind.as_str(), e.language, e.digest.0));
+        }
+        let host = Arc::new(KubeHost::new(ctx.client.clone(), resources.clone(), log.clone()));
+        let context = OperationContext { kind, name: name.to_string(), uid: uid.to_string() };
+        Extensions { session: Some(set.session(context, host)), resources }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn runtime_item(item: &Item) -> stowage_runtime::Item {
+        stowage_runtime::Item {
+            id: ObjectRef {
+                group: item.group.clone(),
+                version: item.version.clone(),
+                kind: item.kind.clone(),
+                namespace: item.namespace.clone().unwrap_or_default(),
+                name: item.name.clone(),
+            },
+            object: item.object.clone(),
+        }
+    }
+
+    /// A pipeline item for an object an extension added, or why there is none.
+    fn pipeline_item(&self, added: stowage_runtime::Item) -> Result<Item, String> {
+        let d = self
+            .resources
+            .iter()
+            .find(|d| d.info.group == added.id.group && d.info.kind == added.id.kind)
+            .ok_or_else(|| format!("the cluster serves no {} {}", added.id.group, added.id.kind))?;
+        Item::new(added.object, &d.info).map_err(|e| e.to_string())
+    }
+
+    fn record(issues: Vec<stowage_runtime::ItemIssue>, outcome: &mut Outcome) {
+        for issue in issues {
+            let ns = Some(issue.item.namespace.as_str()).filter(|n| !n.is_empty());
+            if issue.fatal {
+                outcome.error(ns, issue.message);
+            } else {
+                outcome.warn(ns, issue.message);
+            }
+        }
+    }
+
+    /// The item filters: whether the item stays, and why not.
+    pub fn filter(&mut self, item: &Item, outcome: &mut Outcome) -> Result<(), String> {
+        let Some(session) = self.session.as_mut() else { return Ok(()) };
+        let ritem = Self::runtime_item(item);
+        let verdict = tokio::task::block_in_place(|| session.filter(&ritem));
+        Self::record(verdict.issues, outcome);
+        match verdict.excluded_by {
+            None => Ok(()),
+            Some((ext, reason)) => Err(format!("excluded by extension {ext}: {reason}")),
+        }
+    }
+
+    /// The backup item actions: the item as changed, and the items they add.
+    pub fn item_actions(&mut self, item: Item, outcome: &mut Outcome) -> (Item, Vec<Item>) {
+        let Some(session) = self.session.as_mut() else { return (item, Vec::new()) };
+        let ritem = Self::runtime_item(&item);
+        let done = tokio::task::block_in_place(|| session.item_actions(ritem));
+        self.finish_actions(item, done, outcome)
+    }
+
+    /// The restore item actions: None when one asked to skip the item.
+    pub fn restore_item_actions(&mut self, item: Item, backed_up: &Item, outcome: &mut Outcome) -> Option<(Item, Vec<Item>)> {
+        let Some(session) = self.session.as_mut() else { return Some((item, Vec::new())) };
+        let (ritem, original) = (Self::runtime_item(&item), Self::runtime_item(backed_up));
+        let done = tokio::task::block_in_place(|| session.restore_item_actions(ritem, &original));
+        if done.skipped_by.is_some() {
+            Self::record(done.issues, outcome);
+            return None;
+        }
+        Some(self.finish_actions(item, done, outcome))
+    }
+
+    fn finish_actions(&self, mut item: Item, done: stowage_runtime::ActionOutcome, outcome: &mut Outcome) -> (Item, Vec<Item>) {
+        Self::record(done.issues, outcome);
+        let ns = item.namespace.clone();
+        if done.item.object != item.object {
+            item.object = done.item.object;
+            item.refresh_identity();
+        }
+        let mut additional = Vec::new();
+        for added in done.additional {
+            let what = added.id.to_string();
+            match self.pipeline_item(added) {
+                Ok(i) => additional.push(i),
+                Err(e) => outcome.warn(ns.as_deref(), format!("an extension added {what}, which is left out: {e}")),
+            }
+        }
+        (item, additional)
+    }
+
+    /// What the extensions did, for `<name>-extensions.json.zst`, and the status list.
+    pub fn report(&self) -> Option<ExtensionReport> {
+        self.session.as_ref().map(Session::report)
+    }
+}
+
+/// The status entries (name, digest, scope) of the extensions that ran.
+pub fn runs(report: &ExtensionReport) -> Vec<Value> {
+    report
+        .extensions
+        .iter()
+        .map(|r| json!({"name": r.id.to_string(), "digest": r.digest.0, "scope": scope_text(&r.scope)}))
+        .collect()
+}
+
+/// Discovery for extensions' host calls (the pipelines have their own list).
+pub async fn resources(client: &Client) -> Vec<Discovered> {
+    discovery::discover(client).await.unwrap_or_default()
+}
