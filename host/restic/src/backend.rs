@@ -9,14 +9,15 @@ use bytes::{Bytes, BytesMut};
 use rustic_core::{
     BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use stowage_storage::{ObjectStore, StorageError};
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
-/// Set when the operation using a backend is canceled: every later call fails at once, which
-/// makes rustic_core's worker threads wind down.
-pub(crate) type CancelFlag = Arc<AtomicBool>;
+/// Canceled when the operation using a backend is: calls under way stop waiting for the
+/// store and every later call fails at once, which makes rustic_core's worker threads wind
+/// down.
+pub(crate) type CancelFlag = CancellationToken;
 
 #[derive(Debug, Clone)]
 pub(crate) struct StoreBackend {
@@ -64,16 +65,25 @@ impl StoreBackend {
         }
     }
 
-    /// Runs one store call, refusing when canceled and recording the first failure.
+    /// Runs one store call, refusing when canceled, abandoning it when canceled while it runs,
+    /// and recording the first failure.
     fn run<T>(
         &self,
         what: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<T, StorageError>>,
     ) -> RusticResult<T> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(RusticError::new(ErrorKind::Backend, "operation canceled"));
+        let canceled = || RusticError::new(ErrorKind::Backend, "operation canceled");
+        if self.cancel.is_cancelled() {
+            return Err(canceled());
         }
-        self.handle.block_on(f).map_err(|e| {
+        let result = self.handle.block_on(async {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => None,
+                result = f => Some(result),
+            }
+        });
+        result.ok_or_else(canceled)?.map_err(|e| {
             let message = format!("{}: {e}", what());
             let mut first = self.first_error.lock().expect("not poisoned");
             if first.is_none() {

@@ -15,7 +15,6 @@ use rustic_core::{
     RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
 };
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use stowage_storage::ObjectStore;
 use tokio::runtime::Handle;
@@ -99,7 +98,7 @@ impl Repo {
             cfg.store.clone(),
             prefix.clone(),
             handle.clone(),
-            CancelFlag::default(),
+            CancelFlag::new(),
         );
         let password = cfg.password;
         let repo_name = name.clone();
@@ -259,7 +258,7 @@ impl Repo {
             work(session)
         })
         .await;
-        let canceled = guard.flag.load(Ordering::Relaxed);
+        let canceled = guard.flag.is_cancelled();
         drop(guard);
         let result = match joined {
             Ok(result) => result,
@@ -293,11 +292,12 @@ fn no_progress() -> ProgressFn {
     Arc::new(|_| {})
 }
 
-/// Watches the cancellation token and ticks progress while an operation runs; dropping it
-/// (the operation ended, or its future was dropped) stops both and cancels the session.
+/// The session's cancel flag, a child of the caller's token (so canceling the token sets it
+/// at once), and the progress ticker; dropping the guard (the operation ended, or its future
+/// was dropped) stops the ticker and cancels the session.
 struct OperationGuard {
     flag: CancelFlag,
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 impl OperationGuard {
@@ -306,12 +306,7 @@ impl OperationGuard {
         counters: Arc<ByteCounters>,
         progress: ProgressFn,
     ) -> Self {
-        let flag = CancelFlag::default();
-        let (token, watched) = (cancel.clone(), flag.clone());
-        let watcher = tokio::spawn(async move {
-            token.cancelled().await;
-            watched.store(true, Ordering::Relaxed);
-        });
+        let flag = cancel.child_token();
         let ticker = tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
             interval.tick().await;
@@ -320,17 +315,14 @@ impl OperationGuard {
                 progress(counters.snapshot());
             }
         });
-        OperationGuard {
-            flag,
-            tasks: [watcher, ticker],
-        }
+        OperationGuard { flag, ticker }
     }
 }
 
 impl Drop for OperationGuard {
     fn drop(&mut self) {
-        self.flag.store(true, Ordering::Relaxed);
-        self.tasks.iter().for_each(|t| t.abort());
+        self.flag.cancel();
+        self.ticker.abort();
     }
 }
 
@@ -349,10 +341,10 @@ fn engine_error(
     repo: &str,
     operation: &'static str,
     backend: &StoreBackend,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&CancelFlag>,
     e: Box<RusticError>,
 ) -> EngineError {
-    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+    if cancel.is_some_and(CancelFlag::is_cancelled) {
         return EngineError::Canceled {
             repo: repo.to_string(),
             operation,
@@ -543,7 +535,7 @@ impl Inner {
         repo.restore(plan, &opts, counted, &dest)
             .map_err(|e| err(&s.ctx, e))?;
         let summary = RestoreSummary { files, bytes };
-        if s.ctx.cancel.load(Ordering::Relaxed) {
+        if s.ctx.cancel.is_cancelled() {
             return Err(EngineError::Canceled {
                 repo: self.name.clone(),
                 operation: "restore",

@@ -8,7 +8,6 @@ use rustic_core::{
 };
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 pub(crate) type Warnings = Arc<Mutex<Vec<String>>>;
@@ -64,7 +63,7 @@ where
     type Item = RusticResult<ReadSourceEntry<GuardedOpen<O>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return None;
         }
         Some(match self.inner.next()? {
@@ -100,7 +99,7 @@ impl<O: ReadSourceOpen> ReadSourceOpen for GuardedOpen<O> {
     type Reader = GuardedReader<O::Reader>;
 
     fn open(self) -> RusticResult<Self::Reader> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return Err(RusticError::new(ErrorKind::InputOutput, "backup canceled"));
         }
         match self.inner.open() {
@@ -128,7 +127,7 @@ pub(crate) struct GuardedReader<R> {
 
 impl<R: Read> Read for GuardedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             // Not `Interrupted`: readers retry that.
             return Err(io::Error::other("backup canceled"));
         }

@@ -3,10 +3,15 @@
 mod common;
 
 use common::*;
+use bytes::Bytes;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use stowage_restic::{EngineError, Repo};
+use stowage_storage::{ObjectInfo, ObjectReader, ObjectStore, Result as StorageResult};
+use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 /// Where kube-sim puts a CSI volume: a `mount` symlink to the real directory.
@@ -282,54 +287,139 @@ async fn explains_missing_repositories_wrong_passwords_and_bad_paths() {
     assert!(matches!(err, EngineError::Target { .. }), "{err:?}");
 }
 
+/// A store that, once stalled, never answers a large data read or write (a pack's contents,
+/// not its small tree packs): an operation reaching one cannot finish, however fast the
+/// machine, so a cancel or timeout is what ends it. `reached` counts the stalled calls.
+#[derive(Debug)]
+struct StallingStore {
+    inner: Arc<dyn ObjectStore>,
+    stalled: AtomicBool,
+    reached: AtomicUsize,
+}
+
+impl StallingStore {
+    const LARGE: u64 = 1 << 20;
+
+    async fn stall_if(&self, key: &str, len: u64) {
+        if self.stalled.load(Ordering::SeqCst) && key.contains("/data/") && len >= Self::LARGE {
+            self.reached.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits until a call stalls that had not when `before` was read.
+    async fn wait_for_stall(&self, before: usize) {
+        while self.reached.load(Ordering::SeqCst) == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for StallingStore {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
+        self.stall_if(key, data.len() as u64).await;
+        self.inner.put(key, data).await
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        size_hint: Option<u64>,
+    ) -> StorageResult<u64> {
+        self.stall_if(key, size_hint.unwrap_or(u64::MAX)).await;
+        self.inner.put_stream(key, body, size_hint).await
+    }
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Bytes> {
+        self.stall_if(key, len).await;
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn get_stream(&self, key: &str) -> StorageResult<ObjectReader> {
+        self.inner.get_stream(key).await
+    }
+    async fn head(&self, key: &str) -> StorageResult<ObjectInfo> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        self.inner.list_dirs(prefix).await
+    }
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> StorageResult<u64> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn check(&self) -> StorageResult<()> {
+        self.inner.check().await
+    }
+}
+
+async fn wait_for_lock_removal(repo_dir: &LocalRepo, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lock_files(repo_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock left behind after {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     let repo_dir = LocalRepo::new("ns1").await;
-    let repo = repo_dir.open_or_init().await;
+    repo_dir.open_or_init().await;
+    let store = Arc::new(StallingStore {
+        inner: repo_dir.store.clone(),
+        stalled: AtomicBool::new(true),
+        reached: AtomicUsize::new(0),
+    });
+    let mut config = repo_dir.config(PASSWORD);
+    config.store = store.clone();
+    let repo = Repo::open(config).await.unwrap();
     let work = tempfile::tempdir().unwrap();
     let volume = work.path().join("vol");
     std::fs::create_dir(&volume).unwrap();
     for i in 0..4 {
-        random_file(&volume.join(format!("f{i}")), 64 << 20);
+        random_file(&volume.join(format!("f{i}")), 16 << 20);
     }
 
-    // Cancel from the first progress report that shows work under way.
-    let cancel_on_progress = |token: CancellationToken| {
-        let seen = Recorder::default();
-        let inner = seen.callback();
-        let cb: std::sync::Arc<dyn Fn(stowage_restic::Progress) + Send + Sync> =
-            std::sync::Arc::new(move |p| {
-                inner(p);
-                if p.bytes_done > 0 {
-                    token.cancel();
-                }
-            });
-        (seen, cb)
-    };
+    // A backup whose first pack upload never completes, canceled once it got there.
     let token = CancellationToken::new();
-    let (seen, cb) = cancel_on_progress(token.clone());
-    let started = std::time::Instant::now();
-    let err = repo
-        .backup(request(&volume, "u"), cb, token)
+    let before = store.reached.load(Ordering::SeqCst);
+    let backup = tokio::spawn({
+        let (repo, volume, token) = (repo.clone(), volume.clone(), token.clone());
+        async move {
+            repo.backup(request(&volume, "u"), Recorder::default().callback(), token)
+                .await
+        }
+    });
+    store.wait_for_stall(before).await;
+    assert!(!backup.is_finished(), "a stalled backup cannot finish");
+    token.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(60), backup)
         .await
+        .expect("a canceled backup stops although its upload hangs")
+        .unwrap()
         .unwrap_err();
     assert!(err.is_canceled(), "{err:?}");
-    let partial = seen.all().last().copied().unwrap();
-    assert!(
-        partial.bytes_done < 256 << 20,
-        "stopped before the end: {partial:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(
-        lock_files(&repo_dir).is_empty(),
-        "lock removed after cancel"
-    );
+    wait_for_lock_removal(&repo_dir, "a canceled backup").await;
     assert!(
         repo.snapshots(&[]).await.unwrap().is_empty(),
         "no snapshot written"
     );
 
-    // A complete backup, then a canceled restore.
+    // A complete backup, then a restore whose first pack read never completes, canceled.
+    store.stalled.store(false, Ordering::SeqCst);
     let summary = repo
         .backup(
             request(&volume, "u"),
@@ -338,21 +428,35 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
         )
         .await
         .unwrap();
+    store.stalled.store(true, Ordering::SeqCst);
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
     let token = CancellationToken::new();
-    let (_, cb) = cancel_on_progress(token.clone());
-    let err = repo
-        .restore(&summary.snapshot_id, &target, cb, token)
+    let before = store.reached.load(Ordering::SeqCst);
+    let restore = tokio::spawn({
+        let (repo, id, target, token) = (
+            repo.clone(),
+            summary.snapshot_id.clone(),
+            target.clone(),
+            token.clone(),
+        );
+        async move {
+            repo.restore(&id, &target, Recorder::default().callback(), token)
+                .await
+        }
+    });
+    store.wait_for_stall(before).await;
+    assert!(!restore.is_finished(), "a stalled restore cannot finish");
+    token.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(60), restore)
         .await
+        .expect("a canceled restore stops although its reads hang")
+        .unwrap()
         .unwrap_err();
     assert!(err.is_canceled(), "{err:?}");
-    assert!(
-        lock_files(&repo_dir).is_empty(),
-        "lock removed after a canceled restore"
-    );
+    wait_for_lock_removal(&repo_dir, "a canceled restore").await;
 
-    // A timeout (the future dropped) also releases the lock.
+    // A timeout (the future dropped) also stops it and releases the lock.
     let target = work.path().join("target2");
     std::fs::create_dir(&target).unwrap();
     let slow = tokio::time::timeout(
@@ -365,13 +469,20 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
         ),
     )
     .await;
-    assert!(slow.is_err(), "restore of 256 MiB takes longer than 300 ms");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !lock_files(&repo_dir).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "lock left behind after a timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(slow.is_err(), "a stalled restore cannot finish");
+    wait_for_lock_removal(&repo_dir, "a timeout").await;
+
+    // Nothing was damaged: with the store answering again the snapshot restores.
+    store.stalled.store(false, Ordering::SeqCst);
+    let target = work.path().join("target3");
+    std::fs::create_dir(&target).unwrap();
+    repo.restore(
+        &summary.snapshot_id,
+        &target,
+        Recorder::default().callback(),
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_same_tree(&volume, &target);
 }
