@@ -15,8 +15,8 @@ use stowage_storage::{ObjectStore, StorageError};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// Canceled when the operation using a backend is: calls under way stop waiting for the
-/// store and every later call fails at once, which makes rustic_core's worker threads wind
+/// Canceled when the operation using a backend is: reads under way stop waiting for the
+/// store, writes under way finish, and every later call fails at once, which makes rustic_core's worker threads wind
 /// down.
 pub(crate) type CancelFlag = CancellationToken;
 
@@ -68,8 +68,8 @@ impl StoreBackend {
         }
     }
 
-    /// Runs one store call, refusing when canceled, abandoning it when canceled while it runs,
-    /// and recording the first failure.
+    /// Runs one reading store call, refusing when canceled, abandoning it when canceled while
+    /// it runs, and recording the first failure.
     fn run<T>(
         &self,
         what: impl FnOnce() -> String,
@@ -86,7 +86,28 @@ impl StoreBackend {
                 result = f => Some(result),
             }
         });
-        result.ok_or_else(canceled)?.map_err(|e| {
+        self.record(what, result.ok_or_else(canceled)?)
+    }
+
+    /// Runs one writing store call, refusing when canceled but letting a started one finish:
+    /// an abandoned write could leave a partial object behind (a directory store's temp file).
+    fn run_to_end<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        f: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> RusticResult<T> {
+        if self.cancel.is_cancelled() {
+            return Err(RusticError::new(ErrorKind::Backend, "operation canceled"));
+        }
+        self.record(what, self.handle.block_on(f))
+    }
+
+    fn record<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        result: Result<T, StorageError>,
+    ) -> RusticResult<T> {
+        result.map_err(|e| {
             let message = format!("{}: {e}", what());
             let mut first = self.first_error.lock().expect("not poisoned");
             if first.is_none() {
@@ -181,12 +202,12 @@ impl WriteBackend for StoreBackend {
                 joined.freeze()
             }
         };
-        self.run(|| format!("writing {key}"), self.store.put(&key, data))
+        self.run_to_end(|| format!("writing {key}"), self.store.put(&key, data))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
         let key = self.key(tpe, id);
-        self.run(|| format!("deleting {key}"), self.store.delete(&key))
+        self.run_to_end(|| format!("deleting {key}"), self.store.delete(&key))
     }
 }
 
