@@ -9,13 +9,14 @@ use bytes::{Bytes, BytesMut};
 use rustic_core::{
     BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use stowage_storage::{ObjectStore, StorageError};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// Canceled when the operation using a backend is: calls under way stop waiting for the
-/// store and every later call fails at once, which makes rustic_core's worker threads wind
+/// Canceled when the operation using a backend is: reads under way stop waiting for the
+/// store, writes under way finish, and every later call fails at once, which makes rustic_core's worker threads wind
 /// down.
 pub(crate) type CancelFlag = CancellationToken;
 
@@ -31,6 +32,7 @@ pub(crate) struct StoreBackend {
     /// The first storage failure, so the caller can report it as such rather than as the
     /// engine's rewording of it.
     first_error: Arc<Mutex<Option<StorageError>>>,
+    reads: Arc<ReadBudget>,
 }
 
 impl StoreBackend {
@@ -48,6 +50,7 @@ impl StoreBackend {
             handle,
             cancel,
             first_error: Arc::default(),
+            reads: Arc::new(ReadBudget::new(read_budget())),
         }
     }
 
@@ -65,8 +68,8 @@ impl StoreBackend {
         }
     }
 
-    /// Runs one store call, refusing when canceled, abandoning it when canceled while it runs,
-    /// and recording the first failure.
+    /// Runs one reading store call, refusing when canceled, abandoning it when canceled while
+    /// it runs, and recording the first failure.
     fn run<T>(
         &self,
         what: impl FnOnce() -> String,
@@ -83,7 +86,28 @@ impl StoreBackend {
                 result = f => Some(result),
             }
         });
-        result.ok_or_else(canceled)?.map_err(|e| {
+        self.record(what, result.ok_or_else(canceled)?)
+    }
+
+    /// Runs one writing store call, refusing when canceled but letting a started one finish:
+    /// an abandoned write could leave a partial object behind (a directory store's temp file).
+    fn run_to_end<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        f: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> RusticResult<T> {
+        if self.cancel.is_cancelled() {
+            return Err(RusticError::new(ErrorKind::Backend, "operation canceled"));
+        }
+        self.record(what, self.handle.block_on(f))
+    }
+
+    fn record<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        result: Result<T, StorageError>,
+    ) -> RusticResult<T> {
+        result.map_err(|e| {
             let message = format!("{}: {e}", what());
             let mut first = self.first_error.lock().expect("not poisoned");
             if first.is_none() {
@@ -140,11 +164,20 @@ impl ReadBackend for StoreBackend {
         length: u32,
     ) -> RusticResult<Bytes> {
         let key = self.key(tpe, id);
-        self.run(
-            || format!("reading {key}"),
-            self.store
-                .get_range(&key, u64::from(offset), u64::from(length)),
-        )
+        let units = self.reads.acquire(u64::from(length), &self.cancel)?;
+        let data = self
+            .run(
+                || format!("reading {key}"),
+                self.store
+                    .get_range(&key, u64::from(offset), u64::from(length)),
+            )
+            .inspect_err(|_| self.reads.release(units))?;
+        // The units come back when the engine drops the data.
+        Ok(Bytes::from_owner(Budgeted {
+            data,
+            budget: self.reads.clone(),
+            units,
+        }))
     }
 
     fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
@@ -169,11 +202,134 @@ impl WriteBackend for StoreBackend {
                 joined.freeze()
             }
         };
-        self.run(|| format!("writing {key}"), self.store.put(&key, data))
+        self.run_to_end(|| format!("writing {key}"), self.store.put(&key, data))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
         let key = self.key(tpe, id);
-        self.run(|| format!("deleting {key}"), self.store.delete(&key))
+        self.run_to_end(|| format!("deleting {key}"), self.store.delete(&key))
+    }
+}
+
+/// How many bytes of pack reads an operation may hold at once: 64 MiB, or
+/// `STOWAGE_RESTIC_READ_BUDGET_MIB`.
+///
+/// rustic_core's restore reads each run of a pack's blobs in one call on each of its 20
+/// reader threads and keeps the read (and the blobs decrypted from it, until they are
+/// written) until the whole run is decrypted; with 32 MiB packs that reached 1.2 GiB. Two
+/// pack reads at a time keep both cores busy decrypting while the other threads write.
+fn read_budget() -> u64 {
+    const DEFAULT_MIB: u64 = 64;
+    static MIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let mib = *MIB.get_or_init(|| {
+        std::env::var("STOWAGE_RESTIC_READ_BUDGET_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&m| m > 0)
+            .unwrap_or(DEFAULT_MIB)
+    });
+    mib << 20
+}
+
+/// A byte budget for the reads an operation holds: a read waits until its length (at most
+/// the whole budget, so one oversized read still goes alone) is free.
+#[derive(Debug)]
+struct ReadBudget {
+    total: u64,
+    free: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl ReadBudget {
+    /// After this long, a waiting read goes ahead anyway: a slow writer must not look like a
+    /// hung restore.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn new(total: u64) -> Self {
+        ReadBudget {
+            total,
+            free: Mutex::new(total),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, len: u64, cancel: &CancelFlag) -> RusticResult<u64> {
+        let units = len.min(self.total);
+        let deadline = std::time::Instant::now() + Self::PATIENCE;
+        let mut free = self.free.lock().expect("not poisoned");
+        while *free < units {
+            if cancel.is_cancelled() {
+                return Err(RusticError::new(ErrorKind::Backend, "operation canceled"));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::debug!("pack read of {len} bytes goes over the read budget");
+                return Ok(0);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            free = self.freed.wait_timeout(free, wait).expect("not poisoned").0;
+        }
+        *free -= units;
+        Ok(units)
+    }
+
+    fn release(&self, units: u64) {
+        if units > 0 {
+            *self.free.lock().expect("not poisoned") += units;
+            self.freed.notify_all();
+        }
+    }
+}
+
+/// Read data that gives its budget back when dropped.
+struct Budgeted {
+    data: Bytes,
+    budget: Arc<ReadBudget>,
+    units: u64,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        self.budget.release(self.units);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_budget_holds_reads_until_data_is_dropped() {
+        let budget = Arc::new(ReadBudget::new(100));
+        let cancel = CancelFlag::new();
+        let a = budget.acquire(60, &cancel).unwrap();
+        let held = Bytes::from_owner(Budgeted {
+            data: Bytes::from_static(b"pack"),
+            budget: budget.clone(),
+            units: a,
+        });
+        // A read larger than the whole budget takes all of it, so it waits for the first.
+        let waiter = std::thread::spawn({
+            let (budget, cancel) = (budget.clone(), cancel.clone());
+            move || budget.acquire(1_000, &cancel).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "waits while 60 of 100 are held");
+        let slice = held.slice(1..3);
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "a slice still holds the read");
+        drop(slice);
+        assert_eq!(waiter.join().unwrap(), 100);
+
+        // A canceled operation stops waiting.
+        cancel.cancel();
+        assert!(budget.acquire(1, &cancel).is_err());
     }
 }

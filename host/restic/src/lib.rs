@@ -40,6 +40,18 @@
 //! `forget` also takes only a non-exclusive lock: it deletes snapshot files, never data, and
 //! an exclusive lock would make it wait for every backup running in the namespace.
 //!
+//! # Memory
+//!
+//! - Opening a repository with its password derives the key with scrypt (N=2^17, r=8, as
+//!   rustic_core writes key files): 128 MiB for a moment, freed before any operation starts.
+//! - New repositories get 16 MiB data packs (restic's default; rustic_core's is 32 MiB):
+//!   a backup holds a few packs at once while it fills, hashes and uploads them.
+//! - A restore holds at most 64 MiB of pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB`
+//!   changes it); rustic_core's 20 reader threads would otherwise each hold a whole pack.
+//! - glibc's malloc arenas are capped at the number of cores (at least 2) for the process
+//!   when the first repository is opened, unless `MALLOC_ARENA_MAX` is set: with one arena
+//!   per reader thread, freed blob buffers stayed resident.
+//!
 //! # Initialisation
 //!
 //! [`Repo::open_or_init`] is for the server, which creates repositories one at a time; node
@@ -49,6 +61,7 @@
 mod backend;
 mod error;
 mod lock;
+mod memory;
 mod progress;
 mod repo;
 mod source;

@@ -287,9 +287,10 @@ async fn explains_missing_repositories_wrong_passwords_and_bad_paths() {
     assert!(matches!(err, EngineError::Target { .. }), "{err:?}");
 }
 
-/// A store that, once stalled, never answers a large data read or write (a pack's contents,
-/// not its small tree packs): an operation reaching one cannot finish, however fast the
-/// machine, so a cancel or timeout is what ends it. `reached` counts the stalled calls.
+/// A store that, while stalled, holds large data writes until it is no longer stalled and
+/// never answers large data reads (a pack's contents, not its small tree packs): an operation
+/// reaching one cannot finish, however fast the machine, so a cancel or timeout is what ends
+/// it. `reached` counts the stalled calls.
 #[derive(Debug)]
 struct StallingStore {
     inner: Arc<dyn ObjectStore>,
@@ -300,8 +301,24 @@ struct StallingStore {
 impl StallingStore {
     const LARGE: u64 = 1 << 20;
 
-    async fn stall_if(&self, key: &str, len: u64) {
-        if self.stalled.load(Ordering::SeqCst) && key.contains("/data/") && len >= Self::LARGE {
+    fn stalls(&self, key: &str, len: u64) -> bool {
+        self.stalled.load(Ordering::SeqCst) && key.contains("/data/") && len >= Self::LARGE
+    }
+
+    /// A write stalls until the store is no longer stalled (the engine lets started writes
+    /// finish, so they must end).
+    async fn stall_write(&self, key: &str, len: u64) {
+        if self.stalls(key, len) {
+            self.reached.fetch_add(1, Ordering::SeqCst);
+            while self.stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// A read never ends (the engine abandons reads when canceled).
+    async fn stall_read(&self, key: &str, len: u64) {
+        if self.stalls(key, len) {
             self.reached.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;
         }
@@ -321,7 +338,7 @@ impl ObjectStore for StallingStore {
         self.inner.location()
     }
     async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.stall_if(key, data.len() as u64).await;
+        self.stall_write(key, data.len() as u64).await;
         self.inner.put(key, data).await
     }
     async fn put_stream(
@@ -330,14 +347,14 @@ impl ObjectStore for StallingStore {
         body: &mut (dyn AsyncRead + Send + Unpin),
         size_hint: Option<u64>,
     ) -> StorageResult<u64> {
-        self.stall_if(key, size_hint.unwrap_or(u64::MAX)).await;
+        self.stall_write(key, size_hint.unwrap_or(u64::MAX)).await;
         self.inner.put_stream(key, body, size_hint).await
     }
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
         self.inner.get(key).await
     }
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Bytes> {
-        self.stall_if(key, len).await;
+        self.stall_read(key, len).await;
         self.inner.get_range(key, offset, len).await
     }
     async fn get_stream(&self, key: &str) -> StorageResult<ObjectReader> {
@@ -393,7 +410,8 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
         random_file(&volume.join(format!("f{i}")), 16 << 20);
     }
 
-    // A backup whose first pack upload never completes, canceled once it got there.
+    // A backup whose first pack upload is held, canceled once it got there: the upload then
+    // completes, but nothing after it runs.
     let token = CancellationToken::new();
     let before = store.reached.load(Ordering::SeqCst);
     let backup = tokio::spawn({
@@ -406,9 +424,10 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     store.wait_for_stall(before).await;
     assert!(!backup.is_finished(), "a stalled backup cannot finish");
     token.cancel();
+    store.stalled.store(false, Ordering::SeqCst);
     let err = tokio::time::timeout(Duration::from_secs(60), backup)
         .await
-        .expect("a canceled backup stops although its upload hangs")
+        .expect("a canceled backup stops")
         .unwrap()
         .unwrap_err();
     assert!(err.is_canceled(), "{err:?}");
@@ -419,7 +438,6 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     );
 
     // A complete backup, then a restore whose first pack read never completes, canceled.
-    store.stalled.store(false, Ordering::SeqCst);
     let summary = repo
         .backup(
             request(&volume, "u"),
