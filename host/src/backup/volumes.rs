@@ -50,9 +50,9 @@ impl Candidates {
     }
 }
 
-/// The Backup's pod volume timeout: its annotation, else the server's default.
-pub fn timeout_of(backup: &Backup, default: Duration) -> Result<Duration, String> {
-    match backup.annotations().get(TIMEOUT_ANNOTATION) {
+/// A Backup's or Restore's pod volume timeout: its annotation, else the server's default.
+pub fn timeout_of(operation: &impl ResourceExt, default: Duration) -> Result<Duration, String> {
+    match operation.annotations().get(TIMEOUT_ANNOTATION) {
         None => Ok(default),
         Some(v) => stowage_api::duration::parse(v)
             .map_err(|e| format!("annotation {TIMEOUT_ANNOTATION}={v:?}: {e}; use a duration such as 30m or 4h")),
@@ -192,7 +192,7 @@ async fn pod_volume_backup(
     }
     Ok(PodVolumeBackup {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", truncate(&plan.name, 57))),
+            generate_name: Some(generate_name(&plan.name)),
             namespace: Some(ctx.namespace.clone()),
             labels: Some(pvb_labels),
             owner_references: owner(backup).map(|o| vec![o]),
@@ -216,11 +216,13 @@ async fn pod_volume_backup(
     })
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+/// `<operation>-`, short enough for the API server to append its random suffix.
+pub fn generate_name(operation: &str) -> String {
+    let head = match operation.char_indices().nth(57) {
+        Some((i, _)) => &operation[..i],
+        None => operation,
+    };
+    format!("{head}-")
 }
 
 /// Waits until every PodVolumeBackup of the backup has ended, or the timeout passes: then the

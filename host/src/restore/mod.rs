@@ -50,6 +50,8 @@ struct Validated {
     location: BackupStorageLocation,
     store: Arc<dyn ObjectStore>,
     pod_volume_timeout: std::time::Duration,
+    /// The cluster's types when the restore started (what extensions' host calls reach).
+    resources: Vec<discovery::Discovered>,
 }
 
 async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<String>> {
@@ -77,8 +79,9 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
             Some(ModifierSource { config_map: cm_ref.name.clone(), data: cm.data.unwrap_or_default() });
     }
     let plan = plan(&options, &known).map_err(|e| vec![e.to_string()])?;
-    let pod_volume_timeout = volumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
-    Ok(Validated { plan, backup, location, store, pod_volume_timeout })
+    let pod_volume_timeout =
+        crate::backup::volumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
+    Ok(Validated { plan, backup, location, store, pod_volume_timeout, resources })
 }
 
 /// The backup's archive: Stowage's `tar.zst`, or Velero's `tar.gz` for a backup Velero wrote.
@@ -139,10 +142,9 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             .await
             .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
         let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
-        let resources = discovery::discover(&ctx.client).await?;
         let uid = restore.metadata.uid.clone().unwrap_or_default();
         let mut extensions =
-            Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, &name, &uid, resources, &log);
+            Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, &name, &uid, v.resources.clone(), &log);
         let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &mut extensions, &log).await?;
         done.extension_report = extensions.report();
         if restorer.created > 0 {

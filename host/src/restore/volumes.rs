@@ -20,7 +20,7 @@ use stowage_pipeline::restore::helper::RestoreHelper;
 use stowage_pipeline::{Item, Outcome};
 use stowage_storage::ObjectStore;
 
-use crate::backup::volumes::TIMEOUT_ANNOTATION;
+use crate::backup::volumes::{generate_name, TIMEOUT_ANNOTATION};
 use crate::server::oplog::OperationLog;
 use crate::server::{locations, Context};
 
@@ -102,7 +102,7 @@ impl Restorer {
             let Some(snapshot) = pvb.status.as_ref().and_then(|s| s.snapshot_id.clone()) else { continue };
             let pvr = PodVolumeRestore {
                 metadata: ObjectMeta {
-                    generate_name: Some(format!("{}-", truncate(&self.restore_name, 57))),
+                    generate_name: Some(generate_name(&self.restore_name)),
                     namespace: Some(ctx.namespace.clone()),
                     labels: Some(BTreeMap::from([
                         (labels::RESTORE_NAME.name.to_string(), self.restore_name.clone()),
@@ -146,13 +146,6 @@ impl Restorer {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 /// The helper's image, resources and security context: the server's defaults, overridden by
 /// the ConfigMap labelled `stowage.io/pod-volume-restore: RestoreItemAction` (Velero's label works too).
 async fn helper_config(ctx: &Context, log: &OperationLog) -> RestoreHelper {
@@ -175,15 +168,6 @@ async fn helper_config(ctx: &Context, log: &OperationLog) -> RestoreHelper {
         }
     }
     RestoreHelper::new(&ctx.restore_helper_image)
-}
-
-/// The Restore's pod volume timeout: its annotation, else the server's default.
-pub fn timeout_of(restore: &Restore, default: Duration) -> Result<Duration, String> {
-    match restore.annotations().get(TIMEOUT_ANNOTATION) {
-        None => Ok(default),
-        Some(v) => stowage_api::duration::parse(v)
-            .map_err(|e| format!("annotation {TIMEOUT_ANNOTATION}={v:?}: {e}; use a duration such as 30m or 4h")),
-    }
 }
 
 /// Waits for the restore's PodVolumeRestores to end; those still running at the timeout are

@@ -21,7 +21,7 @@ use stowage_runtime::{
 
 use super::oplog::OperationLog;
 use super::Context;
-use crate::discovery::{self, Discovered};
+use crate::discovery::Discovered;
 
 /// Annotations the server writes on an extension's ConfigMap, for `stowage extension list`.
 pub const STATE_ANNOTATION: &str = "stowage.io/extension-state";
@@ -381,9 +381,4 @@ pub fn runs(report: &ExtensionReport) -> Vec<Value> {
         .iter()
         .map(|r| json!({"name": r.id.to_string(), "digest": r.digest.0, "scope": scope_text(&r.scope)}))
         .collect()
-}
-
-/// Discovery for extensions' host calls (the pipelines have their own list).
-pub async fn resources(client: &Client) -> Vec<Discovered> {
-    discovery::discover(client).await.unwrap_or_default()
 }
