@@ -191,6 +191,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         location_check_period: Some(Duration::from_secs(1)),
         pod_volume_timeout: Duration::from_secs(120),
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
+        namespaced_extension_capabilities: stowage_runtime::Capabilities {
+            log: true,
+            clock: true,
+            ..Default::default()
+        },
     };
     let server_cluster = cluster.clone();
     let server = tokio::spawn(async move { crate::server::run(server_args, &server_cluster).await });

@@ -181,25 +181,53 @@ impl ConfigError {
     }
 }
 
+/// Deserialises YAML (or JSON), naming the key of the first error.
+fn deserialize<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, ConfigError> {
+    let document = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let mut message = e.inner().to_string();
+        // The path already names an unknown key: say what it is instead of repeating it.
+        if message.starts_with("unknown field `") {
+            if let Some(end) = message.find("`, ") {
+                message = format!("unknown key, {}", &message[end + 3..]);
+            }
+        }
+        ConfigError::new(key, message)
+    })
+}
+
+impl Capabilities {
+    /// Capabilities written as in `config.yaml` (`{log: true, kubeRead: [pods]}`), as the
+    /// server's policy takes them. An empty document grants nothing.
+    pub fn from_yaml(text: &str) -> Result<Capabilities, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Capabilities::default());
+        }
+        let capabilities: Capabilities = deserialize(text)?;
+        for (field, list) in [
+            ("kubeRead", &capabilities.kube_read),
+            ("kubeWrite", &capabilities.kube_write),
+        ] {
+            if let Some(i) = list.iter().position(|r| r.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    format!("{field}[{i}]"),
+                    "empty resource name",
+                ));
+            }
+        }
+        Ok(capabilities)
+    }
+}
+
 impl ExtensionConfig {
     /// Parses and validates `config.yaml`. An empty document means all defaults.
     pub fn from_yaml(text: &str) -> Result<ExtensionConfig, ConfigError> {
         if text.trim().is_empty() {
             return Ok(ExtensionConfig::default());
         }
-        let document = serde_yaml::Deserializer::from_str(text);
-        let config: ExtensionConfig = serde_path_to_error::deserialize(document).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            let mut message = e.inner().to_string();
-            // The path already names an unknown key: say what it is instead of repeating it.
-            if message.starts_with("unknown field `") {
-                if let Some(end) = message.find("`, ") {
-                    message = format!("unknown key, {}", &message[end + 3..]);
-                }
-            }
-            ConfigError::new(key, message)
-        })?;
+        let config: ExtensionConfig = deserialize(text)?;
         config.validate()?;
         Ok(config)
     }

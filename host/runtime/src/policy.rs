@@ -23,6 +23,17 @@ impl Policy {
         }
     }
 
+    /// A policy that grants namespaced extensions at most `cap`.
+    pub fn with_namespaced_capabilities(
+        server_namespace: impl Into<String>,
+        cap: Capabilities,
+    ) -> Policy {
+        Policy {
+            server_namespace: server_namespace.into(),
+            namespaced_capabilities: cap,
+        }
+    }
+
     /// The scope and granted capabilities of an extension loaded from `namespace`, and a
     /// message for each capability the policy dropped.
     pub fn resolve(&self, namespace: &str, requested: &Capabilities) -> (Scope, Capabilities, Vec<String>) {
@@ -135,6 +146,36 @@ mod tests {
             kube_write: write.iter().map(|s| s.to_string()).collect(),
             exec: exec.iter().map(|c| ExecGrant { container: c.to_string() }).collect(),
         }
+    }
+
+    #[test]
+    fn an_admin_policy_is_read_from_yaml() {
+        let cap = Capabilities::from_yaml(
+            "{log: true, kubeRead: [pods, deployments.apps], exec: [{container: mysql}]}",
+        )
+        .unwrap();
+        let policy = Policy::with_namespaced_capabilities("stowage", cap);
+        let (_, granted, dropped) = policy.resolve("shop", &caps(&["pods"], &["pods"], &["mysql"]));
+        assert_eq!(granted, caps(&["pods"], &[], &["mysql"]));
+        assert_eq!(
+            dropped,
+            vec!["capabilities.kubeWrite: pods not allowed for namespaced extensions"]
+        );
+        assert_eq!(
+            Capabilities::from_yaml("").unwrap(),
+            Capabilities::default()
+        );
+        let bad = Capabilities::from_yaml("{kubeRaed: [pods]}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("kubeRaed") && bad.contains("unknown key"),
+            "{bad}"
+        );
+        let empty = Capabilities::from_yaml("{kubeWrite: [pods, '']}")
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("kubeWrite[1]"), "{empty}");
     }
 
     #[test]

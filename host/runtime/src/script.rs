@@ -69,6 +69,15 @@ pub(crate) struct Script {
     ast: Arc<AST>,
 }
 
+/// What an item action script returned.
+#[derive(Default)]
+pub(crate) struct ScriptOutput {
+    /// `None`: the item is unchanged.
+    pub item: Option<Item>,
+    pub additional: Vec<Item>,
+    pub skip: bool,
+}
+
 /// One engine and scope, for one extension in one operation.
 pub(crate) struct ScriptInstance {
     engine: Engine,
@@ -251,24 +260,112 @@ pub(crate) fn context_map(ctx: &crate::item::OperationContext, phase: crate::ite
     map.into()
 }
 
-fn item_map(item: &Item) -> Result<Dynamic, String> {
+/// An item as a script sees it: `#{group, version, kind, namespace, name, object}`.
+pub(crate) fn item_map(item: &Item) -> Dynamic {
     let mut map = Map::new();
-    map.insert("group".into(), item.id.group.clone().into());
-    map.insert("version".into(), item.id.version.clone().into());
-    map.insert("kind".into(), item.id.kind.clone().into());
-    map.insert("namespace".into(), item.id.namespace.clone().into());
-    map.insert("name".into(), item.id.name.clone().into());
-    map.insert("object".into(), rhai::serde::to_dynamic(&item.object).map_err(|e| format!("item does not fit in a script: {e}"))?);
-    Ok(map.into())
+    map.insert("group".into(), item.id.group.as_str().into());
+    map.insert("version".into(), item.id.version.as_str().into());
+    map.insert("kind".into(), item.id.kind.as_str().into());
+    map.insert("namespace".into(), item.id.namespace.as_str().into());
+    map.insert("name".into(), item.id.name.as_str().into());
+    map.insert("object".into(), to_rhai(&item.object));
+    map.into()
+}
+
+/// A JSON value as native Rhai values, built directly: rhai's serde bridge costs about twice
+/// as much.
+pub(crate) fn to_rhai(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(to_rhai).collect()),
+        Value::Object(o) => Dynamic::from_map(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), to_rhai(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Native Rhai values as JSON; fails on values JSON cannot hold (functions, timestamps, NaN).
+pub(crate) fn from_rhai(value: &Dynamic) -> Result<Value, String> {
+    if value.is_unit() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = value.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = value.as_int() {
+        return Ok(Value::from(i));
+    }
+    if let Ok(f) = value.as_float() {
+        return serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{f} is not a JSON number"));
+    }
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return Ok(Value::String(s.as_str().to_owned()));
+    }
+    if let Ok(c) = value.as_char() {
+        return Ok(Value::String(c.to_string()));
+    }
+    if let Ok(a) = value.as_array_ref() {
+        return a
+            .iter()
+            .map(from_rhai)
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
+    }
+    if let Ok(m) = value.as_map_ref() {
+        return m
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), from_rhai(v)?)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object);
+    }
+    if let Ok(b) = value.as_blob_ref() {
+        return Ok(Value::Array(
+            b.iter().map(|&byte| Value::from(byte)).collect(),
+        ));
+    }
+    Err(format!("a {} has no JSON form", value.type_name()))
 }
 
 fn ref_map(object: &ObjectRef) -> Dynamic {
     rhai::serde::to_dynamic(object).unwrap_or(Dynamic::UNIT)
 }
 
+/// An item map a script returned.
 fn item_from(value: Dynamic) -> Result<Item, String> {
-    let json: Value = rhai::serde::from_dynamic(&value).map_err(|e| format!("returned an item that is not JSON data: {e}"))?;
-    serde_json::from_value(json).map_err(|e| format!("returned an item without its identity ({e}); return the item map it was given"))
+    let Some(mut map) = value.try_cast::<Map>() else {
+        return Err("returned something other than an item map".into());
+    };
+    let mut text = |key: &str| -> Result<String, String> {
+        match map.remove(key) {
+            None => Ok(String::new()),
+            Some(v) => v
+                .into_string()
+                .map_err(|t| format!("returned an item whose {key} is a {t}, not a string")),
+        }
+    };
+    let id = ObjectRef {
+        group: text("group")?,
+        version: text("version")?,
+        kind: text("kind")?,
+        namespace: text("namespace")?,
+        name: text("name")?,
+    };
+    let object = map
+        .get("object")
+        .ok_or("returned an item without its object; return the item map it was given")?;
+    let object =
+        from_rhai(object).map_err(|e| format!("returned an item that is not JSON data: {e}"))?;
+    Ok(Item { id, object })
 }
 
 fn items_from(value: Option<Dynamic>) -> Result<Vec<Item>, String> {
@@ -312,42 +409,58 @@ impl ScriptInstance {
         }
     }
 
-    pub fn item_action(&mut self, ctx: Dynamic, item: &Item) -> Result<(Item, Vec<Item>), CallError> {
-        let arg = item_map(item).map_err(CallError::Returned)?;
-        let out = self.call("execute", vec![ctx, arg])?;
-        let (item, additional, _) = self.action_output(out, item)?;
-        Ok((item, additional))
-    }
-
-    pub fn restore_item_action(&mut self, ctx: Dynamic, item: &Item, backed_up: &Item) -> Result<(Item, Vec<Item>, bool), CallError> {
-        let args = vec![ctx, item_map(item).map_err(CallError::Returned)?, item_map(backed_up).map_err(CallError::Returned)?];
-        let out = self.call("execute", args)?;
+    /// Runs `execute`; the item is `None` when the script returned `()` or the item as given.
+    pub fn item_action(&mut self, ctx: Dynamic, item: &Item) -> Result<ScriptOutput, CallError> {
+        let out = self.call("execute", vec![ctx, item_map(item)])?;
         self.action_output(out, item)
     }
 
-    fn action_output(&self, out: Dynamic, input: &Item) -> Result<(Item, Vec<Item>, bool), CallError> {
+    pub fn restore_item_action(
+        &mut self,
+        ctx: Dynamic,
+        item: &Item,
+        backed_up: &Item,
+    ) -> Result<ScriptOutput, CallError> {
+        let out = self.call("execute", vec![ctx, item_map(item), item_map(backed_up)])?;
+        self.action_output(out, item)
+    }
+
+    fn action_output(&self, out: Dynamic, input: &Item) -> Result<ScriptOutput, CallError> {
+        let unchanged = |item: Item| (item != *input).then_some(item);
         if out.is_unit() {
-            return Ok((input.clone(), Vec::new(), false));
+            return Ok(ScriptOutput::default());
+        }
+        if out.as_map_ref().is_ok_and(|m| m.contains_key("object")) {
+            let item = item_from(out).map_err(CallError::Returned)?;
+            return Ok(ScriptOutput {
+                item: unchanged(item),
+                ..Default::default()
+            });
         }
         let Some(mut map) = out.try_cast::<Map>() else {
             return Err(CallError::Returned("returned something other than an item map".into()));
         };
-        if map.contains_key("object") {
-            return Ok((item_from(map.into()).map_err(CallError::Returned)?, Vec::new(), false));
-        }
         let item = match map.remove("item") {
-            Some(item) if !item.is_unit() => item_from(item).map_err(CallError::Returned)?,
-            _ => input.clone(),
+            Some(item) if !item.is_unit() => {
+                unchanged(item_from(item).map_err(CallError::Returned)?)
+            }
+            _ => None,
         };
         let additional = items_from(map.remove("additional_items")).map_err(CallError::Returned)?;
-        let skip = map.remove("skip").and_then(|s| s.as_bool().ok()).unwrap_or(false);
-        Ok((item, additional, skip))
+        let skip = map
+            .remove("skip")
+            .and_then(|s| s.as_bool().ok())
+            .unwrap_or(false);
+        Ok(ScriptOutput {
+            item,
+            additional,
+            skip,
+        })
     }
 
     /// `None` to include, `Some(reason)` to exclude.
     pub fn filter(&mut self, ctx: Dynamic, item: &Item) -> Result<Option<String>, CallError> {
-        let arg = item_map(item).map_err(CallError::Returned)?;
-        let out = self.call("filter", vec![ctx, arg])?;
+        let out = self.call("filter", vec![ctx, item_map(item)])?;
         if out.is_unit() {
             return Ok(None);
         }
@@ -371,5 +484,42 @@ impl ScriptInstance {
             return Ok(());
         }
         self.call(function, vec![ctx, ref_map(target)]).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trips_through_rhai_values() {
+        let value = json!({
+            "s": "text", "i": -3, "big": 9_007_199_254_740_993_i64, "f": 1.5, "t": true, "n": null,
+            "list": [1, "two", {"three": [3.25]}], "empty": {}, "none": [],
+        });
+        let dynamic = to_rhai(&value);
+        assert_eq!(from_rhai(&dynamic).unwrap(), value);
+        // The same shapes rhai's own serde bridge makes.
+        let bridged: Value = rhai::serde::from_dynamic(&dynamic).unwrap();
+        assert_eq!(bridged, value);
+        assert_eq!(
+            from_rhai(&rhai::serde::to_dynamic(&value).unwrap()).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn values_json_cannot_hold_are_named() {
+        assert!(from_rhai(&Dynamic::from(f64::NAN))
+            .unwrap_err()
+            .contains("not a JSON number"));
+        let timestamp = Dynamic::from(std::time::Instant::now());
+        assert!(from_rhai(&timestamp)
+            .unwrap_err()
+            .contains("has no JSON form"));
+        assert_eq!(from_rhai(&Dynamic::from('x')).unwrap(), json!("x"));
+        let shared = Dynamic::from(7_i64).into_shared();
+        assert_eq!(from_rhai(&shared).unwrap(), json!(7));
     }
 }

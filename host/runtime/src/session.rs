@@ -13,10 +13,12 @@ use crate::host::{Gate, HostServices};
 use crate::item::{HookPhase, Item, ObjectRef, OperationContext, Phase};
 use crate::provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
 use crate::registry::{Code, Extension, ExtensionSet};
-use crate::script::ScriptInstance;
+use crate::script::{ScriptInstance, ScriptOutput};
 use crate::selector::ResourceSelector;
 use crate::source::{ExtensionId, ExtensionKind};
-use crate::wasm::{to_wit_context, CallError, WasmInstance};
+use crate::wasm::{
+    json_text, to_wit_context, wit_item, ActionCall, CallError, WasmInstance, WitContext, WitItem,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +59,8 @@ pub struct ActionOutcome {
     /// Restore only: an extension asked not to restore the item.
     pub skipped_by: Option<ExtensionId>,
     pub issues: Vec<ItemIssue>,
+    /// Whether an extension changed the object.
+    pub changed: bool,
 }
 
 enum Instance {
@@ -69,7 +73,14 @@ struct Slot {
     instance: Option<(Instance, Arc<Gate>)>,
     /// What the extension's own `applies-to` returned when instantiated.
     own_selector: Option<ResourceSelector>,
+    /// The context argument of its calls, made once per phase.
+    context: Option<(Phase, CallContext)>,
     record: ExtensionRecord,
+}
+
+enum CallContext {
+    Wasm(WitContext),
+    Rhai(rhai::Dynamic),
 }
 
 /// Extensions at work for one backup or restore; see the module documentation.
@@ -93,6 +104,7 @@ impl ExtensionSet {
                 extension: e.clone(),
                 instance: None,
                 own_selector: None,
+                context: None,
                 record: ExtensionRecord {
                     id: e.id.clone(),
                     kind: e.kind,
@@ -115,11 +127,19 @@ impl Session {
 
     /// Runs the item filters in order; the first exclusion wins.
     pub fn filter(&mut self, item: &Item) -> FilterOutcome {
-        let mut outcome = FilterOutcome { excluded_by: None, issues: Vec::new() };
+        let mut outcome = FilterOutcome {
+            excluded_by: None,
+            issues: Vec::new(),
+        };
+        // The item as components take it, serialised for the first one and shared.
+        let mut sent: Option<WitItem> = None;
         for index in self.indices(ExtensionKind::ItemFilter) {
             let Some(call) = self.prepare(index, item, Phase::ItemFilter, &mut outcome.issues) else { continue };
             let result = match call {
-                Prepared::Wasm(i, ctx) => i.filter(&ctx, item),
+                Prepared::Wasm(i, ctx) => i.filter(
+                    ctx,
+                    sent.get_or_insert_with(|| wit_item(&item.id, json_text(&item.object))),
+                ),
                 Prepared::Rhai(i, ctx) => i.filter(ctx, item),
             };
             let mut record = ItemRecord::new(item.id.clone(), Phase::ItemFilter);
@@ -150,28 +170,85 @@ impl Session {
         self.actions(ExtensionKind::RestoreItemAction, item, Some(backed_up))
     }
 
-    fn actions(&mut self, kind: ExtensionKind, item: Item, backed_up: Option<&Item>) -> ActionOutcome {
-        let phase = if kind == ExtensionKind::ItemAction { Phase::ItemAction } else { Phase::RestoreItemAction };
-        let mut outcome = ActionOutcome { item, additional: Vec::new(), skipped_by: None, issues: Vec::new() };
+    fn actions(
+        &mut self,
+        kind: ExtensionKind,
+        item: Item,
+        backed_up: Option<&Item>,
+    ) -> ActionOutcome {
+        let phase = if kind == ExtensionKind::ItemAction {
+            Phase::ItemAction
+        } else {
+            Phase::RestoreItemAction
+        };
+        let mut outcome = ActionOutcome {
+            item,
+            additional: Vec::new(),
+            skipped_by: None,
+            issues: Vec::new(),
+            changed: false,
+        };
+        // The current item and the backed-up one as components take them: serialised when a
+        // component first needs them, kept while unchanged (a component's output is the next
+        // one's input as it is).
+        let mut sent: Option<WitItem> = None;
+        let mut sent_backed_up: Option<WitItem> = None;
         for index in self.indices(kind) {
             let current = &outcome.item;
-            let Some(call) = self.prepare(index, current, phase, &mut outcome.issues) else { continue };
-            let result = match (call, backed_up) {
-                (Prepared::Wasm(i, ctx), None) => i.item_action(&ctx, current).map(|(a, b)| (a, b, false)),
-                (Prepared::Wasm(i, ctx), Some(original)) => i.restore_item_action(&ctx, current, original),
-                (Prepared::Rhai(i, ctx), None) => i.item_action(ctx, current).map(|(a, b)| (a, b, false)),
-                (Prepared::Rhai(i, ctx), Some(original)) => i.restore_item_action(ctx, current, original),
+            let Some(call) = self.prepare(index, current, phase, &mut outcome.issues) else {
+                continue;
+            };
+            let result = match call {
+                Prepared::Wasm(i, ctx) => {
+                    let item = sent
+                        .get_or_insert_with(|| wit_item(&current.id, json_text(&current.object)));
+                    match backed_up {
+                        None => i.item_action(ctx, item),
+                        Some(original) => {
+                            let original = sent_backed_up.get_or_insert_with(|| {
+                                wit_item(&original.id, json_text(&original.object))
+                            });
+                            i.restore_item_action(ctx, item, original)
+                        }
+                    }
+                    .map(
+                        |ActionCall {
+                             changed,
+                             additional,
+                             skip,
+                         }| match changed {
+                            Some((item, wit)) => (Some(item), Some(wit), additional, skip),
+                            None => (None, None, additional, skip),
+                        },
+                    )
+                }
+                Prepared::Rhai(i, ctx) => match backed_up {
+                    None => i.item_action(ctx, current),
+                    Some(original) => i.restore_item_action(ctx, current, original),
+                }
+                .map(
+                    |ScriptOutput {
+                         item,
+                         additional,
+                         skip,
+                     }| (item, None, additional, skip),
+                ),
             };
             let mut record = ItemRecord::new(current.id.clone(), phase);
-            match result.and_then(|output| self.check_output(index, output)) {
-                Ok((new, additional, skip)) => {
-                    let patch = crate::provenance::diff(&outcome.item.object, &new.object);
-                    if !patch.is_empty() {
-                        record.patch = Some(patch);
+            match result.and_then(|output| self.check_output(index, &outcome.item, output)) {
+                Ok((new, wit, additional, skip)) => {
+                    if let Some(new) = new {
+                        let patch = crate::provenance::diff(&outcome.item.object, &new.object);
+                        if !patch.is_empty() {
+                            record.patch = Some(patch);
+                            outcome.changed = true;
+                        }
+                        outcome.item = new;
+                        // A script's output is serialised again when a component needs it.
+                        sent = wit;
                     }
                     record.added = additional.iter().map(|i| i.id.clone()).collect();
                     record.skipped = skip;
-                    outcome.item = new;
                     outcome.additional.extend(additional);
                     if skip {
                         outcome.skipped_by = Some(self.slots[index].extension.id.clone());
@@ -267,10 +344,24 @@ impl Session {
         if slot.own_selector.as_ref().is_some_and(|s| !s.matches(item)) {
             return None;
         }
-        let parameters = &slot.extension.config.parameters;
-        Some(match &mut slot.instance.as_mut().unwrap().0 {
-            Instance::Wasm(i) => Prepared::Wasm(i, to_wit_context(&self.context, phase, parameters)),
-            Instance::Rhai(i) => Prepared::Rhai(i, crate::script::context_map(&self.context, phase, parameters)),
+        let instance = &mut slot.instance.as_mut().unwrap().0;
+        if slot.context.as_ref().is_none_or(|(p, _)| *p != phase) {
+            let parameters = &slot.extension.config.parameters;
+            let context = match instance {
+                Instance::Wasm(_) => {
+                    CallContext::Wasm(to_wit_context(&self.context, phase, parameters))
+                }
+                Instance::Rhai(_) => {
+                    CallContext::Rhai(crate::script::context_map(&self.context, phase, parameters))
+                }
+            };
+            slot.context = Some((phase, context));
+        }
+        Some(match (instance, &slot.context.as_ref().unwrap().1) {
+            (Instance::Wasm(i), CallContext::Wasm(ctx)) => Prepared::Wasm(i, ctx),
+            // A script may change its argument: each call gets its own copy.
+            (Instance::Rhai(i), CallContext::Rhai(ctx)) => Prepared::Rhai(i, ctx.clone()),
+            _ => unreachable!("the context is made for the instance's language"),
         })
     }
 
@@ -304,9 +395,15 @@ impl Session {
     }
 
     /// Refuses output outside a namespaced extension's scope.
-    fn check_output(&self, index: usize, (item, additional, skip): (Item, Vec<Item>, bool)) -> Result<(Item, Vec<Item>, bool), CallError> {
+    fn check_output<T>(
+        &self,
+        index: usize,
+        current: &Item,
+        output: Produced<T>,
+    ) -> Result<Produced<T>, CallError> {
         let scope = &self.slots[index].extension.scope;
-        for produced in std::iter::once(&item).chain(&additional) {
+        let item = output.0.as_ref().unwrap_or(current);
+        for produced in std::iter::once(item).chain(&output.2) {
             if produced.id.kind.is_empty() || produced.id.name.is_empty() {
                 return Err(CallError::Returned("returned an item without a kind or name".into()));
             }
@@ -314,7 +411,7 @@ impl Session {
                 return Err(CallError::Returned(format!("returned {} outside its {scope}", produced.id)));
             }
         }
-        Ok((item, additional, skip))
+        Ok(output)
     }
 
     /// Turns a failure into an issue and records it; a trapped instance is dropped.
@@ -350,6 +447,10 @@ impl Session {
 }
 
 enum Prepared<'a> {
-    Wasm(&'a mut WasmInstance, crate::wasm::WitContext),
+    Wasm(&'a mut WasmInstance, &'a WitContext),
     Rhai(&'a mut ScriptInstance, rhai::Dynamic),
 }
+
+/// What an item action produced: the changed item (`None`: unchanged), the same as a
+/// component takes it when known, the items it added, and whether to skip the item.
+type Produced<T> = (Option<Item>, Option<T>, Vec<Item>, bool);

@@ -56,6 +56,10 @@ impl WasmEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("STOWAGE_WASM_PERFMAP").is_some() {
+            // For profiling guests with `perf`: names compiled functions in /tmp/perf-<pid>.map.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         bindings::Host_::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
@@ -238,36 +242,50 @@ impl WasmInstance {
         self.finish(outcome.map(Ok)).map(|s| Some(from_wit_selector(s)))
     }
 
-    pub fn item_action(&mut self, ctx: &wit::types::OperationContext, item: &Item) -> Result<(Item, Vec<Item>), CallError> {
+    /// Runs an item action on `sent` (made with [`wit_item`]; the caller keeps it while the
+    /// item is unchanged: serialising the object is a good part of a call's cost).
+    pub fn item_action(
+        &mut self,
+        ctx: &WitContext,
+        sent: &WitItem,
+    ) -> Result<ActionCall, CallError> {
         self.arm();
-        let Exports::ItemAction(g) = &self.exports else { unreachable!("checked at load") };
-        let outcome = g.call_execute(&mut self.store, ctx, &to_wit_item(item));
+        let Exports::ItemAction(g) = &self.exports else {
+            unreachable!("checked at load")
+        };
+        let outcome = g.call_execute(&mut self.store, ctx, sent);
         let output = self.finish(outcome)?;
-        let item = from_wit_item(output.item).map_err(CallError::Returned)?;
-        let additional = output.additional_items.into_iter().map(from_wit_item).collect::<Result<_, _>>();
-        Ok((item, additional.map_err(CallError::Returned)?))
+        ActionCall::new(sent, output.item, output.additional_items, false)
     }
 
+    /// Runs a restore item action; `backed_up` is the item as in the backup, made once per
+    /// item with [`wit_item`].
     pub fn restore_item_action(
         &mut self,
-        ctx: &wit::types::OperationContext,
-        item: &Item,
-        backed_up: &Item,
-    ) -> Result<(Item, Vec<Item>, bool), CallError> {
+        ctx: &WitContext,
+        sent: &WitItem,
+        backed_up: &WitItem,
+    ) -> Result<ActionCall, CallError> {
         self.arm();
-        let Exports::RestoreItemAction(g) = &self.exports else { unreachable!("checked at load") };
-        let outcome = g.call_execute(&mut self.store, ctx, &to_wit_item(item), &to_wit_item(backed_up));
+        let Exports::RestoreItemAction(g) = &self.exports else {
+            unreachable!("checked at load")
+        };
+        let outcome = g.call_execute(&mut self.store, ctx, sent, backed_up);
         let output = self.finish(outcome)?;
-        let item = from_wit_item(output.item).map_err(CallError::Returned)?;
-        let additional = output.additional_items.into_iter().map(from_wit_item).collect::<Result<_, _>>();
-        Ok((item, additional.map_err(CallError::Returned)?, output.skip))
+        ActionCall::new(sent, output.item, output.additional_items, output.skip)
     }
 
     /// `None` to include, `Some(reason)` to exclude.
-    pub fn filter(&mut self, ctx: &wit::types::OperationContext, item: &Item) -> Result<Option<String>, CallError> {
+    pub fn filter(
+        &mut self,
+        ctx: &WitContext,
+        sent: &WitItem,
+    ) -> Result<Option<String>, CallError> {
         self.arm();
-        let Exports::ItemFilter(g) = &self.exports else { unreachable!("checked at load") };
-        let outcome = g.call_filter(&mut self.store, ctx, &to_wit_item(item));
+        let Exports::ItemFilter(g) = &self.exports else {
+            unreachable!("checked at load")
+        };
+        let outcome = g.call_filter(&mut self.store, ctx, sent);
         Ok(match self.finish(outcome)? {
             item_filter_handler::Decision::Include => None,
             item_filter_handler::Decision::Exclude(reason) => Some(reason),
@@ -308,24 +326,113 @@ pub(crate) fn to_wit_context(ctx: &OperationContext, phase: Phase, parameters: &
     }
 }
 
-fn to_wit_item(item: &Item) -> wit::types::Item {
-    wit::types::Item {
-        group: item.id.group.clone(),
-        version: item.id.version.clone(),
-        kind: item.id.kind.clone(),
-        namespace: item.id.namespace.clone(),
-        name: item.id.name.clone(),
-        object: item.object.to_string(),
+/// An item as WASM components take it: the identity and the object as JSON text.
+pub(crate) type WitItem = wit::types::Item;
+
+/// What an item action returned.
+pub(crate) struct ActionCall {
+    /// The item as returned, `None` when it is the item sent, byte for byte.
+    pub changed: Option<(Item, WitItem)>,
+    pub additional: Vec<Item>,
+    pub skip: bool,
+}
+
+impl ActionCall {
+    fn new(
+        sent: &WitItem,
+        returned: WitItem,
+        additional: Vec<WitItem>,
+        skip: bool,
+    ) -> Result<ActionCall, CallError> {
+        let additional = additional
+            .into_iter()
+            .map(from_wit_item)
+            .collect::<Result<_, _>>()
+            .map_err(CallError::Returned)?;
+        let same = |a: &WitItem, b: &WitItem| {
+            (
+                &a.object,
+                &a.name,
+                &a.namespace,
+                &a.kind,
+                &a.version,
+                &a.group,
+            ) == (
+                &b.object,
+                &b.name,
+                &b.namespace,
+                &b.kind,
+                &b.version,
+                &b.group,
+            )
+        };
+        let changed = if same(&returned, sent) {
+            None
+        } else {
+            let id = ObjectRef {
+                group: returned.group.clone(),
+                version: returned.version.clone(),
+                kind: returned.kind.clone(),
+                namespace: returned.namespace.clone(),
+                name: returned.name.clone(),
+            };
+            let object = parse_object(&id, &returned.object).map_err(CallError::Returned)?;
+            Some((Item { id, object }, returned))
+        };
+        Ok(ActionCall {
+            changed,
+            additional,
+            skip,
+        })
     }
 }
 
-fn from_wit_item(item: wit::types::Item) -> Result<Item, String> {
-    let object: Value = serde_json::from_str(&item.object)
-        .map_err(|e| format!("returned {} {} whose object is not JSON: {e}", item.kind, item.name))?;
-    Ok(Item {
-        id: ObjectRef { group: item.group, version: item.version, kind: item.kind, namespace: item.namespace, name: item.name },
+/// An item as the WIT bindings carry it, its object already serialised.
+pub(crate) fn wit_item(id: &ObjectRef, object: String) -> WitItem {
+    WitItem {
+        group: id.group.clone(),
+        version: id.version.clone(),
+        kind: id.kind.clone(),
+        namespace: id.namespace.clone(),
+        name: id.name.clone(),
         object,
+    }
+}
+
+/// An object as JSON text (`serde_json::to_string` writes to a buffer directly, faster than
+/// going through `Display`).
+pub(crate) fn json_text(object: &Value) -> String {
+    serde_json::to_string(object).expect("a JSON value always serialises")
+}
+
+/// Parses an object an extension returned.
+pub(crate) fn parse_object(id: &ObjectRef, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        format!(
+            "returned {} {} whose object is not JSON: {e}",
+            id.kind, id.name
+        )
     })
+}
+
+fn from_wit_item(item: WitItem) -> Result<Item, String> {
+    let WitItem {
+        group,
+        version,
+        kind,
+        namespace,
+        name,
+        object,
+    } = item;
+    let id = ObjectRef {
+        group,
+        version,
+        kind,
+        namespace,
+        name,
+    };
+    let object = parse_object(&id, &object)?;
+    Ok(Item { id, object })
 }
 
 fn to_wit_ref(object: &ObjectRef) -> wit::types::ObjectRef {

@@ -90,3 +90,86 @@ fn states_list_every_extension() {
     assert_eq!((broken.kind, broken.state, broken.scope.clone()), (ExtensionKind::Hook, State::Quarantined, Some(Scope::Cluster)));
     assert!(broken.error.as_deref().unwrap().contains("does not implement the hook world"), "{:?}", broken.error);
 }
+
+/// A chain of actions hands each one's output to the next; an item handed back untouched is
+/// neither recorded as a change nor marked changed.
+#[test]
+fn unchanged_items_are_recognised_and_outputs_chain() {
+    let registry = registry();
+    let component = || Module::Wasm(wasm("fixture-item-action"));
+    registry
+        .upsert(source(
+            "stowage",
+            "a-inspect",
+            ExtensionKind::ItemAction,
+            component(),
+            "parameters: {mode: inspect}\n",
+        ))
+        .unwrap();
+    let set = registry.snapshot();
+    let (untouched, report) = with_session(&set, RecordingHost::new(), |s| {
+        (s.item_actions(pod("shop", "web")), s.report())
+    });
+    assert!(untouched.issues.is_empty(), "{:?}", untouched.issues);
+    assert!(!untouched.changed);
+    assert_eq!(untouched.item, pod("shop", "web"));
+    let counts = &report.extensions[0].counts;
+    assert_eq!((counts.calls, counts.changed), (1, 0));
+    assert!(report.extensions[0].items.is_empty());
+
+    // annotate (order 0) → inspect (order 1) → a script that reads annotate's mark (order 2).
+    registry
+        .upsert(source(
+            "stowage",
+            "a-inspect",
+            ExtensionKind::ItemAction,
+            component(),
+            "parameters: {mode: inspect}\norder: 1\n",
+        ))
+        .unwrap();
+    registry
+        .upsert(source(
+            "stowage",
+            "annotate",
+            ExtensionKind::ItemAction,
+            component(),
+            &annotate("first"),
+        ))
+        .unwrap();
+    let copy = "fn execute(ctx, item) {\n    let mark = item.object.metadata.annotations[\"fixture/touched\"];\n    item.object.metadata.labels.copied = mark;\n    item\n}\n";
+    registry
+        .upsert(source(
+            "stowage",
+            "copy",
+            ExtensionKind::ItemAction,
+            Module::Rhai(copy.into()),
+            "order: 2\n",
+        ))
+        .unwrap();
+    let mut db = pod("shop", "db");
+    db.object["metadata"]["labels"]["tier"] = "db".into();
+    let (out, report) = with_session(&registry.snapshot(), RecordingHost::new(), |s| {
+        (s.item_actions(db), s.report())
+    });
+    assert!(out.issues.is_empty(), "{:?}", out.issues);
+    assert!(out.changed);
+    let metadata = &out.item.object["metadata"];
+    assert_eq!(metadata["annotations"]["fixture/touched"], "first");
+    assert_eq!(
+        metadata["annotations"]["fixture/inspected"], "db",
+        "inspect saw annotate's output"
+    );
+    assert_eq!(
+        metadata["labels"]["copied"], "first",
+        "the script saw both components' output"
+    );
+    let changed: Vec<_> = report
+        .extensions
+        .iter()
+        .map(|e| (e.id.name.as_str(), e.counts.changed))
+        .collect();
+    assert_eq!(
+        changed,
+        vec![("annotate", 1), ("a-inspect", 1), ("copy", 1)]
+    );
+}

@@ -33,13 +33,13 @@ struct Collector<'a, W: Write> {
 }
 
 impl<W: Write> Collector<'_, W> {
-    fn take(&mut self, item: Item) {
+    fn take(&mut self, mut item: Item) {
         let item_ref = item.item_ref();
         if !self.seen.insert(&item_ref) {
             return;
         }
         // Extensions come after the built-in filters and actions.
-        if let Err(why) = self.extensions.filter(&item, &mut self.out.outcome) {
+        if let Err(why) = self.extensions.filter(&mut item, &mut self.out.outcome) {
             self.log.info(format!("{item_ref}: {why}"));
             return;
         }

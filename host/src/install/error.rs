@@ -6,6 +6,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum InstallError {
     #[error(
+        "--namespaced-extension-capabilities: {0}; write it like {{log: true, kubeRead: [pods]}}"
+    )]
+    ExtensionCapabilities(String),
+
+    #[error(
         "--provider is required: use --provider aws (S3 or S3-compatible, e.g. MinIO) or --provider filesystem, \
          or pass --no-default-backup-location to install without a storage location"
     )]

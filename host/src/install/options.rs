@@ -83,6 +83,13 @@ pub struct InstallArgs {
     #[arg(long)]
     pub default_volumes_to_fs_backup: bool,
 
+    /// The most extensions loaded from other namespaces than Stowage's may be granted, written
+    /// like the `capabilities` of an extension's config.yaml, e.g.
+    /// `{log: true, clock: true, kubeRead: [pods], exec: [{container: mysql}]}`.
+    /// The server's default is `{log: true, clock: true}`.
+    #[arg(long)]
+    pub namespaced_extension_capabilities: Option<String>,
+
     /// Print the objects instead of applying them (as YAML unless -o says otherwise).
     #[arg(long)]
     pub dry_run: bool,
@@ -137,6 +144,8 @@ pub struct InstallPlan {
     pub credentials: Option<CredentialsFile>,
     pub node_agent: Option<NodeAgentPlan>,
     pub default_volumes_to_fs_backup: bool,
+    /// The server's `--namespaced-extension-capabilities`, checked.
+    pub namespaced_extension_capabilities: Option<String>,
     /// Things the user should know, printed before installing.
     pub warnings: Vec<String>,
 }
@@ -189,6 +198,14 @@ impl InstallArgs {
                     .to_string(),
             );
         }
+        let namespaced_extension_capabilities = match &self.namespaced_extension_capabilities {
+            Some(text) => {
+                stowage_runtime::Capabilities::from_yaml(text)
+                    .map_err(|e| InstallError::ExtensionCapabilities(e.to_string()))?;
+                Some(text.trim().to_string())
+            }
+            None => None,
+        };
         Ok(InstallPlan {
             namespace: self.namespace.clone(),
             image: self.image.trim().to_string(),
@@ -197,6 +214,7 @@ impl InstallArgs {
             credentials,
             node_agent,
             default_volumes_to_fs_backup: self.default_volumes_to_fs_backup,
+            namespaced_extension_capabilities,
             warnings,
         })
     }

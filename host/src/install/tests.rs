@@ -220,6 +220,48 @@ fn node_agent_can_be_left_out() {
 }
 
 #[test]
+fn the_extension_policy_reaches_the_server() {
+    let f = fixture(CREDENTIALS);
+    let policy = "{log: true, kubeRead: [pods], exec: [{container: mysql}]}";
+    let objects = build_objects(&minio_args(
+        &f,
+        &["--namespaced-extension-capabilities", policy],
+    ));
+    let server: Deployment = find(&objects, "Deployment", "stowage");
+    let args = server.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&format!("--namespaced-extension-capabilities={policy}")),
+        "{args:?}"
+    );
+    let default: Deployment = find(
+        &build_objects(&minio_args(&f, &[])),
+        "Deployment",
+        "stowage",
+    );
+    let args = default.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--namespaced-extension-capabilities")),
+        "{args:?}"
+    );
+    let error = error_of(&minio_args(
+        &f,
+        &["--namespaced-extension-capabilities", "{exec: [mysql]}"],
+    ));
+    assert!(
+        error.contains("--namespaced-extension-capabilities") && error.contains("exec"),
+        "{error}"
+    );
+}
+
+#[test]
 fn default_backup_storage_location() {
     let f = fixture(CREDENTIALS);
     let objects = build_objects(&minio_args(&f, &["--prefix", "/cluster-a/", "-n", "backup-system"]));

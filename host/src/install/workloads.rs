@@ -29,6 +29,11 @@ pub fn server(plan: &InstallPlan) -> Deployment {
     if plan.default_volumes_to_fs_backup {
         args.push("--default-volumes-to-fs-backup".into());
     }
+    if let Some(capabilities) = &plan.namespaced_extension_capabilities {
+        args.push(format!(
+            "--namespaced-extension-capabilities={capabilities}"
+        ));
+    }
     let mut container = base_container(plan, names::SERVER, "stowage", args);
     container.resources =
         Some(resources(&[("cpu", "500m"), ("memory", "128Mi")], &[("cpu", "1"), ("memory", "512Mi")]));

@@ -101,7 +101,7 @@ pub async fn apply_all(
             let mut additional = Vec::new();
             if let Some(original) = &backed_up {
                 // Extensions after the built-in restore item actions, before resource modifiers.
-                if let Err(why) = extensions.filter(&item, &mut done.outcome) {
+                if let Err(why) = extensions.filter(&mut item, &mut done.outcome) {
                     log.info(format!("{}: {why}", item.item_ref()));
                     continue;
                 }

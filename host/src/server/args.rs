@@ -26,6 +26,19 @@ pub struct ServerArgs {
     /// labelled `stowage.io/pod-volume-restore=RestoreItemAction` overrides it.
     #[arg(long, default_value = names::DEFAULT_RESTORE_HELPER_IMAGE)]
     pub restore_helper_image: String,
+    /// The most an extension ConfigMap outside the server's namespace may be granted, written
+    /// like the `capabilities` of its config.yaml, e.g.
+    /// `{log: true, clock: true, kubeRead: [pods], exec: [{container: mysql}]}`. Requests
+    /// beyond it are dropped and shown by `stowage extension list`.
+    #[arg(long, default_value = DEFAULT_NAMESPACED_EXTENSION_CAPABILITIES, value_parser = parse_capabilities)]
+    pub namespaced_extension_capabilities: stowage_runtime::Capabilities,
+}
+
+/// Application teams' extensions may log and read the clock unless the admin allows more.
+pub const DEFAULT_NAMESPACED_EXTENSION_CAPABILITIES: &str = "{log: true, clock: true}";
+
+fn parse_capabilities(value: &str) -> Result<stowage_runtime::Capabilities, String> {
+    stowage_runtime::Capabilities::from_yaml(value).map_err(|e| e.to_string())
 }
 
 fn parse_period(value: &str) -> Result<std::time::Duration, String> {
@@ -50,5 +63,27 @@ mod tests {
         assert_eq!(h.args.namespace, "backup");
         assert_eq!(h.args.location_check_period, Some(std::time::Duration::from_secs(2)));
         assert!(Harness::try_parse_from(["server", "--location-check-period", "soon"]).is_err());
+        let default = &h.args.namespaced_extension_capabilities;
+        assert!(
+            default.log && default.clock && default.kube_read.is_empty() && default.exec.is_empty()
+        );
+        let h = Harness::try_parse_from([
+            "server",
+            "--namespaced-extension-capabilities",
+            "{kubeRead: [pods]}",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.args.namespaced_extension_capabilities.kube_read,
+            vec!["pods"]
+        );
+        let Err(e) = Harness::try_parse_from([
+            "server",
+            "--namespaced-extension-capabilities",
+            "{kubeReed: [pods]}",
+        ]) else {
+            panic!("a misspelt capability must be refused")
+        };
+        assert!(e.to_string().contains("kubeReed"), "{e}");
     }
 }

@@ -29,10 +29,18 @@ pub const DIGEST_ANNOTATION: &str = "stowage.io/extension-digest";
 pub const ERROR_ANNOTATION: &str = "stowage.io/extension-error";
 pub const SCOPE_ANNOTATION: &str = "stowage.io/extension-scope";
 
-/// The process's extension registry.
-pub fn registry(server_namespace: &str) -> anyhow::Result<Registry> {
-    let runtime = Runtime::new(RuntimeOptions::default()).map_err(|e| anyhow::anyhow!("starting the extension runtime: {e}"))?;
-    Ok(Registry::new(runtime, Policy::new(server_namespace)))
+/// The process's extension registry; `namespaced` caps what extensions from other namespaces
+/// than the server's may be granted.
+pub fn registry(
+    server_namespace: &str,
+    namespaced: stowage_runtime::Capabilities,
+) -> anyhow::Result<Registry> {
+    let runtime = Runtime::new(RuntimeOptions::default())
+        .map_err(|e| anyhow::anyhow!("starting the extension runtime: {e}"))?;
+    Ok(Registry::new(
+        runtime,
+        Policy::with_namespaced_capabilities(server_namespace, namespaced),
+    ))
 }
 
 fn binary_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
@@ -284,16 +292,21 @@ impl Extensions {
         self.session.is_some()
     }
 
-    fn runtime_item(item: &Item) -> stowage_runtime::Item {
+    fn object_ref(item: &Item) -> ObjectRef {
+        ObjectRef {
+            group: item.group.clone(),
+            version: item.version.clone(),
+            kind: item.kind.clone(),
+            namespace: item.namespace.clone().unwrap_or_default(),
+            name: item.name.clone(),
+        }
+    }
+
+    /// The item as the runtime takes it; its object is moved out of `item` (put it back).
+    fn runtime_item(item: &mut Item) -> stowage_runtime::Item {
         stowage_runtime::Item {
-            id: ObjectRef {
-                group: item.group.clone(),
-                version: item.version.clone(),
-                kind: item.kind.clone(),
-                namespace: item.namespace.clone().unwrap_or_default(),
-                name: item.name.clone(),
-            },
-            object: item.object.clone(),
+            id: Self::object_ref(item),
+            object: std::mem::take(&mut item.object),
         }
     }
 
@@ -319,10 +332,13 @@ impl Extensions {
     }
 
     /// The item filters: whether the item stays, and why not.
-    pub fn filter(&mut self, item: &Item, outcome: &mut Outcome) -> Result<(), String> {
-        let Some(session) = self.session.as_mut() else { return Ok(()) };
+    pub fn filter(&mut self, item: &mut Item, outcome: &mut Outcome) -> Result<(), String> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
         let ritem = Self::runtime_item(item);
         let verdict = tokio::task::block_in_place(|| session.filter(&ritem));
+        item.object = ritem.object;
         Self::record(verdict.issues, outcome);
         match verdict.excluded_by {
             None => Ok(()),
@@ -331,17 +347,30 @@ impl Extensions {
     }
 
     /// The backup item actions: the item as changed, and the items they add.
-    pub fn item_actions(&mut self, item: Item, outcome: &mut Outcome) -> (Item, Vec<Item>) {
-        let Some(session) = self.session.as_mut() else { return (item, Vec::new()) };
-        let ritem = Self::runtime_item(&item);
+    pub fn item_actions(&mut self, mut item: Item, outcome: &mut Outcome) -> (Item, Vec<Item>) {
+        let Some(session) = self.session.as_mut() else {
+            return (item, Vec::new());
+        };
+        let ritem = Self::runtime_item(&mut item);
         let done = tokio::task::block_in_place(|| session.item_actions(ritem));
         self.finish_actions(item, done, outcome)
     }
 
     /// The restore item actions: None when one asked to skip the item.
-    pub fn restore_item_actions(&mut self, item: Item, backed_up: &Item, outcome: &mut Outcome) -> Option<(Item, Vec<Item>)> {
-        let Some(session) = self.session.as_mut() else { return Some((item, Vec::new())) };
-        let (ritem, original) = (Self::runtime_item(&item), Self::runtime_item(backed_up));
+    pub fn restore_item_actions(
+        &mut self,
+        mut item: Item,
+        backed_up: &Item,
+        outcome: &mut Outcome,
+    ) -> Option<(Item, Vec<Item>)> {
+        let Some(session) = self.session.as_mut() else {
+            return Some((item, Vec::new()));
+        };
+        let original = stowage_runtime::Item {
+            id: Self::object_ref(backed_up),
+            object: backed_up.object.clone(),
+        };
+        let ritem = Self::runtime_item(&mut item);
         let done = tokio::task::block_in_place(|| session.restore_item_actions(ritem, &original));
         if done.skipped_by.is_some() {
             Self::record(done.issues, outcome);
@@ -350,11 +379,17 @@ impl Extensions {
         Some(self.finish_actions(item, done, outcome))
     }
 
-    fn finish_actions(&self, mut item: Item, done: stowage_runtime::ActionOutcome, outcome: &mut Outcome) -> (Item, Vec<Item>) {
+    /// Puts the object the actions returned back into `item`.
+    fn finish_actions(
+        &self,
+        mut item: Item,
+        done: stowage_runtime::ActionOutcome,
+        outcome: &mut Outcome,
+    ) -> (Item, Vec<Item>) {
         Self::record(done.issues, outcome);
         let ns = item.namespace.clone();
-        if done.item.object != item.object {
-            item.object = done.item.object;
+        item.object = done.item.object;
+        if done.changed {
             item.refresh_identity();
         }
         let mut additional = Vec::new();

@@ -64,7 +64,10 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         pod_volume_timeout: args.pod_volume_timeout,
         restore_helper_image: args.restore_helper_image.clone(),
         repository_lock: tokio::sync::Mutex::new(()),
-        extensions: extensions::registry(&args.namespace)?,
+        extensions: extensions::registry(
+            &args.namespace,
+            args.namespaced_extension_capabilities.clone(),
+        )?,
     });
     operations::fail_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);
