@@ -69,7 +69,10 @@ impl ResourceSelector {
             return false;
         }
         match &self.label_selector {
-            Some(selector) => selector.matches(&item.labels()),
+            Some(selector) => {
+                let labels = item.object.pointer("/metadata/labels");
+                selector.matches_with(|key| labels?.get(key)?.as_str())
+            }
             None => true,
         }
     }
@@ -92,12 +95,17 @@ impl ResourceSelector {
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.matches_with(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Matches the labels `label` looks up (without copying them out of an object).
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.match_labels.iter().all(|(k, v)| label(k) == Some(v.as_str()))
             && self.match_expressions.iter().all(|r| {
-                let value = labels.get(&r.key);
+                let value = label(&r.key);
                 match r.operator.as_str() {
-                    "In" => value.is_some_and(|v| r.values.contains(v)),
-                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+                    "In" => value.is_some_and(|v| r.values.iter().any(|x| x == v)),
+                    "NotIn" => value.is_none_or(|v| !r.values.iter().any(|x| x == v)),
                     "Exists" => value.is_some(),
                     "DoesNotExist" => value.is_none(),
                     _ => false,
