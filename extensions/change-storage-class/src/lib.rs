@@ -60,7 +60,7 @@ impl Guest for ChangeStorageClass {
             let message = format!("{} {}/{}: {}", item.kind, item.namespace, item.name, changed.join(", "));
             // Logging is optional: without the capability the change is still made.
             let _ = log(Level::Info, &message);
-            item.object = object.to_string();
+            item.object = serde_json::to_string(&object).map_err(|e| e.to_string())?;
         }
         Ok(RestoreActionOutput { item, additional_items: vec![], skip: false })
     }
