@@ -143,6 +143,56 @@ async fn shipped_extensions_change_filter_and_record_and_reload_without_a_restar
     assert!(text.lines().any(|l| l.contains("change-storage-class") && l.contains("Active") && l.contains("WASM")), "{text}");
 }
 
+/// An extension that never returns is stopped at its deadline on each item it is given; the
+/// backup completes, with warnings naming it, and keeps every item. An application team's
+/// extension sees only its own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runaway_extension_is_stopped_and_named_and_a_namespaced_one_stays_home() {
+    let mut env = Env::start().await;
+    env.start_server();
+    let ns = "ext-loop";
+    env.create_namespace(ns).await;
+    env.create_namespace("team-b").await;
+    let runaway = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "runaway", "namespace": NS, "labels": {"stowage.io/extension": "item-action"}},
+        "data": {"config.yaml": "appliesTo: {includedResources: [configmaps]}\ntimeoutSeconds: 1\n",
+                 "script.rhai": "fn execute(ctx, item) { let n = 0; loop { n += 1; } }\n"}});
+    apply_config_map(&env, &runaway).await;
+    active_digest(&env, "runaway", None).await;
+    // team-b's filter would drop everything it is shown: it must be shown only team-b's items.
+    let greedy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "greedy", "namespace": "team-b", "labels": {"stowage.io/extension": "item-filter"}},
+        "data": {"script.rhai": "fn filter(ctx, item) { \"team-b leaves it out\" }\n"}});
+    apply_config_map(&env, &greedy).await;
+    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), "team-b");
+    wait_for("greedy to be Active", 30, || async {
+        let a = api.get("greedy").await.ok()?.metadata.annotations?;
+        (a.get("stowage.io/extension-state")? == "Active").then_some(())
+    })
+    .await;
+    for name in ["a", "b"] {
+        env.create_in::<ConfigMap>(ns, json!({"metadata": {"name": name}, "data": {"k": "v"}})).await;
+    }
+    env.create_in::<ConfigMap>("team-b", json!({"metadata": {"name": "mine"}, "data": {"k": "v"}})).await;
+
+    let status = env.backup("loop-backup", json!({"includedNamespaces": [ns, "team-b"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert!(status["warnings"].as_u64().unwrap_or(0) >= 2, "{status}");
+    let results = env.read_zstd_json("backups/loop-backup/loop-backup-results.json.zst").await;
+    let warnings = results["warnings"][ns].to_string();
+    // Stopped by its deadline or by its operation limit, whichever comes first.
+    let stopped = warnings.contains("timed out after 1s") || warnings.contains("exceeded its limit of");
+    assert!(warnings.contains("stowage/runaway") && stopped && !warnings.contains("(none)"), "{results}");
+    let list = env.resource_list("loop-backup").await;
+    let kept: Vec<&str> = list["v1/ConfigMap"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert!(kept.contains(&"ext-loop/a") && kept.contains(&"ext-loop/b"), "the items stay: {kept:?}");
+    assert!(!kept.contains(&"team-b/mine"), "team-b's filter acts on its namespace: {kept:?}");
+    let record = env.read_zstd_json("backups/loop-backup/loop-backup-extensions.json.zst").await;
+    let greedy = record["extensions"].as_array().unwrap().iter().find(|e| e["id"]["name"] == "greedy").cloned();
+    let greedy = greedy.unwrap_or_else(|| panic!("greedy ran: {record}"));
+    assert!(greedy["items"].as_array().unwrap().iter().all(|i| i["item"]["namespace"] == "team-b"), "{greedy}");
+}
+
 #[test]
 fn extension_test_runs_offline_against_an_item_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,6 +154,15 @@ impl ScriptEngine {
     }
 }
 
+/// ` (line 3, position 7)`, or nothing when the position is unknown.
+fn at(pos: rhai::Position) -> String {
+    if pos.is_none() {
+        String::new()
+    } else {
+        format!(" ({pos})")
+    }
+}
+
 fn error(message: impl Into<String>) -> Box<EvalAltResult> {
     message.into().into()
 }
@@ -396,14 +405,16 @@ impl ScriptInstance {
                 CallError::Trapped(format!("timed out after {}s", self.timeout.as_secs_f32()))
             }
             EvalAltResult::ErrorTooManyOperations(pos) => CallError::Trapped(format!(
-                "exceeded its limit of {} operations ({pos})",
-                self.engine.max_operations()
+                "exceeded its limit of {} operations{}",
+                self.engine.max_operations(),
+                at(pos)
             )),
             EvalAltResult::ErrorStackOverflow(pos) => CallError::Trapped(format!(
-                "exceeded its limit of {} nested calls ({pos})",
-                self.engine.max_call_levels()
+                "exceeded its limit of {} nested calls{}",
+                self.engine.max_call_levels(),
+                at(pos)
             )),
-            EvalAltResult::ErrorRuntime(value, pos) => CallError::Returned(format!("{value} ({pos})")),
+            EvalAltResult::ErrorRuntime(value, pos) => CallError::Returned(format!("{value}{}", at(pos))),
             EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => self.describe(*inner),
             other => CallError::Trapped(other.to_string()),
         }
