@@ -59,6 +59,11 @@ impl StoreBackend {
         self.first_error.lock().expect("not poisoned").take()
     }
 
+    /// Whether a storage call failed (the error stays for [`Self::take_storage_error`]).
+    pub(crate) fn has_storage_error(&self) -> bool {
+        self.first_error.lock().expect("not poisoned").is_some()
+    }
+
     pub(crate) fn key(&self, tpe: FileType, id: &Id) -> String {
         let hex = id.to_hex();
         match tpe {

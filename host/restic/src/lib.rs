@@ -42,8 +42,11 @@
 //!
 //! # Memory
 //!
-//! - Opening a repository with its password derives the key with scrypt (N=2^17, r=8, as
-//!   rustic_core writes key files): 128 MiB for a moment, freed before any operation starts.
+//! - Opening a repository with its password derives the key with scrypt. The key files
+//!   Stowage writes ask for N=2^12, r=8 (4 MiB; why that is safe with Stowage's 256-bit
+//!   passwords: [`keys`]), not the N=2^17 (128 MiB) rustic_core writes. A repository whose key
+//!   our password opens only at a higher cost (made by rustic_core or `restic init`) gets a
+//!   cheap key on its first open, and loses the expensive one.
 //! - New repositories get 16 MiB data packs (restic's default; rustic_core's is 32 MiB):
 //!   a backup holds a few packs at once while it fills, hashes and uploads them.
 //! - A restore holds at most 64 MiB of pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB`
@@ -59,7 +62,9 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod crypto;
 mod error;
+mod keys;
 mod lock;
 mod memory;
 mod progress;

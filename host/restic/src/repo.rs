@@ -4,14 +4,15 @@
 
 use crate::backend::{CancelFlag, StoreBackend};
 use crate::error::EngineError;
-use crate::lock::{DataKey, RepoLock};
+use crate::crypto::DataKey;
+use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
 use crate::source::{GuardedSource, Warnings};
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
     BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalDestination, LocalSource,
-    LsOptions, OpenStatus, ParentOptions, ReadBackend, Repository, RepositoryBackends,
+    LsOptions, OpenStatus, ParentOptions, ReadBackend, Repository, WriteBackend, RepositoryBackends,
     RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
 };
 use std::path::{Path, PathBuf};
@@ -104,27 +105,10 @@ impl Repo {
         let password = cfg.password;
         let repo_name = name.clone();
         let key = tokio::task::spawn_blocking(move || {
-            let repo = Repository::new(&repo_options(), &backends(&backend))
-                .map_err(|e| engine_error(&repo_name, "open", &backend, None, e))?;
-            let creds = Credentials::password(&password);
-            let opened = if exists {
-                repo.open(&creds)
+            if exists {
+                open_with_password(&backend, &password, &repo_name)
             } else {
-                tracing::info!("initialising restic repository {repo_name}");
-                repo.init(&creds, &KeyOptions::default(), &config_options())
-            };
-            match opened {
-                Ok(repo) => Ok(repo.key()),
-                Err(e) if e.is_incorrect_password() => {
-                    Err(EngineError::WrongPassword { repo: repo_name })
-                }
-                Err(e) => Err(engine_error(
-                    &repo_name,
-                    if exists { "open" } else { "init" },
-                    &backend,
-                    None,
-                    e,
-                )),
+                init_with_password(&backend, &password, &repo_name)
             }
         })
         .await
@@ -343,6 +327,68 @@ fn repo_options() -> RepositoryOptions {
 
 fn backends(backend: &StoreBackend) -> RepositoryBackends {
     RepositoryBackends::new(Arc::new(backend.clone()), None)
+}
+
+/// Opens an existing repository with the key file `password` opens (cheapest first: see
+/// [`crate::keys`]), replacing an expensive key it opened with a cheap one.
+fn open_with_password(
+    backend: &StoreBackend,
+    password: &str,
+    repo_name: &str,
+) -> Result<MasterKey, EngineError> {
+    let err = |e| engine_error(repo_name, "open", backend, None, e);
+    let keys = crate::keys::key_files(backend).map_err(err)?;
+    let found = crate::keys::find_master_key(&keys, password, |master| {
+        let opened = Repository::new(&repo_options(), &backends(backend))
+            .and_then(|r| r.open(&Credentials::Masterkey(master.clone())));
+        match opened {
+            Ok(_) => Ok(Some(())),
+            // A storage failure is not a wrong key.
+            Err(e) if backend.has_storage_error() => Err(err(e)),
+            Err(e) => {
+                tracing::debug!("a key's master key does not open the config: {}", e.display_log());
+                Ok(None)
+            }
+        }
+    })?;
+    let Some((opened, ())) = found else {
+        return Err(EngineError::WrongPassword {
+            repo: repo_name.to_string(),
+        });
+    };
+    if crate::keys::is_expensive(&opened.file) {
+        crate::keys::replace_expensive_key(backend, &opened, password, repo_name);
+    }
+    Ok(opened.master)
+}
+
+/// Initialises a repository: first a cheap key file for a new master key (see
+/// [`crate::keys`]), then the config, encrypted with that master key. A crash in between
+/// leaves a key file but no config; the next initialisation writes another key and a config,
+/// and opening skips keys whose master key does not open the config.
+fn init_with_password(
+    backend: &StoreBackend,
+    password: &str,
+    repo_name: &str,
+) -> Result<MasterKey, EngineError> {
+    tracing::info!("initialising restic repository {repo_name}");
+    let err = |e| engine_error(repo_name, "init", backend, None, e);
+    let master = MasterKey::new();
+    let (id, bytes) = crate::keys::new_key_file(&master, password);
+    let id: rustic_core::Id = id.parse().map_err(err)?;
+    backend
+        .write_bytes(FileType::Key, &id, false, bytes.into())
+        .map_err(err)?;
+    Repository::new(&repo_options(), &backends(backend))
+        .and_then(|r| {
+            r.init(
+                &Credentials::Masterkey(master.clone()),
+                &KeyOptions::default(),
+                &config_options(),
+            )
+        })
+        .map_err(err)?;
+    Ok(master)
 }
 
 /// Reads a rustic_core error: cancellation first, then the storage failure behind it, then
