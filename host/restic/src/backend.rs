@@ -219,10 +219,10 @@ impl WriteBackend for StoreBackend {
 /// How many bytes of pack reads an operation may hold at once: 64 MiB, or
 /// `STOWAGE_RESTIC_READ_BUDGET_MIB`.
 ///
-/// rustic_core's restore reads each run of a pack's blobs in one call on each of its 20
-/// reader threads and keeps the read (and the blobs decrypted from it, until they are
-/// written) until the whole run is decrypted; with 32 MiB packs that reached 1.2 GiB. Two
-/// pack reads at a time keep both cores busy decrypting while the other threads write.
+/// rustic_core's restore read each run of a pack's blobs in one call on each of its 20
+/// reader threads; with 32 MiB packs that reached 1.2 GiB. Restores now bound their own
+/// reads (`restore.rs`: at most a few 4 MiB reads at once), so this only matters for what
+/// still reads through rustic_core (trees, indexes), where it is a safety net.
 fn read_budget() -> u64 {
     const DEFAULT_MIB: u64 = 64;
     static MIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

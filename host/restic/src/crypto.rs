@@ -55,7 +55,6 @@ impl DataKey {
 
     /// Decrypts `sealed` (nonce, ciphertext, MAC) in place; the plaintext is then
     /// `sealed[16..len - 16]`. `false` when the MAC does not match.
-    #[allow(dead_code)] // for the restore's own pipeline, which comes next
     pub(crate) fn decrypt_in_place(&self, sealed: &mut [u8]) -> bool {
         let len = sealed.len();
         if len < OVERHEAD {

@@ -30,10 +30,10 @@
 
 use crate::backend::StoreBackend;
 use crate::crypto::{hex, DataKey};
-use rustic_core::{FileType, Id, ReadBackend, RusticResult, WriteBackend};
+use rand::Rng;
 use rustic_core::jiff::Zoned;
 use rustic_core::repofile::{KeyFile, MasterKey};
-use rand::Rng;
+use rustic_core::{FileType, Id, ReadBackend, RusticResult, WriteBackend};
 use sha2::{Digest, Sha256};
 
 /// scrypt's parameters for the key files Stowage writes: N = 2^12, r = 8, p = 1 (4 MiB).
@@ -90,14 +90,20 @@ pub(crate) enum Unusable {
 }
 
 /// The master key in key file `bytes`, if `password` opens it.
-pub(crate) fn open_key_file(bytes: &[u8], password: &str) -> Result<(KeyFile, MasterKey), Unusable> {
-    let file: KeyFile =
-        serde_json::from_slice(bytes).map_err(|e| Unusable::Invalid(format!("not a key file: {e}")))?;
+pub(crate) fn open_key_file(
+    bytes: &[u8],
+    password: &str,
+) -> Result<(KeyFile, MasterKey), Unusable> {
+    let file: KeyFile = serde_json::from_slice(bytes)
+        .map_err(|e| Unusable::Invalid(format!("not a key file: {e}")))?;
     if file.kdf != "scrypt" {
         return Err(Unusable::Invalid(format!("unknown KDF {:?}", file.kdf)));
     }
     if !file.n.is_power_of_two() || file.n < 2 {
-        return Err(Unusable::Invalid(format!("scrypt N={} is not a power of two", file.n)));
+        return Err(Unusable::Invalid(format!(
+            "scrypt N={} is not a power of two",
+            file.n
+        )));
     }
     let log_n = u8::try_from(file.n.trailing_zeros()).expect("at most 31");
     let params = scrypt::Params::new(log_n, file.r, file.p)
@@ -131,7 +137,10 @@ pub(crate) fn key_files(backend: &StoreBackend) -> RusticResult<Vec<(Id, Vec<u8>
         }
     }
     files.sort_by_key(|(cost, id, _)| (*cost, *id));
-    Ok(files.into_iter().map(|(_, id, bytes)| (id, bytes)).collect())
+    Ok(files
+        .into_iter()
+        .map(|(_, id, bytes)| (id, bytes))
+        .collect())
 }
 
 /// Tries the key files `password` opens, cheapest first, until `accept` takes one's master
@@ -166,7 +175,12 @@ pub(crate) fn find_master_key<T, E>(
 /// for the same master key and password, reads it back and opens it, and only then removes
 /// the expensive one. Any failure leaves the expensive key in place (and is logged): the
 /// repository opens as before, only at the old cost.
-pub(crate) fn replace_expensive_key(backend: &StoreBackend, old: &Opened, password: &str, repo: &str) {
+pub(crate) fn replace_expensive_key(
+    backend: &StoreBackend,
+    old: &Opened,
+    password: &str,
+    repo: &str,
+) {
     let (new_hex, bytes) = new_key_file(&old.master, password);
     let result = (|| -> Result<Id, String> {
         let new_id: Id = new_hex.parse().map_err(|e| format!("key id: {e}"))?;
@@ -224,15 +238,25 @@ mod tests {
         assert_eq!(json["N"], 4096);
         assert_eq!(json["r"], 8);
         assert_eq!(json["p"], 1);
-        assert_eq!(json["salt"].as_str().unwrap().len(), 88, "64 bytes of salt, base64");
+        assert_eq!(
+            json["salt"].as_str().unwrap().len(),
+            88,
+            "64 bytes of salt, base64"
+        );
 
         let (file, opened) = open_key_file(&bytes, "pw").unwrap();
         assert!(!is_expensive(&file));
         assert_eq!(opened.encrypt, master.encrypt);
         assert_eq!(opened.mac.k, master.mac.k);
         assert_eq!(opened.mac.r, master.mac.r);
-        assert!(matches!(open_key_file(&bytes, "other"), Err(Unusable::OtherPassword)));
-        assert!(matches!(open_key_file(b"{}", "pw"), Err(Unusable::Invalid(_))));
+        assert!(matches!(
+            open_key_file(&bytes, "other"),
+            Err(Unusable::OtherPassword)
+        ));
+        assert!(matches!(
+            open_key_file(b"{}", "pw"),
+            Err(Unusable::Invalid(_))
+        ));
 
         // rustic_core's own key files are what we replace.
         let mut expensive = file;

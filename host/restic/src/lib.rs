@@ -49,11 +49,14 @@
 //!   cheap key on its first open, and loses the expensive one.
 //! - New repositories get 16 MiB data packs (restic's default; rustic_core's is 32 MiB):
 //!   a backup holds a few packs at once while it fills, hashes and uploads them.
-//! - A restore holds at most 64 MiB of pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB`
-//!   changes it); rustic_core's 20 reader threads would otherwise each hold a whole pack.
+//! - Restores run our own pipeline, not rustic_core's (which queued decrypted blobs without
+//!   bound): two reader threads, one worker per core (2 to 4), and a fixed pool of 4 MiB
+//!   read buffers, so a restore holds a few tens of MiB however large it is (see `restore`).
+//! - Reads through rustic_core (trees, indexes, a backup's parent) share a budget of 64 MiB of
+//!   pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB` changes it).
 //! - glibc's malloc arenas are capped at the number of cores (at least 2) for the process
 //!   when the first repository is opened, unless `MALLOC_ARENA_MAX` is set: with one arena
-//!   per reader thread, freed blob buffers stayed resident.
+//!   per thread of rustic_core's pools, freed buffers stayed resident.
 //!
 //! # Initialisation
 //!
@@ -69,6 +72,7 @@ mod lock;
 mod memory;
 mod progress;
 mod repo;
+mod restore;
 mod source;
 
 pub use error::EngineError;

@@ -11,8 +11,8 @@
 //! - locks left by a crashed agent go stale after 30 minutes, and never block us: we only
 //!   ever take non-exclusive locks, which never conflict with each other.
 
-use crate::error::EngineError;
 use crate::crypto::{hex, DataKey};
+use crate::error::EngineError;
 use bytes::Bytes;
 use rustic_core::jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

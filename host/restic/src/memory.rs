@@ -1,11 +1,12 @@
-//! Keeping restores' memory down under glibc's allocator.
+//! Keeping memory down under glibc's allocator.
 //!
-//! rustic_core restores on 20 reader threads of its own, each decrypting blobs of about
+//! rustic_core runs pools of threads of its own (backups; restores, before they moved to our
+//! own pipeline, on 20 reader threads), each decrypting blobs of about
 //! 1 MiB out of pack reads of up to a pack's size. glibc gives each thread that meets
 //! contention an arena of its own (up to 8 per core) and, once a large block is freed,
 //! raises its mmap threshold so later blocks of that size come from those arenas, which keep
-//! what was freed. A 512 MiB restore peaked at 370 MiB that way; with two arenas at 165 MiB
-//! and no slower. The cap is process-wide and is set when the first repository is opened
+//! what was freed. A 512 MiB restore through rustic_core peaked at 370 MiB that way; with two
+//! arenas at 165 MiB and no slower. The cap is process-wide and is set when the first repository is opened
 //! (glibc fixes its arena limit once a process has more than 8 arenas, so later is too late);
 //! `MALLOC_ARENA_MAX` in the environment, when set at process start, wins.
 

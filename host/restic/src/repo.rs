@@ -3,17 +3,17 @@
 //! so cancelling one operation never disturbs another.
 
 use crate::backend::{CancelFlag, StoreBackend};
-use crate::error::EngineError;
 use crate::crypto::DataKey;
+use crate::error::EngineError;
 use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
 use crate::source::{GuardedSource, Warnings};
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalDestination, LocalSource,
-    LsOptions, OpenStatus, ParentOptions, ReadBackend, Repository, WriteBackend, RepositoryBackends,
-    RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, OpenStatus,
+    ParentOptions, ReadBackend, Repository, RepositoryBackends, RepositoryOptions, RusticError,
+    SnapshotGroupCriterion, SnapshotOptions, WriteBackend,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,7 +247,7 @@ impl Repo {
         drop(guard);
         let result = match joined {
             Ok(result) => result,
-            // rustic_core's restore unwraps backend errors in its worker threads.
+            // rustic_core unwraps some backend errors in its worker threads.
             Err(e) if e.is_panic() && canceled => Err(self.canceled(operation)),
             Err(e) => Err(EngineError::Repository {
                 repo: self.inner.name.clone(),
@@ -346,7 +346,10 @@ fn open_with_password(
             // A storage failure is not a wrong key.
             Err(e) if backend.has_storage_error() => Err(err(e)),
             Err(e) => {
-                tracing::debug!("a key's master key does not open the config: {}", e.display_log());
+                tracing::debug!(
+                    "a key's master key does not open the config: {}",
+                    e.display_log()
+                );
                 Ok(None)
             }
         }
@@ -571,33 +574,20 @@ impl Inner {
         if !node.is_dir() {
             return Err(snapshot_err(format!("path {path} is not a directory")));
         }
-        let opts = RestoreOptions::default().numeric_id(true);
-        let dest = LocalDestination::new(&format!("{}/", target.display()), false, false)
-            .map_err(|e| err(&s.ctx, e))?;
-        let ls = repo
-            .ls(&node, &LsOptions::default())
-            .map_err(|e| err(&s.ctx, e))?;
-        let plan = repo
-            .prepare_restore(&opts, ls.clone(), &dest, false)
-            .map_err(|e| err(&s.ctx, e))?;
-        let bytes = plan.restore_size;
-        let mut files = 0;
-        let counted = ls.inspect(|entry| {
-            // Counted as restic counts files in a backup: everything but directories.
-            if entry.as_ref().is_ok_and(|(_, node)| !node.is_dir()) {
-                files += 1;
-            }
-        });
-        repo.restore(plan, &opts, counted, &dest)
-            .map_err(|e| err(&s.ctx, e))?;
-        let summary = RestoreSummary { files, bytes };
-        if s.ctx.cancel.is_cancelled() {
-            return Err(EngineError::Canceled {
-                repo: self.name.clone(),
-                operation: "restore",
-            });
+        let err = |e| self.err(&s.ctx, "restore", e);
+        let restored = crate::restore::Restore {
+            repo: &repo,
+            backend: &s.ctx.backend,
+            key: &self.data_key,
+            cancel: &s.ctx.cancel,
+            name: &self.name,
+            err: &err,
         }
-        Ok(summary)
+        .run(&node, target)?;
+        Ok(RestoreSummary {
+            files: restored.files,
+            bytes: restored.bytes,
+        })
     }
 
     fn forget(&self, s: Session, ids: &[String]) -> Result<usize, EngineError> {

@@ -131,6 +131,7 @@ async fn engine_restores_snapshots_written_by_restic() {
     let volume = work.path().join("some/dir");
     std::fs::create_dir_all(&volume).unwrap();
     make_volume(&volume);
+    make_edge_volume(&volume.join("edge"));
     let repo_path = repo_dir.restic_path().display().to_string();
     run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args([
         "backup",
@@ -154,7 +155,8 @@ async fn engine_restores_snapshots_written_by_restic() {
         .await
         .unwrap();
     assert_same_tree(&volume, &target);
-    assert_eq!(restored.files, 6);
+    assert_edge_extras(&target.join("edge"));
+    assert_eq!(restored.files, 11);
 
     // Our next backup of that volume chains onto restic's snapshot.
     let mut req = request(&volume, "u9");
@@ -189,14 +191,19 @@ async fn opening_replaces_an_expensive_key_with_a_cheap_one() {
     let before = key_files(&repo_dir);
     assert_eq!(before.len(), 2);
     for (_, key) in &before {
-        assert!(key["N"].as_u64().unwrap() > 4096, "restic's own cost: {key}");
+        assert!(
+            key["N"].as_u64().unwrap() > 4096,
+            "restic's own cost: {key}"
+        );
     }
     let volume = work.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
     make_volume(&volume);
     run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["backup", volume.to_str().unwrap()]));
 
-    let repo = stowage_restic::Repo::open(repo_dir.config(PASSWORD)).await.unwrap();
+    let repo = stowage_restic::Repo::open(repo_dir.config(PASSWORD))
+        .await
+        .unwrap();
     let after = key_files(&repo_dir);
     assert_eq!(after.len(), 2, "one replaced, the user's kept: {after:?}");
     let user_key = before
@@ -215,17 +222,26 @@ async fn opening_replaces_an_expensive_key_with_a_cheap_one() {
             .env("RESTIC_PASSWORD_FILE", &user_password)
             .args(["snapshots"]),
     );
-    let reopened = stowage_restic::Repo::open(repo_dir.config(PASSWORD)).await.unwrap();
+    let reopened = stowage_restic::Repo::open(repo_dir.config(PASSWORD))
+        .await
+        .unwrap();
     assert_eq!(key_files(&repo_dir), after, "a cheap key is kept");
     let snaps = repo.snapshots(&[]).await.unwrap();
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
     reopened
-        .restore(&snaps[0].id, &target, Recorder::default().callback(), never())
+        .restore(
+            &snaps[0].id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        )
         .await
         .unwrap();
     assert_same_tree(&volume, &target);
-    let err = stowage_restic::Repo::open(repo_dir.config("wrong")).await.unwrap_err();
+    let err = stowage_restic::Repo::open(repo_dir.config("wrong"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::WrongPassword { .. }), "{err:?}");
 }
 
