@@ -38,7 +38,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::num::NonZeroU32;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -248,7 +248,9 @@ impl Restore<'_> {
                 tracing::debug!("keeping {}: same size and mtime", path.display());
                 return Ok(());
             }
-            if !m.is_file() {
+            // Not a file, or a file with other names (perhaps outside the target), which
+            // truncating in place would change too: replace it.
+            if !m.is_file() || m.nlink() > 1 {
                 self.clear_non_dir(&path)?;
             }
         }

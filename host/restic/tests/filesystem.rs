@@ -578,6 +578,9 @@ async fn restores_into_a_directory_that_already_holds_files() {
     std::fs::write(target.join("empty-dir"), b"a file where a directory goes").unwrap();
     std::fs::write(target.join("link-to-hello"), b"a file where a symlink goes").unwrap();
     std::fs::write(target.join("extra.txt"), b"not in the snapshot").unwrap();
+    // A file of the snapshot that is a hard link to a file outside the target.
+    std::fs::write(outside.join("shared"), b"outside data").unwrap();
+    std::fs::hard_link(outside.join("shared"), target.join("empty")).unwrap();
     repo.restore(
         &summary.snapshot_id,
         &target,
@@ -595,8 +598,13 @@ async fn restores_into_a_directory_that_already_holds_files() {
     assert_same_tree(&volume, &target);
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),
-        0,
+        1,
         "nothing written through the symlink"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("shared")).unwrap(),
+        b"outside data",
+        "a hard-linked file is replaced, not truncated"
     );
 
     // Restoring again keeps what is already there (same size and mtime) and stays identical.
