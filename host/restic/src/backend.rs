@@ -5,7 +5,7 @@
 //! rustic_core is blocking and calls the backend from its own threads; each call runs the
 //! store's future on the captured runtime handle. Never call these from a runtime thread.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustic_core::{
     BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
 };
@@ -199,15 +199,12 @@ impl WriteBackend for StoreBackend {
         content: BytesList,
     ) -> RusticResult<()> {
         let key = self.key(tpe, id);
-        let data = match content.into_vec() {
-            mut one if one.len() == 1 => one.pop().expect("one element"),
-            many => {
-                let mut joined = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-                many.iter().for_each(|b| joined.extend_from_slice(b));
-                joined.freeze()
-            }
-        };
-        self.run_to_end(|| format!("writing {key}"), self.store.put(&key, data))
+        // A pack comes as its blobs: the store writes them in turn or joins them, dropping
+        // each once copied, so the pack is not held twice.
+        self.run_to_end(
+            || format!("writing {key}"),
+            self.store.put_parts(&key, content.into_vec()),
+        )
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
