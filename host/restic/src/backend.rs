@@ -5,7 +5,7 @@
 //! rustic_core is blocking and calls the backend from its own threads; each call runs the
 //! store's future on the captured runtime handle. Never call these from a runtime thread.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustic_core::{
     BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
 };
@@ -57,6 +57,11 @@ impl StoreBackend {
     /// The storage error behind a failed operation, if one was.
     pub(crate) fn take_storage_error(&self) -> Option<StorageError> {
         self.first_error.lock().expect("not poisoned").take()
+    }
+
+    /// Whether a storage call failed (the error stays for [`Self::take_storage_error`]).
+    pub(crate) fn has_storage_error(&self) -> bool {
+        self.first_error.lock().expect("not poisoned").is_some()
     }
 
     pub(crate) fn key(&self, tpe: FileType, id: &Id) -> String {
@@ -194,15 +199,12 @@ impl WriteBackend for StoreBackend {
         content: BytesList,
     ) -> RusticResult<()> {
         let key = self.key(tpe, id);
-        let data = match content.into_vec() {
-            mut one if one.len() == 1 => one.pop().expect("one element"),
-            many => {
-                let mut joined = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
-                many.iter().for_each(|b| joined.extend_from_slice(b));
-                joined.freeze()
-            }
-        };
-        self.run_to_end(|| format!("writing {key}"), self.store.put(&key, data))
+        // A pack comes as its blobs: the store writes them in turn or joins them, dropping
+        // each once copied, so the pack is not held twice.
+        self.run_to_end(
+            || format!("writing {key}"),
+            self.store.put_parts(&key, content.into_vec()),
+        )
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
@@ -214,10 +216,10 @@ impl WriteBackend for StoreBackend {
 /// How many bytes of pack reads an operation may hold at once: 64 MiB, or
 /// `STOWAGE_RESTIC_READ_BUDGET_MIB`.
 ///
-/// rustic_core's restore reads each run of a pack's blobs in one call on each of its 20
-/// reader threads and keeps the read (and the blobs decrypted from it, until they are
-/// written) until the whole run is decrypted; with 32 MiB packs that reached 1.2 GiB. Two
-/// pack reads at a time keep both cores busy decrypting while the other threads write.
+/// rustic_core's restore read each run of a pack's blobs in one call on each of its 20
+/// reader threads; with 32 MiB packs that reached 1.2 GiB. Restores now bound their own
+/// reads (`restore.rs`: at most a few 4 MiB reads at once), so this only matters for what
+/// still reads through rustic_core (trees, indexes), where it is a safety net.
 fn read_budget() -> u64 {
     const DEFAULT_MIB: u64 = 64;
     static MIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -42,15 +42,26 @@
 //!
 //! # Memory
 //!
-//! - Opening a repository with its password derives the key with scrypt (N=2^17, r=8, as
-//!   rustic_core writes key files): 128 MiB for a moment, freed before any operation starts.
-//! - New repositories get 16 MiB data packs (restic's default; rustic_core's is 32 MiB):
-//!   a backup holds a few packs at once while it fills, hashes and uploads them.
-//! - A restore holds at most 64 MiB of pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB`
-//!   changes it); rustic_core's 20 reader threads would otherwise each hold a whole pack.
-//! - glibc's malloc arenas are capped at the number of cores (at least 2) for the process
-//!   when the first repository is opened, unless `MALLOC_ARENA_MAX` is set: with one arena
-//!   per reader thread, freed blob buffers stayed resident.
+//! - Opening a repository with its password derives the key with scrypt. The key files
+//!   Stowage writes ask for N=2^12, r=8 (4 MiB; why that is safe with Stowage's 256-bit
+//!   passwords: [`keys`]), not the N=2^17 (128 MiB) rustic_core writes. A repository whose key
+//!   our password opens only at a higher cost (made by rustic_core or `restic init`) gets a
+//!   cheap key on its first open, and loses the expensive one.
+//! - New repositories get data packs of 8 MiB growing to at most 16 MiB (restic's default
+//!   size; rustic_core starts at 32 MiB and grows without limit): a backup holds a few packs
+//!   at once while it fills, hashes and uploads them.
+//! - Restores run our own pipeline, not rustic_core's (which queued decrypted blobs without
+//!   bound): two reader threads, one worker per core (2 to 4), and a fixed pool of 4 MiB
+//!   read buffers, so a restore holds a few tens of MiB however large it is (see `restore`).
+//! - Reads through rustic_core (trees, indexes, a backup's parent) share a budget of 64 MiB of
+//!   pack reads at once (`STOWAGE_RESTIC_READ_BUDGET_MIB` changes it).
+//! - glibc's malloc arenas are capped at one for the process by [`limit_malloc_arenas`]
+//!   (which the node agent calls before its runtime starts; opening a repository calls it
+//!   too, late) unless `MALLOC_ARENA_MAX` is set: each further arena kept freed blocks of
+//!   rustic_core's threads resident.
+//! - A backup writes each pack to the store as its blobs ([`ObjectStore::put_parts`]): a
+//!   directory store writes them in turn, S3 joins them into one upload body, dropping each
+//!   blob once copied; the pack was held twice while it was joined.
 //!
 //! # Initialisation
 //!
@@ -59,11 +70,14 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod crypto;
 mod error;
+mod keys;
 mod lock;
 mod memory;
 mod progress;
 mod repo;
+mod restore;
 mod source;
 
 pub use error::EngineError;
@@ -143,6 +157,16 @@ pub struct SnapshotInfo {
     pub paths: Vec<String>,
     pub parent: Option<String>,
     pub hostname: String,
+}
+
+/// Caps glibc's malloc arenas at one for the whole process (a no-op elsewhere, or when
+/// `MALLOC_ARENA_MAX` is set). Call it first thing in `main`, before any thread starts (an
+/// async runtime's included), in a process that backs volumes up: the engine's threads pass
+/// blocks of a MiB and more between them, and every further arena keeps freed blocks of its
+/// own resident. Opening a repository calls it too, but then it no longer binds the threads
+/// that already allocated.
+pub fn limit_malloc_arenas() {
+    memory::limit_malloc_arenas();
 }
 
 /// Sends rustic_core's `log` records (info and above: its debug and trace records sit on hot

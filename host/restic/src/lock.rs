@@ -11,13 +11,10 @@
 //! - locks left by a crashed agent go stale after 30 minutes, and never block us: we only
 //!   ever take non-exclusive locks, which never conflict with each other.
 
+use crate::crypto::{hex, DataKey};
 use crate::error::EngineError;
-use aes256ctr_poly1305aes::aead::{Aead, AeadInPlace};
-use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use bytes::Bytes;
-use rand::Rng;
 use rustic_core::jiff::{SignedDuration, Timestamp};
-use rustic_core::repofile::MasterKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
@@ -77,44 +74,6 @@ impl LockFile {
 
 fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
-}
-
-/// The repository's data key, as restic's AEAD (AES-256-CTR + Poly1305-AES) wants it.
-#[derive(Clone)]
-pub(crate) struct DataKey(aes256ctr_poly1305aes::Key);
-
-impl DataKey {
-    pub(crate) fn new(key: &MasterKey) -> Self {
-        let mut k = aes256ctr_poly1305aes::Key::default();
-        k[0..32].copy_from_slice(&key.encrypt);
-        k[32..48].copy_from_slice(&key.mac.k);
-        k[48..64].copy_from_slice(&key.mac.r);
-        DataKey(k)
-    }
-
-    fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
-        let mut nonce = aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::default();
-        rand::rng().fill_bytes(&mut nonce);
-        let mut out = Vec::with_capacity(plain.len() + 32);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = Aes256CtrPoly1305Aes::new(&self.0)
-            .encrypt_in_place_detached(&nonce, &[], &mut out[16..])
-            .expect("encrypting a small buffer does not fail");
-        out.extend_from_slice(&tag);
-        out
-    }
-
-    fn decrypt(&self, data: &[u8]) -> Option<Vec<u8>> {
-        if data.len() < 32 {
-            return None;
-        }
-        let nonce =
-            aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::from_slice(&data[..16]);
-        Aes256CtrPoly1305Aes::new(&self.0)
-            .decrypt(nonce, &data[16..])
-            .ok()
-    }
 }
 
 /// JSON as restic stores it: plain, or (repository version 2) a `0x02` byte and zstd.
@@ -261,16 +220,12 @@ async fn refresh(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key() -> DataKey {
-        DataKey(aes256ctr_poly1305aes::Key::from([7u8; 64]))
+        DataKey::from_bytes(&[7u8; 64])
     }
 
     #[test]

@@ -3,16 +3,17 @@
 //! so cancelling one operation never disturbs another.
 
 use crate::backend::{CancelFlag, StoreBackend};
+use crate::crypto::DataKey;
 use crate::error::EngineError;
-use crate::lock::{DataKey, RepoLock};
+use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
 use crate::source::{GuardedSource, Warnings};
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalDestination, LocalSource,
-    LsOptions, OpenStatus, ParentOptions, ReadBackend, Repository, RepositoryBackends,
-    RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, OpenStatus,
+    ParentOptions, ReadBackend, Repository, RepositoryBackends, RepositoryOptions, RusticError,
+    SnapshotGroupCriterion, SnapshotOptions, WriteBackend,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,27 +105,10 @@ impl Repo {
         let password = cfg.password;
         let repo_name = name.clone();
         let key = tokio::task::spawn_blocking(move || {
-            let repo = Repository::new(&repo_options(), &backends(&backend))
-                .map_err(|e| engine_error(&repo_name, "open", &backend, None, e))?;
-            let creds = Credentials::password(&password);
-            let opened = if exists {
-                repo.open(&creds)
+            if exists {
+                open_with_password(&backend, &password, &repo_name)
             } else {
-                tracing::info!("initialising restic repository {repo_name}");
-                repo.init(&creds, &KeyOptions::default(), &config_options())
-            };
-            match opened {
-                Ok(repo) => Ok(repo.key()),
-                Err(e) if e.is_incorrect_password() => {
-                    Err(EngineError::WrongPassword { repo: repo_name })
-                }
-                Err(e) => Err(engine_error(
-                    &repo_name,
-                    if exists { "open" } else { "init" },
-                    &backend,
-                    None,
-                    e,
-                )),
+                init_with_password(&backend, &password, &repo_name)
             }
         })
         .await
@@ -263,7 +247,7 @@ impl Repo {
         drop(guard);
         let result = match joined {
             Ok(result) => result,
-            // rustic_core's restore unwraps backend errors in its worker threads.
+            // rustic_core unwraps some backend errors in its worker threads.
             Err(e) if e.is_panic() && canceled => Err(self.canceled(operation)),
             Err(e) => Err(EngineError::Repository {
                 repo: self.inner.name.clone(),
@@ -327,13 +311,18 @@ impl Drop for OperationGuard {
     }
 }
 
-/// The config of new repositories: rustic_core's defaults but 16 MiB data packs (restic's
-/// default pack size) instead of 32 MiB, which halves the pack data a backup holds in memory
-/// while it fills, hashes and uploads packs, and what each pack read of a restore holds.
-/// Packs still grow with the repository (by 1 MiB per square root of its size in GiB).
-/// restic ignores the field; repositories made by restic or earlier keep their pack sizes.
+/// The config of new repositories: rustic_core's defaults but data packs of 8 MiB (rustic_core
+/// starts at 32 MiB, restic uses 16 MiB), growing with the repository as rustic_core does (by
+/// 1 MiB per square root of its size in GiB) up to 16 MiB, where rustic_core lets them grow
+/// without limit. A backup holds a few packs at once (the one filling, one or two queued for
+/// hashing, the one being written), so the pack size is most of its memory: first backups of
+/// 2 GiB in 20,000 files peaked at 56 MiB with 8 MiB packs, 67–86 MiB with 16 MiB ones, and
+/// packs of a 1 TiB repository would have grown to 48 MiB. restic reads packs of any size and
+/// ignores these fields; repositories made by restic or earlier keep their pack sizes.
 fn config_options() -> ConfigOptions {
-    ConfigOptions::default().set_datapack_size(Some(bytesize::ByteSize::mib(16)))
+    ConfigOptions::default()
+        .set_datapack_size(Some(bytesize::ByteSize::mib(8)))
+        .set_datapack_size_limit(Some(bytesize::ByteSize::mib(16)))
 }
 
 fn repo_options() -> RepositoryOptions {
@@ -343,6 +332,71 @@ fn repo_options() -> RepositoryOptions {
 
 fn backends(backend: &StoreBackend) -> RepositoryBackends {
     RepositoryBackends::new(Arc::new(backend.clone()), None)
+}
+
+/// Opens an existing repository with the key file `password` opens (cheapest first: see
+/// [`crate::keys`]), replacing an expensive key it opened with a cheap one.
+fn open_with_password(
+    backend: &StoreBackend,
+    password: &str,
+    repo_name: &str,
+) -> Result<MasterKey, EngineError> {
+    let err = |e| engine_error(repo_name, "open", backend, None, e);
+    let keys = crate::keys::key_files(backend).map_err(err)?;
+    let found = crate::keys::find_master_key(&keys, password, |master| {
+        let opened = Repository::new(&repo_options(), &backends(backend))
+            .and_then(|r| r.open(&Credentials::Masterkey(master.clone())));
+        match opened {
+            Ok(_) => Ok(Some(())),
+            // A storage failure is not a wrong key.
+            Err(e) if backend.has_storage_error() => Err(err(e)),
+            Err(e) => {
+                tracing::debug!(
+                    "a key's master key does not open the config: {}",
+                    e.display_log()
+                );
+                Ok(None)
+            }
+        }
+    })?;
+    let Some((opened, ())) = found else {
+        return Err(EngineError::WrongPassword {
+            repo: repo_name.to_string(),
+        });
+    };
+    if crate::keys::is_expensive(&opened.file) {
+        crate::keys::replace_expensive_key(backend, &opened, password, repo_name);
+    }
+    Ok(opened.master)
+}
+
+/// Initialises a repository: first a cheap key file for a new master key (see
+/// [`crate::keys`]), then the config, encrypted with that master key. A crash in between
+/// leaves a key file but no config; the next initialisation writes another key and a config,
+/// and opening skips keys whose master key does not open the config.
+fn init_with_password(
+    backend: &StoreBackend,
+    password: &str,
+    repo_name: &str,
+) -> Result<MasterKey, EngineError> {
+    tracing::info!("initialising restic repository {repo_name}");
+    let err = |e| engine_error(repo_name, "init", backend, None, e);
+    let master = MasterKey::new();
+    let (id, bytes) = crate::keys::new_key_file(&master, password);
+    let id: rustic_core::Id = id.parse().map_err(err)?;
+    backend
+        .write_bytes(FileType::Key, &id, false, bytes.into())
+        .map_err(err)?;
+    Repository::new(&repo_options(), &backends(backend))
+        .and_then(|r| {
+            r.init(
+                &Credentials::Masterkey(master.clone()),
+                &KeyOptions::default(),
+                &config_options(),
+            )
+        })
+        .map_err(err)?;
+    Ok(master)
 }
 
 /// Reads a rustic_core error: cancellation first, then the storage failure behind it, then
@@ -525,33 +579,20 @@ impl Inner {
         if !node.is_dir() {
             return Err(snapshot_err(format!("path {path} is not a directory")));
         }
-        let opts = RestoreOptions::default().numeric_id(true);
-        let dest = LocalDestination::new(&format!("{}/", target.display()), false, false)
-            .map_err(|e| err(&s.ctx, e))?;
-        let ls = repo
-            .ls(&node, &LsOptions::default())
-            .map_err(|e| err(&s.ctx, e))?;
-        let plan = repo
-            .prepare_restore(&opts, ls.clone(), &dest, false)
-            .map_err(|e| err(&s.ctx, e))?;
-        let bytes = plan.restore_size;
-        let mut files = 0;
-        let counted = ls.inspect(|entry| {
-            // Counted as restic counts files in a backup: everything but directories.
-            if entry.as_ref().is_ok_and(|(_, node)| !node.is_dir()) {
-                files += 1;
-            }
-        });
-        repo.restore(plan, &opts, counted, &dest)
-            .map_err(|e| err(&s.ctx, e))?;
-        let summary = RestoreSummary { files, bytes };
-        if s.ctx.cancel.is_cancelled() {
-            return Err(EngineError::Canceled {
-                repo: self.name.clone(),
-                operation: "restore",
-            });
+        let err = |e| self.err(&s.ctx, "restore", e);
+        let restored = crate::restore::Restore {
+            repo: &repo,
+            backend: &s.ctx.backend,
+            key: &self.data_key,
+            cancel: &s.ctx.cancel,
+            name: &self.name,
+            err: &err,
         }
-        Ok(summary)
+        .run(&node, target)?;
+        Ok(RestoreSummary {
+            files: restored.files,
+            bytes: restored.bytes,
+        })
     }
 
     fn forget(&self, s: Session, ids: &[String]) -> Result<usize, EngineError> {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::*;
 use bytes::Bytes;
+use common::*;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -503,4 +503,136 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     .await
     .unwrap();
     assert_same_tree(&volume, &target);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_empty_repeated_zero_multi_pack_and_hard_linked_files() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("vol");
+    make_edge_volume(&volume);
+    let summary = repo
+        .backup(
+            request(&volume, "edge"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    let packs: usize = std::fs::read_dir(repo_dir.restic_path().join("data"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert!(packs >= 3, "the large file spans several packs: {packs}");
+
+    let target = work.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let progress = Recorder::default();
+    let restored = repo
+        .restore(&summary.snapshot_id, &target, progress.callback(), never())
+        .await
+        .unwrap();
+    assert_same_tree(&volume, &target);
+    assert_edge_extras(&target);
+    assert_eq!(restored.files, 5);
+    // The second name of the hard link has no contents of its own to write.
+    let linked = 40 << 20;
+    assert_eq!(restored.bytes, summary.total_bytes - linked);
+    let last = *progress.all().last().expect("a final progress report");
+    assert_eq!(
+        (last.bytes_done, last.total_bytes),
+        (restored.bytes, restored.bytes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_into_a_directory_that_already_holds_files() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("vol");
+    std::fs::create_dir(&volume).unwrap();
+    make_volume(&volume);
+    let summary = repo
+        .backup(
+            request(&volume, "u"),
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+
+    let target = work.path().join("target");
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // Stale contents, wrong kinds, a symlink where a directory goes (never followed), and
+    // something the snapshot does not have.
+    std::fs::write(
+        target.join("hello.txt"),
+        b"stale contents, longer than the original",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("nested")).unwrap();
+    std::fs::write(target.join("empty-dir"), b"a file where a directory goes").unwrap();
+    std::fs::write(target.join("link-to-hello"), b"a file where a symlink goes").unwrap();
+    std::fs::write(target.join("extra.txt"), b"not in the snapshot").unwrap();
+    // A file of the snapshot that is a hard link to a file outside the target.
+    std::fs::write(outside.join("shared"), b"outside data").unwrap();
+    std::fs::hard_link(outside.join("shared"), target.join("empty")).unwrap();
+    repo.restore(
+        &summary.snapshot_id,
+        &target,
+        Recorder::default().callback(),
+        never(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(target.join("extra.txt")).unwrap(),
+        b"not in the snapshot",
+        "entries the snapshot does not have stay"
+    );
+    std::fs::remove_file(target.join("extra.txt")).unwrap();
+    assert_same_tree(&volume, &target);
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing written through the symlink"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("shared")).unwrap(),
+        b"outside data",
+        "a hard-linked file is replaced, not truncated"
+    );
+
+    // Restoring again keeps what is already there (same size and mtime) and stays identical.
+    let again = repo
+        .restore(
+            &summary.snapshot_id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.bytes, 0, "nothing rewritten: {again:?}");
+    assert_same_tree(&volume, &target);
+
+    // A directory where the snapshot has a file is not deleted: the restore says so.
+    let blocked = work.path().join("blocked");
+    std::fs::create_dir_all(blocked.join("hello.txt/inside")).unwrap();
+    let err = repo
+        .restore(
+            &summary.snapshot_id,
+            &blocked,
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hello.txt"), "{err}");
+    assert!(err.to_string().contains("directory is in the way"), "{err}");
+    assert!(blocked.join("hello.txt/inside").is_dir());
 }

@@ -8,6 +8,41 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 use stowage_restic::EngineError;
 
+/// The repository's key files: name and parsed JSON.
+fn key_files(repo: &LocalRepo) -> Vec<(String, serde_json::Value)> {
+    let mut keys: Vec<_> = std::fs::read_dir(repo.restic_path().join("keys"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let json = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            (e.file_name().into_string().unwrap(), json)
+        })
+        .collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
+}
+
+/// Key ids as `restic key list` shows them (the first 8 hex digits).
+fn restic_key_ids(restic: &std::path::Path, repo_path: &str, password: &str) -> Vec<String> {
+    let json = run_ok(restic_cmd(restic, repo_path, password).args(["key", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut ids: Vec<String> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {json}"))
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn assert_cheap(key: &serde_json::Value) {
+    assert_eq!(key["kdf"], "scrypt", "{key}");
+    assert_eq!(key["N"], 4096, "scrypt N=2^12: {key}");
+    assert_eq!(key["r"], 8, "{key}");
+    assert_eq!(key["p"], 1, "{key}");
+}
+
 fn lock_count(repo: &LocalRepo) -> usize {
     std::fs::read_dir(repo.restic_path().join("locks")).map_or(0, |d| d.count())
 }
@@ -40,6 +75,14 @@ async fn restic_reads_checks_and_restores_engine_snapshots() {
         .unwrap();
 
     let repo_path = repo_dir.restic_path().display().to_string();
+    // The repository's one key is a cheap one, and restic opens the repository with it.
+    let keys = key_files(&repo_dir);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_cheap(&keys[0].1);
+    assert_eq!(
+        restic_key_ids(&restic, &repo_path, PASSWORD),
+        [keys[0].0[..8].to_string()]
+    );
     let json = run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["snapshots", "--json"]));
     let snaps: serde_json::Value = serde_json::from_str(&json).unwrap();
     let snaps = snaps.as_array().unwrap();
@@ -88,6 +131,7 @@ async fn engine_restores_snapshots_written_by_restic() {
     let volume = work.path().join("some/dir");
     std::fs::create_dir_all(&volume).unwrap();
     make_volume(&volume);
+    make_edge_volume(&volume.join("edge"));
     let repo_path = repo_dir.restic_path().display().to_string();
     run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args([
         "backup",
@@ -111,7 +155,8 @@ async fn engine_restores_snapshots_written_by_restic() {
         .await
         .unwrap();
     assert_same_tree(&volume, &target);
-    assert_eq!(restored.files, 6);
+    assert_edge_extras(&target.join("edge"));
+    assert_eq!(restored.files, 11);
 
     // Our next backup of that volume chains onto restic's snapshot.
     let mut req = request(&volume, "u9");
@@ -122,6 +167,82 @@ async fn engine_restores_snapshots_written_by_restic() {
         .unwrap();
     assert_eq!(ours.parent.as_deref(), Some(snaps[0].id.as_str()));
     run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["check", "--read-data"]));
+}
+
+/// A repository `restic init` made has a key restic calibrated (tens of MiB of scrypt):
+/// opening it replaces that key with a cheap one for the same master key, which restic and the
+/// engine then open; a key a user added with another password is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_replaces_an_expensive_key_with_a_cheap_one() {
+    let Some(restic) = restic() else { return };
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo_path = repo_dir.restic_path().display().to_string();
+    std::fs::create_dir_all(repo_dir.restic_path().parent().unwrap()).unwrap();
+    run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["init", "--repository-version", "2"]));
+    let work = tempfile::tempdir().unwrap();
+    let user_password = work.path().join("user-password");
+    std::fs::write(&user_password, "a person's own password").unwrap();
+    run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args([
+        "key",
+        "add",
+        "--new-password-file",
+        user_password.to_str().unwrap(),
+    ]));
+    let before = key_files(&repo_dir);
+    assert_eq!(before.len(), 2);
+    for (_, key) in &before {
+        assert!(
+            key["N"].as_u64().unwrap() > 4096,
+            "restic's own cost: {key}"
+        );
+    }
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    make_volume(&volume);
+    run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["backup", volume.to_str().unwrap()]));
+
+    let repo = stowage_restic::Repo::open(repo_dir.config(PASSWORD))
+        .await
+        .unwrap();
+    let after = key_files(&repo_dir);
+    assert_eq!(after.len(), 2, "one replaced, the user's kept: {after:?}");
+    let user_key = before
+        .iter()
+        .find(|k| after.contains(k))
+        .expect("one of restic's keys is untouched");
+    let ours = after.iter().find(|k| *k != user_key).unwrap();
+    assert_cheap(&ours.1);
+
+    // Both passwords still open the repository in restic, and the engine reopens it (now
+    // cheaply) and restores restic's snapshot.
+    run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["check"]));
+    run_ok(
+        restic_cmd(&restic, &repo_path, "")
+            .env_remove("RESTIC_PASSWORD")
+            .env("RESTIC_PASSWORD_FILE", &user_password)
+            .args(["snapshots"]),
+    );
+    let reopened = stowage_restic::Repo::open(repo_dir.config(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(key_files(&repo_dir), after, "a cheap key is kept");
+    let snaps = repo.snapshots(&[]).await.unwrap();
+    let target = work.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    reopened
+        .restore(
+            &snaps[0].id,
+            &target,
+            Recorder::default().callback(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_same_tree(&volume, &target);
+    let err = stowage_restic::Repo::open(repo_dir.config("wrong"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::WrongPassword { .. }), "{err:?}");
 }
 
 /// Our lock keeps a user's `restic prune` out while we write, and a user's exclusive lock

@@ -140,6 +140,28 @@ async fn create_in_dir(path: &Path) -> io::Result<tokio::fs::File> {
     }
 }
 
+/// Reads the parts in order, dropping each once read.
+struct PartsReader(std::collections::VecDeque<Bytes>);
+
+impl AsyncRead for PartsReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        while let Some(part) = self.0.front_mut() {
+            if part.is_empty() {
+                self.0.pop_front();
+                continue;
+            }
+            let n = part.len().min(buf.remaining());
+            buf.put_slice(&part.split_to(n));
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
@@ -159,6 +181,13 @@ impl ObjectStore for FsStore {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path_of(key)?;
         self.write_atomically(key, &path, &mut &data[..]).await?;
+        Ok(())
+    }
+
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        let path = self.path_of(key)?;
+        let mut body = PartsReader(parts.into());
+        self.write_atomically(key, &path, &mut body).await?;
         Ok(())
     }
 

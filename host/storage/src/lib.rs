@@ -23,6 +23,18 @@ use bytes::Bytes;
 use std::time::SystemTime;
 use tokio::io::AsyncRead;
 
+/// One buffer with the parts' bytes in order; each part is dropped once copied.
+pub fn join_parts(parts: Vec<Bytes>) -> Bytes {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for part in parts {
+        joined.extend_from_slice(&part);
+    }
+    joined.freeze()
+}
+
 /// A readable object body.
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -43,6 +55,13 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Writes a whole object, replacing any previous one.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Writes a whole object given as consecutive parts (a restic pack arrives as its
+    /// blobs). The default joins them, dropping each part once copied; a store that can write
+    /// the parts one after the other does so without the joined copy.
+    async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        self.put(key, join_parts(parts)).await
+    }
 
     /// Writes an object from a reader without holding it all in memory (multipart upload on
     /// S3). `size_hint` lets very large objects pick bigger parts. Returns the bytes written.

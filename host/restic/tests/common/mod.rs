@@ -235,3 +235,35 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A volume of restore edge cases: an empty file, a file whose chunks repeat, a mostly-zero
+/// file (zero chunks), a file larger than several 16 MiB packs, and a hard link to it.
+pub fn make_edge_volume(root: &Path) {
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    let block = noise(3 << 20, 7);
+    let repeated: Vec<u8> = [&block[..], &block[..], &block[..]].concat();
+    std::fs::write(root.join("repeats"), &repeated).unwrap();
+    let mut zeros = vec![0u8; 24 << 20];
+    zeros[(12 << 20)..(12 << 20) + 4096].copy_from_slice(&noise(4096, 8));
+    std::fs::write(root.join("d/zeros"), &zeros).unwrap();
+    std::fs::write(root.join("d/large"), noise(40 << 20, 9)).unwrap();
+    std::fs::hard_link(root.join("d/large"), root.join("large-link")).unwrap();
+    set_mode(&root.join("repeats"), 0o640);
+}
+
+/// What a restore of [`make_edge_volume`] must also have: the hard link, and holes where the
+/// zeros were.
+pub fn assert_edge_extras(restored: &Path) {
+    let large = std::fs::metadata(restored.join("d/large")).unwrap();
+    let link = std::fs::metadata(restored.join("large-link")).unwrap();
+    assert_eq!(large.ino(), link.ino(), "the hard link is one inode");
+    assert_eq!(large.nlink(), 2);
+    let zeros = std::fs::metadata(restored.join("d/zeros")).unwrap();
+    assert_eq!(zeros.len(), 24 << 20);
+    assert!(
+        zeros.blocks() * 512 < 8 << 20,
+        "zero chunks left as holes: {} KiB allocated",
+        zeros.blocks() / 2
+    );
+}

@@ -34,6 +34,15 @@ pub async fn exercise_store(store: &dyn ObjectStore) {
         store.put(key, Bytes::from_static(data)).await.unwrap();
     }
 
+    // An object written as parts is their concatenation (empty parts included).
+    let parts = ["pack-", "", "of-", "blobs"].map(|p| Bytes::from_static(p.as_bytes()));
+    store.put_parts("parts/one", parts.to_vec()).await.unwrap();
+    assert_eq!(store.get("parts/one").await.unwrap(), "pack-of-blobs");
+    store.put_parts("parts/none", Vec::new()).await.unwrap();
+    assert_eq!(store.get("parts/none").await.unwrap(), "");
+    store.delete("parts/one").await.unwrap();
+    store.delete("parts/none").await.unwrap();
+
     for (key, data) in objects {
         assert_eq!(store.get(key).await.unwrap(), data, "get {key}");
         let mut streamed = Vec::new();
