@@ -178,6 +178,7 @@ impl Restore<'_> {
                 self.check_cancel()?;
             }
             let (rel, node) = item.map_err(self.err)?;
+            self.check_inside(&rel)?;
             let path = target.join(&rel);
             match &node.node_type {
                 NodeType::Dir => self.ensure_dir(&path)?,
@@ -208,6 +209,23 @@ impl Restore<'_> {
             }
         }
         Ok(plan)
+    }
+
+    /// Refuses a path that would leave the target (`..`, an absolute path): a snapshot's
+    /// names come from whoever wrote the repository. The metadata pass walks the same tree
+    /// after this one has checked every path.
+    fn check_inside(&self, rel: &Path) -> Result<(), EngineError> {
+        if is_inside(rel) {
+            return Ok(());
+        }
+        Err(EngineError::Repository {
+            repo: self.name.to_string(),
+            operation: "restore",
+            message: format!(
+                "the snapshot holds the path {:?}, which leads out of the restore target; nothing was restored from it",
+                rel.display().to_string()
+            ),
+        })
     }
 
     fn ensure_dir(&self, path: &Path) -> Result<(), EngineError> {
@@ -579,6 +597,11 @@ impl<'a> Worker<'a> {
     }
 }
 
+/// Whether a relative path stays below the directory it is joined to.
+fn is_inside(rel: &Path) -> bool {
+    rel.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 fn is_zero(data: &[u8]) -> bool {
     let words = data.chunks_exact(16);
     let tail = words.remainder();
@@ -758,6 +781,16 @@ mod tests {
             [(0, 0), (0, 5 * mib as u64), (1, 0)]
         );
         assert_eq!(ranges[0].blobs[2].start, 2 * mib + 1000);
+    }
+
+    #[test]
+    fn paths_that_leave_the_target_are_refused() {
+        for inside in ["", "data", "a/b/c.txt", "..hidden", "a/..b", "a/./b"] {
+            assert!(is_inside(Path::new(inside)), "{inside}");
+        }
+        for outside in ["..", "../etc/passwd", "a/../../x", "a/..", "/etc/passwd"] {
+            assert!(!is_inside(Path::new(outside)), "{outside}");
+        }
     }
 
     #[test]
