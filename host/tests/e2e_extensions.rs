@@ -191,6 +191,12 @@ async fn a_runaway_extension_is_stopped_and_named_and_a_namespaced_one_stays_hom
     let greedy = record["extensions"].as_array().unwrap().iter().find(|e| e["id"]["name"] == "greedy").cloned();
     let greedy = greedy.unwrap_or_else(|| panic!("greedy ran: {record}"));
     assert!(greedy["items"].as_array().unwrap().iter().all(|i| i["item"]["namespace"] == "team-b"), "{greedy}");
+
+    // A backup that names an extension which is not loaded fails validation, saying which.
+    let status = env.backup("needs-missing", json!({"includedNamespaces": [ns], "extensions": ["runaway", "team-b/greedy", "nope"]})).await;
+    assert_eq!(status["phase"], "FailedValidation", "{status}");
+    let errors = status["validationErrors"].to_string();
+    assert!(errors.contains("no extension stowage/nope is loaded") && !errors.contains("runaway") && !errors.contains("greedy"), "{status}");
 }
 
 #[test]

@@ -68,6 +68,7 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
             errors.push(format!("backup {name:?}: {e}"));
         }
     }
+    errors.extend(crate::server::extensions::check_requested(&ctx.extensions, &ctx.namespace, &backup.spec.extensions));
     let resources = match discovery::discover(&ctx.client).await {
         Ok(r) => r,
         Err(e) => return Err(vec![format!("discovering the cluster's resources: {e:#}")]),

@@ -43,6 +43,29 @@ pub fn registry(
     ))
 }
 
+/// Checks the extensions a Backup names in `spec.extensions`: each must be loaded and active.
+/// A name is an extension ConfigMap in the server's namespace, or `namespace/name`. Every
+/// loaded extension runs on every backup, so naming one only makes sure it is there.
+pub fn check_requested(registry: &Registry, server_namespace: &str, requested: &[String]) -> Vec<String> {
+    let states = registry.states();
+    requested
+        .iter()
+        .filter_map(|wanted| {
+            let (ns, name) = wanted.split_once('/').unwrap_or((server_namespace, wanted.as_str()));
+            match states.iter().find(|s| s.id.namespace == ns && s.id.name == name) {
+                Some(s) if s.state == stowage_runtime::State::Active => None,
+                Some(s) => Some(format!(
+                    "spec.extensions: extension {ns}/{name} is quarantined ({}); fix its ConfigMap or leave it out",
+                    s.error.as_deref().unwrap_or("no error recorded")
+                )),
+                None => Some(format!(
+                    "spec.extensions: no extension {ns}/{name} is loaded; `stowage extension list` shows the loaded ones"
+                )),
+            }
+        })
+        .collect()
+}
+
 fn binary_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     cm.binary_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
@@ -416,4 +439,31 @@ pub fn runs(report: &ExtensionReport) -> Vec<Value> {
         .iter()
         .map(|r| json!({"name": r.id.to_string(), "digest": r.digest.0, "scope": scope_text(&r.scope)}))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_runtime::{ExtensionId, ExtensionKind, ExtensionSource, Module};
+
+    #[test]
+    fn a_backup_may_only_name_loaded_active_extensions() {
+        let registry = registry("stowage", Default::default()).unwrap();
+        let filter = |ns: &str, name: &str, config: &str| ExtensionSource {
+            id: ExtensionId::new(ns, name),
+            kind: ExtensionKind::ItemFilter,
+            module: Module::Rhai("fn filter(ctx, item) { true }".into()),
+            config_yaml: config.into(),
+        };
+        registry.upsert(filter("stowage", "keep", "")).unwrap();
+        registry.upsert(filter("shop", "mine", "")).unwrap();
+        registry.upsert(filter("stowage", "broken", "timeoutSecondz: 1\n")).unwrap_err();
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_requested(&registry, "stowage", &names(&["keep", "shop/mine", "stowage/keep"])).is_empty());
+        let errors = check_requested(&registry, "stowage", &names(&["mine", "broken", "shop/keep"]));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("no extension stowage/mine is loaded"), "{errors:?}");
+        assert!(errors[1].contains("stowage/broken is quarantined") && errors[1].contains("timeoutSecondz"), "{errors:?}");
+        assert!(errors[2].contains("no extension shop/keep"), "{errors:?}");
+    }
 }

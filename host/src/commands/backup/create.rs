@@ -30,7 +30,8 @@ pub struct CreateArgs {
     /// [default: the server's setting].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub default_volumes_to_fs_backup: Option<bool>,
-    /// Extensions to run in addition to the always-on ones (ConfigMap names, comma-separated).
+    /// Extensions the backup needs, comma-separated (`name` in Stowage's namespace or
+    /// `namespace/name`): the backup fails validation unless each is loaded and active.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub extensions: Vec<String>,
     /// Labels to put on the backup (KEY=VALUE,...).
