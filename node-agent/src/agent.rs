@@ -340,7 +340,7 @@ impl Agent {
     }
 
     /// A progress callback and the task that writes the latest progress to the status.
-    fn reporter(self: &Self, name: String, backup: bool) -> (Arc<dyn Fn(Progress) + Send + Sync>, tokio::task::JoinHandle<()>) {
+    fn reporter(&self, name: String, backup: bool) -> (Arc<dyn Fn(Progress) + Send + Sync>, tokio::task::JoinHandle<()>) {
         let latest = Arc::new(Mutex::new(None::<Progress>));
         let sink = latest.clone();
         let callback: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p| *sink.lock().unwrap() = Some(p));

@@ -24,7 +24,7 @@ pub enum EngineError {
     Storage {
         repo: String,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
 
     #[error(

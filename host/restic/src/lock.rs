@@ -106,7 +106,7 @@ impl RepoLock {
     ) -> Result<Self, EngineError> {
         let storage = |source| EngineError::Storage {
             repo: repo.to_string(),
-            source,
+            source: Box::new(source),
         };
         let dir = format!("{prefix}locks/");
         handle.block_on(refuse_exclusive(&*store, &dir, data_key, None, repo))?;
@@ -164,7 +164,7 @@ async fn refuse_exclusive(
 ) -> Result<(), EngineError> {
     let storage = |source| EngineError::Storage {
         repo: repo.to_string(),
-        source,
+        source: Box::new(source),
     };
     let now = Timestamp::now();
     for object in store.list(dir).await.map_err(storage)? {

@@ -90,7 +90,7 @@ impl Repo {
             .await
             .map_err(|source| EngineError::Storage {
                 repo: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         if !exists && !init {
             return Err(EngineError::NotInitialised { repo: name });
@@ -341,7 +341,7 @@ fn open_with_password(
     password: &str,
     repo_name: &str,
 ) -> Result<MasterKey, EngineError> {
-    let err = |e| engine_error(repo_name, "open", backend, None, e);
+    let err = |e: Box<RusticError>| engine_error(repo_name, "open", backend, None, &e);
     let keys = crate::keys::key_files(backend).map_err(err)?;
     let found = crate::keys::find_master_key(&keys, password, |master| {
         let opened = Repository::new(&repo_options(), &backends(backend))
@@ -380,7 +380,7 @@ fn init_with_password(
     repo_name: &str,
 ) -> Result<MasterKey, EngineError> {
     tracing::info!("initialising restic repository {repo_name}");
-    let err = |e| engine_error(repo_name, "init", backend, None, e);
+    let err = |e: Box<RusticError>| engine_error(repo_name, "init", backend, None, &e);
     let master = MasterKey::new();
     let (id, bytes) = crate::keys::new_key_file(&master, password);
     let id: rustic_core::Id = id.parse().map_err(err)?;
@@ -406,7 +406,7 @@ fn engine_error(
     operation: &'static str,
     backend: &StoreBackend,
     cancel: Option<&CancelFlag>,
-    e: Box<RusticError>,
+    e: &RusticError,
 ) -> EngineError {
     if cancel.is_some_and(CancelFlag::is_cancelled) {
         return EngineError::Canceled {
@@ -417,7 +417,7 @@ fn engine_error(
     if let Some(source) = backend.take_storage_error() {
         return EngineError::Storage {
             repo: repo.to_string(),
-            source,
+            source: Box::new(source),
         };
     }
     EngineError::Repository {
@@ -442,7 +442,7 @@ impl Inner {
         );
         let repo = Repository::new_with_progress(&repo_options(), &backends(&backend), bars)
             .and_then(|r| r.open(&Credentials::Masterkey(self.key.clone())))
-            .map_err(|e| engine_error(&self.name, operation, &backend, Some(&cancel), e))?;
+            .map_err(|e| engine_error(&self.name, operation, &backend, Some(&cancel), &e))?;
         Ok(Session {
             repo,
             ctx: Ctx { backend, cancel },
@@ -450,7 +450,7 @@ impl Inner {
     }
 
     fn err(&self, ctx: &Ctx, operation: &'static str, e: Box<RusticError>) -> EngineError {
-        engine_error(&self.name, operation, &ctx.backend, Some(&ctx.cancel), e)
+        engine_error(&self.name, operation, &ctx.backend, Some(&ctx.cancel), &e)
     }
 
     fn matching(&self, s: &Session, tags: &[String]) -> Result<Vec<SnapshotFile>, EngineError> {

@@ -437,14 +437,14 @@ impl ScriptInstance {
     }
 
     fn action_output(&self, out: Dynamic, input: &Item) -> Result<ScriptOutput, CallError> {
-        let unchanged = |item: Item| (item != *input).then_some(item);
+        let if_changed = |item: Item| (item != *input).then_some(item);
         if out.is_unit() {
             return Ok(ScriptOutput::default());
         }
         if out.as_map_ref().is_ok_and(|m| m.contains_key("object")) {
             let item = item_from(out).map_err(CallError::Returned)?;
             return Ok(ScriptOutput {
-                item: unchanged(item),
+                item: if_changed(item),
                 ..Default::default()
             });
         }
@@ -453,7 +453,7 @@ impl ScriptInstance {
         };
         let item = match map.remove("item") {
             Some(item) if !item.is_unit() => {
-                unchanged(item_from(item).map_err(CallError::Returned)?)
+                if_changed(item_from(item).map_err(CallError::Returned)?)
             }
             _ => None,
         };

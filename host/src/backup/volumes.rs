@@ -36,7 +36,7 @@ pub struct Candidates {
 impl Candidates {
     /// Looks at one collected item; only pods matter.
     pub fn observe(&mut self, item: &Item, default_volumes_to_fs_backup: bool) {
-        if item.group != "" || item.resource != "pods" {
+        if !item.group.is_empty() || item.resource != "pods" {
             return;
         }
         let selection = volumes::select(item, default_volumes_to_fs_backup);

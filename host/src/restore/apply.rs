@@ -175,7 +175,7 @@ async fn ensure_namespace(ctx: &Context, plan: &RestorePlan, ns: &str, outcome: 
 
 /// What became of an object: created, or found already there.
 enum Created {
-    New(DynamicObject),
+    New(Box<DynamicObject>),
     Existing,
 }
 
@@ -201,7 +201,7 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
     match api.create(&PostParams::default(), &obj).await {
         Ok(created) => {
             record(done);
-            Some(Created::New(created))
+            Some(Created::New(Box::new(created)))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let live = match api.get(&item.name).await {

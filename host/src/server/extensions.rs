@@ -155,7 +155,7 @@ async fn apply(ctx: &Context, cm: &ConfigMap) {
         .iter()
         .map(|k| (k.to_string(), wanted.get(*k).map(|v| Value::String(v.clone())).unwrap_or(Value::Null)))
         .collect();
-    annotations.retain(|k, v| !(v.is_null() && !current.contains_key(k)));
+    annotations.retain(|k, v| !v.is_null() || current.contains_key(k));
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}}))).await {
         tracing::warn!("recording the state of extension {ns}/{name}: {e}");
