@@ -78,7 +78,7 @@ pub use provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord, Patch
 pub use registry::{Extension, ExtensionSet, ExtensionStatus, Registry, Runtime, RuntimeError, RuntimeOptions, State};
 pub use script::RhaiLimits;
 pub use selector::{resource_matches, LabelRequirement, LabelSelector, ResourceSelector};
-pub use session::{ActionOutcome, FilterOutcome, ItemIssue, Session};
+pub use session::{ActionOutcome, CallObserver, FilterOutcome, ItemIssue, Session};
 pub use source::{
     Digest, ExtensionId, ExtensionKind, ExtensionSource, Language, Module, CONFIG_KEY, EXTENSION_LABEL, SCRIPT_KEY,
     WASM_KEY, WASM_ZST_KEY,

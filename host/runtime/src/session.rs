@@ -21,7 +21,7 @@ use crate::wasm::{
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 /// A failure of an extension on one item (or hook target).
@@ -90,6 +90,32 @@ pub struct Session {
     host: Arc<dyn HostServices>,
     handle: Option<Handle>,
     slots: Vec<Slot>,
+    /// When the call under way started.
+    call_started: Option<Instant>,
+    observer: Option<CallObserver>,
+}
+
+/// Told of every call as it ends: the extension, how it ended (`unchanged`, `changed`,
+/// `filtered`, `skipped`, `denied` — it made a host call its capabilities do not allow —, or
+/// `error`) and how long it took (`None` when it could not be started). For the host's
+/// metrics.
+pub type CallObserver = Arc<dyn Fn(&ExtensionId, &'static str, Option<Duration>) + Send + Sync>;
+
+/// How a call ended, as [`CallObserver`] names it.
+fn outcome_of(record: &ItemRecord) -> &'static str {
+    if record.error.is_some() {
+        "error"
+    } else if !record.denied.is_empty() {
+        "denied"
+    } else if record.filtered.is_some() {
+        "filtered"
+    } else if record.skipped {
+        "skipped"
+    } else if record.patch.is_some() {
+        "changed"
+    } else {
+        "unchanged"
+    }
 }
 
 impl ExtensionSet {
@@ -116,11 +142,24 @@ impl ExtensionSet {
                 },
             })
             .collect();
-        Session { set: self.clone(), context, host, handle: Handle::try_current().ok(), slots }
+        Session {
+            set: self.clone(),
+            context,
+            host,
+            handle: Handle::try_current().ok(),
+            slots,
+            call_started: None,
+            observer: None,
+        }
     }
 }
 
 impl Session {
+    /// Reports every call from now on to `observer`.
+    pub fn observe_calls(&mut self, observer: CallObserver) {
+        self.observer = Some(observer);
+    }
+
     pub fn context(&self) -> &OperationContext {
         &self.context
     }
@@ -288,6 +327,7 @@ impl Session {
             return Err(issue);
         }
         self.slots[index].instance = None;
+        self.call_started = Some(Instant::now());
         let result = match self.instantiate(index) {
             Err(message) => Err(CallError::Trapped(message)),
             Ok(()) => {
@@ -340,10 +380,11 @@ impl Session {
                 return None;
             }
         }
-        let slot = &mut self.slots[index];
-        if slot.own_selector.as_ref().is_some_and(|s| !s.matches(item)) {
+        if self.slots[index].own_selector.as_ref().is_some_and(|s| !s.matches(item)) {
             return None;
         }
+        self.call_started = Some(Instant::now());
+        let slot = &mut self.slots[index];
         let instance = &mut slot.instance.as_mut().unwrap().0;
         if slot.context.as_ref().is_none_or(|(p, _)| *p != phase) {
             let parameters = &slot.extension.config.parameters;
@@ -438,9 +479,13 @@ impl Session {
 
     /// Collects the call's denied host calls and records it.
     fn finish(&mut self, index: usize, mut record: ItemRecord) {
+        let elapsed = self.call_started.take().map(|started| started.elapsed());
         let slot = &mut self.slots[index];
         if let Some((_, gate)) = &slot.instance {
             record.denied.extend(gate.take_denials());
+        }
+        if let Some(observer) = &self.observer {
+            observer(&slot.extension.id, outcome_of(&record), elapsed);
         }
         slot.record.add(record);
     }

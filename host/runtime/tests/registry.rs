@@ -4,6 +4,7 @@ mod fixtures;
 
 use fixtures::*;
 use stowage_runtime::*;
+use std::sync::Arc;
 
 fn annotate(value: &str) -> String {
     format!("parameters:\n  value: {value}\n")
@@ -172,4 +173,30 @@ fn unchanged_items_are_recognised_and_outputs_chain() {
         changed,
         vec![("annotate", 1), ("a-inspect", 1), ("copy", 1)]
     );
+}
+
+/// The host hears of every call: which extension, how it ended, how long it took.
+#[test]
+fn calls_are_reported_to_the_observer() {
+    let registry = registry();
+    let component = || Module::Wasm(wasm("fixture-item-action"));
+    registry.upsert(source("stowage", "inspect", ExtensionKind::ItemAction, component(), "parameters: {mode: inspect}\n")).unwrap();
+    registry.upsert(source("stowage", "mark", ExtensionKind::ItemAction, component(), &annotate("x"))).unwrap();
+    registry.upsert(source("stowage", "refuse", ExtensionKind::ItemAction, component(), "parameters: {mode: error}\n")).unwrap();
+    let drop_all = Module::Rhai("fn filter(ctx, item) { \"not this one\" }".into());
+    registry.upsert(source("stowage", "drop", ExtensionKind::ItemFilter, drop_all, "")).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    with_session(&registry.snapshot(), RecordingHost::new(), |s| {
+        s.observe_calls(Arc::new(move |id, outcome, took| {
+            sink.lock().unwrap().push((id.name.clone(), outcome, took.is_some_and(|t| t > std::time::Duration::ZERO)));
+        }));
+        s.filter(&pod("shop", "web"));
+        s.item_actions(pod("shop", "web"));
+    });
+    let seen = seen.lock().unwrap().clone();
+    let expected = [("drop", "filtered"), ("inspect", "unchanged"), ("mark", "changed"), ("refuse", "error")];
+    let got: Vec<_> = seen.iter().map(|(n, o, _)| (n.as_str(), *o)).collect();
+    assert_eq!(got, expected);
+    assert!(seen.iter().all(|(_, _, timed)| *timed), "{seen:?}");
 }

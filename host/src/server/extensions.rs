@@ -308,7 +308,10 @@ impl Extensions {
         }
         let host = Arc::new(KubeHost::new(ctx.client.clone(), resources.clone(), log.clone()));
         let context = OperationContext { kind, name: name.to_string(), uid: uid.to_string() };
-        Extensions { session: Some(set.session(context, host)), resources }
+        let mut session = set.session(context, host);
+        let metrics = ctx.metrics.clone();
+        session.observe_calls(Arc::new(move |id, outcome, took| metrics.extension_call(&id.to_string(), outcome, took)));
+        Extensions { session: Some(session), resources }
     }
 
     pub fn is_active(&self) -> bool {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -25,6 +26,15 @@ pub struct Metrics {
     pub restore_validation_failures: Counter,
     pub restore_duration: Histogram,
     pub restore_items: Gauge,
+    /// Extension calls by extension (`namespace/name`) and outcome.
+    pub extension_calls: Family<Vec<(String, String)>, Counter>,
+    /// How long extension calls took, by extension.
+    pub extension_duration: Family<Vec<(String, String)>, Histogram, fn() -> Histogram>,
+}
+
+fn extension_durations() -> Histogram {
+    // 10 µs to ~40 s.
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
 }
 
 impl Metrics {
@@ -48,6 +58,8 @@ impl Metrics {
             restore_validation_failures: Counter::default(),
             restore_duration: durations(),
             restore_items: Gauge::default(),
+            extension_calls: Family::default(),
+            extension_duration: Family::new_with_constructor(extension_durations),
         };
         let r = &mut registry;
         r.register("backup_attempt", "Backups started", m.backup_attempts.clone());
@@ -65,7 +77,20 @@ impl Metrics {
         r.register("restore_validation_failure", "Restores that failed validation", m.restore_validation_failures.clone());
         r.register("restore_duration_seconds", "Time a restore took", m.restore_duration.clone());
         r.register("restore_items", "Items in the last restore", m.restore_items.clone());
+        r.register("extension_calls", "Extension calls, by extension and outcome", m.extension_calls.clone());
+        r.register("extension_duration_seconds", "Time an extension call took", m.extension_duration.clone());
         Metrics { registry, ..m }
+    }
+
+    /// Counts one extension call (see `stowage_runtime::CallObserver`).
+    pub fn extension_call(&self, extension: &str, outcome: &str, took: Option<std::time::Duration>) {
+        let name = vec![("extension".to_string(), extension.to_string())];
+        let mut labels = name.clone();
+        labels.push(("outcome".to_string(), outcome.to_string()));
+        self.extension_calls.get_or_create(&labels).inc();
+        if let Some(took) = took {
+            self.extension_duration.get_or_create(&name).observe(took.as_secs_f64());
+        }
     }
 
     pub fn render(&self) -> String {
@@ -107,5 +132,17 @@ mod tests {
         let text = m.render();
         assert!(text.contains("stowage_backup_attempt_total 1"), "{text}");
         assert!(text.contains("stowage_backup_duration_seconds_count 1"), "{text}");
+    }
+
+    #[test]
+    fn extension_calls_are_counted_by_extension_and_outcome() {
+        let m = Metrics::new();
+        m.extension_call("stowage/mark", "changed", Some(std::time::Duration::from_micros(50)));
+        m.extension_call("stowage/mark", "changed", Some(std::time::Duration::from_micros(70)));
+        m.extension_call("stowage/mark", "error", None);
+        let text = m.render();
+        assert!(text.contains(r#"stowage_extension_calls_total{extension="stowage/mark",outcome="changed"} 2"#), "{text}");
+        assert!(text.contains(r#"stowage_extension_calls_total{extension="stowage/mark",outcome="error"} 1"#), "{text}");
+        assert!(text.contains(r#"stowage_extension_duration_seconds_count{extension="stowage/mark"} 2"#), "{text}");
     }
 }
