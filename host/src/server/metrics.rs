@@ -9,6 +9,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Label names and values.
+type Labels = Vec<(String, String)>;
+
 pub struct Metrics {
     registry: Registry,
     pub backup_attempts: Counter,
@@ -27,9 +30,9 @@ pub struct Metrics {
     pub restore_duration: Histogram,
     pub restore_items: Gauge,
     /// Extension calls by extension (`namespace/name`) and outcome.
-    pub extension_calls: Family<Vec<(String, String)>, Counter>,
+    pub extension_calls: Family<Labels, Counter>,
     /// How long extension calls took, by extension.
-    pub extension_duration: Family<Vec<(String, String)>, Histogram, fn() -> Histogram>,
+    pub extension_duration: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 fn extension_durations() -> Histogram {
