@@ -81,15 +81,7 @@ async fn backs_up_a_symlinked_volume_and_restores_it_byte_identical() {
 
     let target = work.path().join("restored");
     std::fs::create_dir(&target).unwrap();
-    let restored = repo
-        .restore(
-            &summary.snapshot_id,
-            &target,
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let restored = restore_into(&repo, &summary.snapshot_id, &target).await;
     assert_same_tree(&volume, &target);
     assert_eq!(restored.files, 6);
     assert_eq!(restored.bytes, summary.total_bytes);
@@ -97,14 +89,7 @@ async fn backs_up_a_symlinked_volume_and_restores_it_byte_identical() {
     // A short id works too, and a new target gets the same tree.
     let target2 = work.path().join("restored-short");
     std::fs::create_dir(&target2).unwrap();
-    repo.restore(
-        &summary.snapshot_id[..8],
-        &target2,
-        Recorder::default().callback(),
-        never(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &summary.snapshot_id[..8], &target2).await;
     assert_same_tree(&volume, &target2);
     assert!(
         lock_files(&repo_dir).is_empty(),
@@ -127,14 +112,7 @@ async fn second_backup_after_a_reschedule_reads_only_what_changed() {
     let first_pod = work.path().join("pod-a-volume");
     std::fs::create_dir(&first_pod).unwrap();
     make_volume(&first_pod);
-    let first = repo
-        .backup(
-            request(&first_pod, "uid-1"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let first = back_up(&repo, &first_pod, "uid-1").await;
 
     // The pod moves: the same volume shows up under another path, and one file changes.
     let second_pod = work.path().join("pod-b-volume");
@@ -158,26 +136,12 @@ async fn second_backup_after_a_reschedule_reads_only_what_changed() {
     let other = work.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("f"), b"x").unwrap();
-    let unrelated = repo
-        .backup(
-            request(&other, "uid-2"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let unrelated = back_up(&repo, &other, "uid-2").await;
     assert_eq!(unrelated.parent, None);
 
     let target = work.path().join("restored");
     std::fs::create_dir(&target).unwrap();
-    repo.restore(
-        &second.snapshot_id,
-        &target,
-        Recorder::default().callback(),
-        never(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &second.snapshot_id, &target).await;
     assert_same_tree(&second_pod, &target);
 }
 
@@ -438,14 +402,7 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     );
 
     // A complete backup, then a restore whose first pack read never completes, canceled.
-    let summary = repo
-        .backup(
-            request(&volume, "u"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &volume, "u").await;
     store.stalled.store(true, Ordering::SeqCst);
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
@@ -494,14 +451,7 @@ async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     store.stalled.store(false, Ordering::SeqCst);
     let target = work.path().join("target3");
     std::fs::create_dir(&target).unwrap();
-    repo.restore(
-        &summary.snapshot_id,
-        &target,
-        Recorder::default().callback(),
-        never(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &summary.snapshot_id, &target).await;
     assert_same_tree(&volume, &target);
 }
 
@@ -512,14 +462,7 @@ async fn restores_empty_repeated_zero_multi_pack_and_hard_linked_files() {
     let work = tempfile::tempdir().unwrap();
     let volume = work.path().join("vol");
     make_edge_volume(&volume);
-    let summary = repo
-        .backup(
-            request(&volume, "edge"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &volume, "edge").await;
     let packs: usize = std::fs::read_dir(repo_dir.restic_path().join("data"))
         .unwrap()
         .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
@@ -554,14 +497,7 @@ async fn restores_into_a_directory_that_already_holds_files() {
     let volume = work.path().join("vol");
     std::fs::create_dir(&volume).unwrap();
     make_volume(&volume);
-    let summary = repo
-        .backup(
-            request(&volume, "u"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let summary = back_up(&repo, &volume, "u").await;
 
     let target = work.path().join("target");
     let outside = work.path().join("outside");
@@ -581,14 +517,7 @@ async fn restores_into_a_directory_that_already_holds_files() {
     // A file of the snapshot that is a hard link to a file outside the target.
     std::fs::write(outside.join("shared"), b"outside data").unwrap();
     std::fs::hard_link(outside.join("shared"), target.join("empty")).unwrap();
-    repo.restore(
-        &summary.snapshot_id,
-        &target,
-        Recorder::default().callback(),
-        never(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &summary.snapshot_id, &target).await;
     assert_eq!(
         std::fs::read(target.join("extra.txt")).unwrap(),
         b"not in the snapshot",
@@ -608,15 +537,7 @@ async fn restores_into_a_directory_that_already_holds_files() {
     );
 
     // Restoring again keeps what is already there (same size and mtime) and stays identical.
-    let again = repo
-        .restore(
-            &summary.snapshot_id,
-            &target,
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let again = restore_into(&repo, &summary.snapshot_id, &target).await;
     assert_eq!(again.bytes, 0, "nothing rewritten: {again:?}");
     assert_same_tree(&volume, &target);
 

@@ -56,23 +56,9 @@ async fn restic_reads_checks_and_restores_engine_snapshots() {
     let volume = work.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
     make_volume(&volume);
-    let first = repo
-        .backup(
-            request(&volume, "u1"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let first = back_up(&repo, &volume, "u1").await;
     std::fs::write(volume.join("nested/new.txt"), b"new").unwrap();
-    let second = repo
-        .backup(
-            request(&volume, "u1"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let second = back_up(&repo, &volume, "u1").await;
 
     let repo_path = repo_dir.restic_path().display().to_string();
     // The repository's one key is a cheap one, and restic opens the repository with it.
@@ -145,15 +131,7 @@ async fn engine_restores_snapshots_written_by_restic() {
 
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
-    let restored = repo
-        .restore(
-            &snaps[0].id[..8],
-            &target,
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let restored = restore_into(&repo, &snaps[0].id[..8], &target).await;
     assert_same_tree(&volume, &target);
     assert_edge_extras(&target.join("edge"));
     assert_eq!(restored.files, 11);
@@ -229,15 +207,7 @@ async fn opening_replaces_an_expensive_key_with_a_cheap_one() {
     let snaps = repo.snapshots(&[]).await.unwrap();
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
-    reopened
-        .restore(
-            &snaps[0].id,
-            &target,
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    restore_into(&reopened, &snaps[0].id, &target).await;
     assert_same_tree(&volume, &target);
     let err = stowage_restic::Repo::open(repo_dir.config("wrong"))
         .await
@@ -342,13 +312,6 @@ async fn locks_are_respected_both_ways() {
     assert_eq!(lock_count(&repo_dir), 1, "the killed check left its lock");
     let target = work.path().join("t");
     std::fs::create_dir(&target).unwrap();
-    repo.restore(
-        &summary.snapshot_id,
-        &target,
-        Recorder::default().callback(),
-        never(),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &summary.snapshot_id, &target).await;
     assert_same_tree(&volume, &target);
 }

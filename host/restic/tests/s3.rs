@@ -33,38 +33,16 @@ async fn round_trip_over_s3_readable_by_restic() {
     let volume = work.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
     make_volume(&volume);
-    let first = repo
-        .backup(
-            request(&volume, "u1"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let first = back_up(&repo, &volume, "u1").await;
     std::fs::write(volume.join("added"), b"more").unwrap();
-    let second = repo
-        .backup(
-            request(&volume, "u1"),
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    let second = back_up(&repo, &volume, "u1").await;
     assert_eq!(second.parent.as_deref(), Some(first.snapshot_id.as_str()));
 
     // A fresh open (another agent) restores it.
     let other = Repo::open(cfg).await.unwrap();
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
-    other
-        .restore(
-            &second.snapshot_id,
-            &target,
-            Recorder::default().callback(),
-            never(),
-        )
-        .await
-        .unwrap();
+    restore_into(&other, &second.snapshot_id, &target).await;
     assert_same_tree(&volume, &target);
     assert!(store.list("restic/apps/locks/").await.unwrap().is_empty());
 

@@ -267,3 +267,13 @@ pub fn assert_edge_extras(restored: &Path) {
         zeros.blocks() / 2
     );
 }
+
+/// Backs `volume` up as the claim `pvc_uid` (see [`request`]), ignoring progress.
+pub async fn back_up(repo: &Repo, volume: &Path, pvc_uid: &str) -> stowage_restic::BackupSummary {
+    repo.backup(request(volume, pvc_uid), Recorder::default().callback(), never()).await.unwrap()
+}
+
+/// Restores `snapshot` into the existing directory `target`, ignoring progress.
+pub async fn restore_into(repo: &Repo, snapshot: &str, target: &Path) -> stowage_restic::RestoreSummary {
+    repo.restore(snapshot, target, Recorder::default().callback(), never()).await.unwrap()
+}
