@@ -57,12 +57,21 @@ impl Default for Metrics {
 }
 
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    serve_text(addr, move || metrics.render()).await
+}
+
+/// Serves `/metrics` (what `render` returns, in Prometheus' text format) and `/healthz`; the
+/// server's metrics go out the same way.
+pub async fn serve_text(
+    addr: std::net::SocketAddr,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+                let text = render();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }));
@@ -85,5 +94,30 @@ mod tests {
         let text = m.render();
         assert!(text.contains("stowage_podvolume_backup_success_total 1"), "{text}");
         assert!(text.contains("stowage_podvolume_backup_bytes_total 42"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_and_health_are_served_over_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let m = Arc::new(Metrics::new());
+        m.backups_completed.inc();
+        tokio::spawn(serve(addr, m));
+        let get = |path: &'static str| async move {
+            for _ in 0..50 {
+                if let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await {
+                    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    conn.write_all(request.as_bytes()).await.unwrap();
+                    let mut response = String::new();
+                    conn.read_to_string(&mut response).await.unwrap();
+                    return response;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("nothing listens on {addr}");
+        };
+        let metrics = get("/metrics").await;
+        assert!(metrics.contains("stowage_podvolume_backup_success_total 1"), "{metrics}");
+        assert!(get("/healthz").await.ends_with("ok"));
     }
 }

@@ -110,17 +110,7 @@ impl Default for Metrics {
 }
 
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
-        }))
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}; pick another --metrics-address"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
+    stowage_node_agent::metrics::serve_text(addr, move || metrics.render()).await
 }
 
 #[cfg(test)]
