@@ -87,7 +87,8 @@ async fn shipped_extensions_change_filter_and_record_and_reload_without_a_restar
     assert!(record.to_string().contains("sh.helm.release.v1.web.v1"), "the record names what was filtered: {record}");
 
     env.delete_namespace_and_wait(ns).await;
-    let status = env.restore("ext-restore", json!({"backupName": "ext-backup"})).await;
+    // change-image-registry is opt-in: this restore names it.
+    let status = env.restore("ext-restore", json!({"backupName": "ext-backup", "extensions": ["change-image-registry"]})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
     let runs = &status["extensions"];
     let run = |n: &str| runs.as_array().unwrap().iter().find(|r| r["name"] == n).cloned().unwrap_or_else(|| panic!("{n} in {runs}"));
@@ -111,13 +112,22 @@ async fn shipped_extensions_change_filter_and_record_and_reload_without_a_restar
     apply_config_map(&env, &updated).await;
     let new_digest = active_digest(&env, "change-image-registry", Some(&registry_digest)).await;
     env.delete_namespace_and_wait(ns).await;
-    let status = env.restore("ext-restore-2", json!({"backupName": "ext-backup"})).await;
+    let status = env.restore("ext-restore-2", json!({"backupName": "ext-backup", "extensions": ["stowage/change-image-registry"]})).await;
     assert_eq!(status["phase"], "Completed", "{status}");
     let runs = status["extensions"].as_array().unwrap();
     let registry_run = runs.iter().find(|r| r["name"] == "stowage/change-image-registry").unwrap();
     assert_eq!(registry_run["digest"], new_digest.as_str(), "the next operation runs the new version");
     let deploy = env.get_in::<Deployment>(ns, "web").await.unwrap();
     assert_eq!(deploy["spec"]["template"]["spec"]["containers"][0]["image"], "mirror.internal:5000/library/nginx:1.27");
+
+    // A restore that does not name the opt-in extension keeps the images as backed up.
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("ext-restore-3", json!({"backupName": "ext-backup"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let ran = names(&status["extensions"]);
+    assert!(ran.contains(&"stowage/change-storage-class".to_string()) && !ran.iter().any(|n| n.ends_with("change-image-registry")), "{ran:?}");
+    let deploy = env.get_in::<Deployment>(ns, "web").await.unwrap();
+    assert_eq!(deploy["spec"]["template"]["spec"]["containers"][0]["image"], "docker.io/library/nginx:1.27");
 
     // A broken extension is quarantined, never fatal.
     let mut broken = shipped("skip-helm-release-secrets");
@@ -155,7 +165,7 @@ async fn a_runaway_extension_is_stopped_and_named_and_a_namespaced_one_stays_hom
     env.create_namespace("team-b").await;
     let runaway = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "runaway", "namespace": NS, "labels": {"stowage.io/extension": "item-action"}},
-        "data": {"config.yaml": "appliesTo: {includedResources: [configmaps]}\ntimeoutSeconds: 1\n",
+        "data": {"config.yaml": "appliesTo: {includedResources: [configmaps]}\ntimeoutSeconds: 1\noptIn: true\n",
                  "script.rhai": "fn execute(ctx, item) { let n = 0; loop { n += 1; } }\n"}});
     apply_config_map(&env, &runaway).await;
     active_digest(&env, "runaway", None).await;
@@ -175,7 +185,12 @@ async fn a_runaway_extension_is_stopped_and_named_and_a_namespaced_one_stays_hom
     }
     env.create_in::<ConfigMap>("team-b", json!({"metadata": {"name": "mine"}, "data": {"k": "v"}})).await;
 
-    let status = env.backup("loop-backup", json!({"includedNamespaces": [ns, "team-b"]})).await;
+    // runaway is opt-in: a backup that does not name it does not run it.
+    let status = env.backup("calm-backup", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert_eq!(status["warnings"].as_u64().unwrap_or(0), 0, "{status}");
+    assert!(!names(&status["extensions"]).iter().any(|n| n.ends_with("runaway")), "{status}");
+    let status = env.backup("loop-backup", json!({"includedNamespaces": [ns, "team-b"], "extensions": ["runaway"]})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
     assert!(status["warnings"].as_u64().unwrap_or(0) >= 2, "{status}");
     let results = env.read_zstd_json("backups/loop-backup/loop-backup-results.json.zst").await;

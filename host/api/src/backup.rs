@@ -67,9 +67,9 @@ pub struct BackupSpec {
     /// Per-resource order in which objects are written, e.g. `pods: ns1/a,ns1/b`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ordered_resources: BTreeMap<String, String>,
-    /// Extensions the backup needs: each must be loaded and active, or the backup fails
-    /// validation (`name` for a ConfigMap in Stowage's namespace, `namespace/name` for
-    /// another). Every loaded extension runs on every backup.
+    /// Opt-in extensions to run in addition to the always-on ones (`name` for a ConfigMap in
+    /// Stowage's namespace, `namespace/name` for another). Each must be loaded and active, or
+    /// the backup fails validation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<String>,
 }

@@ -69,6 +69,11 @@ pub struct RestoreSpec {
     /// A ConfigMap (kind `ConfigMap`) holding resource modifier rules (JSON/merge patches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_modifier: Option<TypedLocalObjectReference>,
+    /// Opt-in extensions to run in addition to the always-on ones (`name` for a ConfigMap in
+    /// Stowage's namespace, `namespace/name` for another). Each must be loaded and active, or
+    /// the restore fails validation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
 }
 
 /// What a restore does with an object that already exists in the cluster.

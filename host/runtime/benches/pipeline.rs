@@ -7,8 +7,9 @@
 //! `appliesTo`), the worst case; and the same extensions narrowed by `appliesTo` to the items
 //! of five apps out of fifty (a tenth), as extensions that handle a few kinds or apps are.
 //!
-//! - `annotate` (WASM item action): parses each object, adds an annotation, serialises it;
-//! - `inspect` (WASM item action): reads the labels and hands the object back untouched;
+//! - `annotate` (WASM item action): reads each object's container lists, rewrites their image
+//!   registries and adds an annotation, answering with a merge patch of what it changed;
+//! - `inspect` (WASM item action): reads the labels and answers `unchanged`;
 //! - `skip-app` (Rhai item filter): leaves out one `app` label value in fifty.
 //!
 //!   bash extensions/build.sh

@@ -40,6 +40,10 @@ pub struct ExtensionConfig {
     /// Whether a failure of this extension fails the item (`Fail`) or only warns (`Continue`).
     #[serde(default)]
     pub on_error: OnError,
+    /// Runs only in the backups and restores that name it in `spec.extensions` (a migration's
+    /// registry rewrite, a costly dump), instead of in every one.
+    #[serde(default)]
+    pub opt_in: bool,
 }
 
 fn default_timeout() -> u32 {
@@ -56,6 +60,7 @@ impl Default for ExtensionConfig {
             parameters: BTreeMap::new(),
             order: 0,
             on_error: OnError::default(),
+            opt_in: false,
         }
     }
 }
@@ -297,6 +302,7 @@ memoryLimit: 32Mi
 parameters: {standard: fast}
 order: -1
 onError: Fail
+optIn: true
 "#,
         )
         .unwrap();
@@ -304,6 +310,7 @@ onError: Fail
         assert_eq!(config.memory_limit.bytes(), 32 << 20);
         assert_eq!(config.parameters["standard"], "fast");
         assert_eq!(config.on_error, OnError::Fail);
+        assert!(config.opt_in);
         assert_eq!(config.capabilities.exec[0].container, "mysql");
         assert_eq!(config.applies_to.label_selector.unwrap().match_labels["app"], "db");
     }
@@ -314,6 +321,7 @@ onError: Fail
         assert_eq!(config, ExtensionConfig::default());
         assert_eq!(config.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
         assert!(!config.capabilities.log);
+        assert!(!config.opt_in, "an extension runs in every operation unless it opts in");
     }
 
     #[test]
@@ -342,6 +350,8 @@ onError: Fail
         assert_eq!(e.key, "timeoutSeconds");
         let e = error("onError: Ignore\n");
         assert_eq!(e.key, "onError");
+        let e = error("optIn: sometimes\n");
+        assert_eq!(e.key, "optIn");
         let e = error("parameters:\n  replicas: [1]\n");
         assert_eq!(e.key, "parameters.replicas");
         let e = error("appliesTo:\n  labelSelector:\n    matchExpressions: [{key: a, operator: Like}]\n");

@@ -164,6 +164,53 @@ fn diff_at(before: &serde_json::Value, after: &serde_json::Value, path: &mut Str
     }
 }
 
+/// Applies a JSON merge patch (RFC 7386) to `target` in place and returns the operations
+/// that changed it, as [`diff`] of the object before and after would: setting a value a
+/// field already has is no change, removing an absent one neither.
+pub(crate) fn merge(target: &mut serde_json::Value, patch: serde_json::Value) -> Vec<PatchOperation> {
+    let mut operations = Vec::new();
+    merge_at(target, patch, &mut String::new(), &mut operations);
+    operations
+}
+
+fn merge_at(target: &mut serde_json::Value, patch: serde_json::Value, path: &mut String, out: &mut Vec<PatchOperation>) {
+    use serde_json::Value;
+    let Value::Object(fields) = patch else {
+        // Recorded as `diff` records it: an array of the same length element by element.
+        diff_at(target, &patch, path, out);
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        // A patch object replaces whatever else was there.
+        *target = Value::Object(serde_json::Map::new());
+        merge_at(target, Value::Object(fields), path, &mut Vec::new());
+        out.push(PatchOperation { op: "replace".into(), path: path.clone(), value: Some(target.clone()) });
+        return;
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in fields {
+        let len = path.len();
+        push_token(path, &key);
+        match (map.get_mut(&key), value) {
+            (None, Value::Null) => {}
+            (Some(_), Value::Null) => {
+                map.remove(&key);
+                out.push(PatchOperation { op: "remove".into(), path: path.clone(), value: None });
+            }
+            (Some(existing), value) => merge_at(existing, value, path, out),
+            (None, value) => {
+                // A new field: the patch's value without its nulls.
+                let mut added = Value::Null;
+                merge_at(&mut added, value, path, &mut Vec::new());
+                out.push(PatchOperation { op: "add".into(), path: path.clone(), value: Some(added.clone()) });
+                map.insert(key, added);
+            }
+        }
+        path.truncate(len);
+    }
+}
+
 fn push_token(path: &mut String, key: &str) {
     path.push('/');
     for c in key.chars() {
@@ -179,6 +226,41 @@ fn push_token(path: &mut String, key: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn merge_applies_rfc_7386_and_reports_what_changed() {
+        let mut object = json!({"metadata": {"name": "x", "labels": {"a": "1", "gone": "y"}}, "spec": {"list": [1, 2], "n": 1}, "data": "s"});
+        let patch = json!({
+            "metadata": {"labels": {"a": "1", "gone": null, "absent": null, "b/c": "2"}},
+            "spec": {"list": [3], "n": 1, "fresh": {"k": "v", "dropped": null}},
+            "data": {"now": "an object"},
+        });
+        let operations = serde_json::to_value(merge(&mut object, patch)).unwrap();
+        assert_eq!(
+            object,
+            json!({"metadata": {"name": "x", "labels": {"a": "1", "b/c": "2"}}, "spec": {"list": [3], "n": 1, "fresh": {"k": "v"}},
+                   "data": {"now": "an object"}})
+        );
+        assert_eq!(
+            operations,
+            json!([
+                {"op": "replace", "path": "/data", "value": {"now": "an object"}},
+                {"op": "add", "path": "/metadata/labels/b~1c", "value": "2"},
+                {"op": "remove", "path": "/metadata/labels/gone"},
+                {"op": "add", "path": "/spec/fresh", "value": {"k": "v"}},
+                {"op": "replace", "path": "/spec/list", "value": [3]},
+            ])
+        );
+        // Arrays of the same length are recorded element by element.
+        assert_eq!(
+            serde_json::to_value(merge(&mut object, json!({"spec": {"list": [4]}}))).unwrap(),
+            json!([{"op": "replace", "path": "/spec/list/0", "value": 4}])
+        );
+        // The same patch again changes nothing.
+        let mut again = object.clone();
+        assert!(merge(&mut again, json!({"metadata": {"labels": {"a": "1", "gone": null}}, "spec": {"list": [4]}})).is_empty());
+        assert_eq!(again, object);
+    }
 
     #[test]
     fn diff_is_minimal_and_escapes_keys() {

@@ -154,6 +154,14 @@ impl ExtensionSet {
         ExtensionSet { runtime, extensions }
     }
 
+    /// The extensions one operation runs: every one that is not `optIn`, and the opt-in ones
+    /// the operation names (`spec.extensions`). Names of extensions not in the set are ignored
+    /// here; the server refuses them when it validates the operation.
+    pub fn for_operation(&self, requested: &[ExtensionId]) -> ExtensionSet {
+        let extensions = self.extensions.iter().filter(|e| !e.config.opt_in || requested.contains(&e.id)).cloned().collect();
+        ExtensionSet { runtime: self.runtime.clone(), extensions }
+    }
+
     /// An empty set, for operations without extensions.
     pub fn empty(runtime: Arc<Runtime>) -> ExtensionSet {
         ExtensionSet { runtime, extensions: Vec::new() }

@@ -17,7 +17,7 @@ use crate::script::{ScriptInstance, ScriptOutput};
 use crate::selector::ResourceSelector;
 use crate::source::{ExtensionId, ExtensionKind};
 use crate::wasm::{
-    json_text, to_wit_context, wit_item, ActionCall, CallError, WasmInstance, WitContext, WitItem,
+    json_text, to_wit_context, wit_item, ActionCall, CallError, Change, WasmInstance, WitContext, WitItem,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -250,41 +250,47 @@ impl Session {
                             i.restore_item_action(ctx, item, original)
                         }
                     }
-                    .map(
-                        |ActionCall {
-                             changed,
-                             additional,
-                             skip,
-                         }| match changed {
-                            Some((item, wit)) => (Some(item), Some(wit), additional, skip),
-                            None => (None, None, additional, skip),
-                        },
-                    )
                 }
                 Prepared::Rhai(i, ctx) => match backed_up {
                     None => i.item_action(ctx, current),
                     Some(original) => i.restore_item_action(ctx, current, original),
                 }
-                .map(
-                    |ScriptOutput {
-                         item,
-                         additional,
-                         skip,
-                     }| (item, None, additional, skip),
-                ),
+                .map(|ScriptOutput { item, additional, skip }| ActionCall {
+                    change: match item {
+                        Some(item) => Change::Replace { item, sent: None },
+                        None => Change::Unchanged,
+                    },
+                    additional,
+                    skip,
+                }),
             };
             let mut record = ItemRecord::new(current.id.clone(), phase);
             match result.and_then(|output| self.check_output(index, &outcome.item, output)) {
-                Ok((new, wit, additional, skip)) => {
-                    if let Some(new) = new {
-                        let patch = crate::provenance::diff(&outcome.item.object, &new.object);
-                        if !patch.is_empty() {
-                            record.patch = Some(patch);
-                            outcome.changed = true;
+                Ok(ActionCall { change, additional, skip }) => {
+                    let patch = match change {
+                        Change::Unchanged => Vec::new(),
+                        Change::Patch { id, patch } => {
+                            let renamed = id != outcome.item.id;
+                            outcome.item.id = id;
+                            let patch = crate::provenance::merge(&mut outcome.item.object, patch);
+                            if renamed || !patch.is_empty() {
+                                // Serialised again when a component needs it.
+                                sent = None;
+                            }
+                            patch
                         }
-                        outcome.item = new;
-                        // A script's output is serialised again when a component needs it.
-                        sent = wit;
+                        Change::Replace { item, sent: text } => {
+                            let patch = crate::provenance::diff(&outcome.item.object, &item.object);
+                            outcome.item = item;
+                            // A component's text goes on as it is; a script's output is
+                            // serialised again when a component needs it.
+                            sent = text;
+                            patch
+                        }
+                    };
+                    if !patch.is_empty() {
+                        record.patch = Some(patch);
+                        outcome.changed = true;
                     }
                     record.added = additional.iter().map(|i| i.id.clone()).collect();
                     record.skipped = skip;
@@ -436,20 +442,15 @@ impl Session {
     }
 
     /// Refuses output outside a namespaced extension's scope.
-    fn check_output<T>(
-        &self,
-        index: usize,
-        current: &Item,
-        output: Produced<T>,
-    ) -> Result<Produced<T>, CallError> {
+    fn check_output(&self, index: usize, current: &Item, output: ActionCall) -> Result<ActionCall, CallError> {
         let scope = &self.slots[index].extension.scope;
-        let item = output.0.as_ref().unwrap_or(current);
-        for produced in std::iter::once(item).chain(&output.2) {
-            if produced.id.kind.is_empty() || produced.id.name.is_empty() {
+        let id = output.change.id().unwrap_or(&current.id);
+        for produced in std::iter::once(id).chain(output.additional.iter().map(|i| &i.id)) {
+            if produced.kind.is_empty() || produced.name.is_empty() {
                 return Err(CallError::Returned("returned an item without a kind or name".into()));
             }
-            if !scope.allows(&produced.id.namespace) {
-                return Err(CallError::Returned(format!("returned {} outside its {scope}", produced.id)));
+            if !scope.allows(&produced.namespace) {
+                return Err(CallError::Returned(format!("returned {produced} outside its {scope}")));
             }
         }
         Ok(output)
@@ -496,6 +497,3 @@ enum Prepared<'a> {
     Rhai(&'a mut ScriptInstance, rhai::Dynamic),
 }
 
-/// What an item action produced: the changed item (`None`: unchanged), the same as a
-/// component takes it when known, the items it added, and whether to skip the item.
-type Produced<T> = (Option<Item>, Option<T>, Vec<Item>, bool);

@@ -255,7 +255,7 @@ impl WasmInstance {
         };
         let outcome = g.call_execute(&mut self.store, ctx, sent);
         let output = self.finish(outcome)?;
-        ActionCall::new(sent, output.item, output.additional_items, false)
+        ActionCall::new(sent, output.change, output.additional_items, false)
     }
 
     /// Runs a restore item action; `backed_up` is the item as in the backup, made once per
@@ -272,7 +272,7 @@ impl WasmInstance {
         };
         let outcome = g.call_execute(&mut self.store, ctx, sent, backed_up);
         let output = self.finish(outcome)?;
-        ActionCall::new(sent, output.item, output.additional_items, output.skip)
+        ActionCall::new(sent, output.change, output.additional_items, output.skip)
     }
 
     /// `None` to include, `Some(reason)` to exclude.
@@ -329,10 +329,29 @@ pub(crate) fn to_wit_context(ctx: &OperationContext, phase: Phase, parameters: &
 /// An item as WASM components take it: the identity and the object as JSON text.
 pub(crate) type WitItem = wit::types::Item;
 
+/// What an action did to the object it was given.
+pub(crate) enum Change {
+    Unchanged,
+    /// A merge patch to apply to the object, and the item's identity after it.
+    Patch { id: ObjectRef, patch: Value },
+    /// A new object; `sent` is it as the next component takes it, when it came as JSON text.
+    Replace { item: Item, sent: Option<WitItem> },
+}
+
+impl Change {
+    /// The item's identity after the change, when it may differ from the one sent.
+    pub(crate) fn id(&self) -> Option<&ObjectRef> {
+        match self {
+            Change::Unchanged => None,
+            Change::Patch { id, .. } => Some(id),
+            Change::Replace { item, .. } => Some(&item.id),
+        }
+    }
+}
+
 /// What an item action returned.
 pub(crate) struct ActionCall {
-    /// The item as returned, `None` when it is the item sent, byte for byte.
-    pub changed: Option<(Item, WitItem)>,
+    pub change: Change,
     pub additional: Vec<Item>,
     pub skip: bool,
 }
@@ -340,7 +359,7 @@ pub(crate) struct ActionCall {
 impl ActionCall {
     fn new(
         sent: &WitItem,
-        returned: WitItem,
+        change: wit::types::ObjectChange,
         additional: Vec<WitItem>,
         skip: bool,
     ) -> Result<ActionCall, CallError> {
@@ -349,42 +368,68 @@ impl ActionCall {
             .map(from_wit_item)
             .collect::<Result<_, _>>()
             .map_err(CallError::Returned)?;
-        let same = |a: &WitItem, b: &WitItem| {
-            (
-                &a.object,
-                &a.name,
-                &a.namespace,
-                &a.kind,
-                &a.version,
-                &a.group,
-            ) == (
-                &b.object,
-                &b.name,
-                &b.namespace,
-                &b.kind,
-                &b.version,
-                &b.group,
-            )
+        let id = sent_id(sent);
+        let change = match change {
+            wit::types::ObjectChange::Unchanged => Change::Unchanged,
+            // Handed back byte for byte: nothing to parse.
+            wit::types::ObjectChange::Replace(text) if text == sent.object => Change::Unchanged,
+            wit::types::ObjectChange::Replace(text) => {
+                let object = parse_object(&id, &text).map_err(CallError::Returned)?;
+                let id = identity_in(&id, &object);
+                let sent = wit_item(&id, text);
+                Change::Replace { item: Item { id, object }, sent: Some(sent) }
+            }
+            wit::types::ObjectChange::MergePatch(text) => {
+                let patch: Value = serde_json::from_str(&text)
+                    .map_err(|e| CallError::Returned(format!("returned a merge patch for {id} that is not JSON: {e}")))?;
+                if !patch.is_object() {
+                    let start: String = text.chars().take(80).collect();
+                    return Err(CallError::Returned(format!(
+                        "returned a merge patch for {id} that is not a JSON object: {start}"
+                    )));
+                }
+                Change::Patch { id: identity_in(&id, &patch), patch }
+            }
         };
-        let changed = if same(&returned, sent) {
-            None
-        } else {
-            let id = ObjectRef {
-                group: returned.group.clone(),
-                version: returned.version.clone(),
-                kind: returned.kind.clone(),
-                namespace: returned.namespace.clone(),
-                name: returned.name.clone(),
-            };
-            let object = parse_object(&id, &returned.object).map_err(CallError::Returned)?;
-            Some((Item { id, object }, returned))
-        };
-        Ok(ActionCall {
-            changed,
-            additional,
-            skip,
-        })
+        Ok(ActionCall { change, additional, skip })
     }
+}
+
+fn sent_id(sent: &WitItem) -> ObjectRef {
+    ObjectRef {
+        group: sent.group.clone(),
+        version: sent.version.clone(),
+        kind: sent.kind.clone(),
+        namespace: sent.namespace.clone(),
+        name: sent.name.clone(),
+    }
+}
+
+/// The identity an object (or a merge patch on it) gives an item that had `id`: what it
+/// states of `apiVersion`, `kind`, `metadata.name` and `metadata.namespace` (`null` there:
+/// cluster-scoped), the rest unchanged.
+pub(crate) fn identity_in(id: &ObjectRef, object: &Value) -> ObjectRef {
+    let mut id = id.clone();
+    if let Some(api_version) = object.get("apiVersion").and_then(Value::as_str) {
+        (id.group, id.version) = match api_version.split_once('/') {
+            Some((group, version)) => (group.to_owned(), version.to_owned()),
+            None => (String::new(), api_version.to_owned()),
+        };
+    }
+    if let Some(kind) = object.get("kind").and_then(Value::as_str) {
+        kind.clone_into(&mut id.kind);
+    }
+    if let Some(metadata) = object.get("metadata") {
+        if let Some(name) = metadata.get("name").and_then(Value::as_str) {
+            name.clone_into(&mut id.name);
+        }
+        match metadata.get("namespace") {
+            Some(Value::String(namespace)) => namespace.clone_into(&mut id.namespace),
+            Some(Value::Null) => id.namespace.clear(),
+            _ => {}
+        }
+    }
+    id
 }
 
 /// An item as the WIT bindings carry it, its object already serialised.

@@ -92,6 +92,28 @@ fn states_list_every_extension() {
     assert!(broken.error.as_deref().unwrap().contains("does not implement the hook world"), "{:?}", broken.error);
 }
 
+/// An opt-in extension runs only in the operations that name it; the others run in all.
+#[test]
+fn opt_in_extensions_run_only_when_named() {
+    let registry = registry();
+    let rhai = || Module::Rhai(script("fixtures/rhai/annotate.rhai"));
+    registry.upsert(source("stowage", "always", ExtensionKind::ItemAction, rhai(), &annotate("always"))).unwrap();
+    registry.upsert(source("stowage", "asked", ExtensionKind::ItemAction, rhai(), &format!("optIn: true\n{}", annotate("asked")))).unwrap();
+    let all = registry.snapshot();
+    let ran = |requested: &[ExtensionId]| {
+        let set = Arc::new(all.for_operation(requested));
+        let names: Vec<String> = set.iter().map(|e| e.id.to_string()).collect();
+        let out = with_session(&set, RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+        (names, annotation(&out.item, "fixture/touched"))
+    };
+    assert_eq!(ran(&[]), (vec!["stowage/always".to_string()], Some("always".into())));
+    let (names, touched) = ran(&[ExtensionId::new("stowage", "asked"), ExtensionId::new("stowage", "unknown")]);
+    assert_eq!(names, ["stowage/always", "stowage/asked"]);
+    assert_eq!(touched.as_deref(), Some("asked"), "the opt-in action runs after the other, by name");
+    // Naming one in another namespace does not select it.
+    assert_eq!(ran(&[ExtensionId::new("shop", "asked")]).0, ["stowage/always"]);
+}
+
 /// A chain of actions hands each one's output to the next; an item handed back untouched is
 /// neither recorded as a change nor marked changed.
 #[test]
@@ -173,6 +195,47 @@ fn unchanged_items_are_recognised_and_outputs_chain() {
         changed,
         vec![("annotate", 1), ("a-inspect", 1), ("copy", 1)]
     );
+}
+
+/// A component says what it did as a merge patch or a whole object: both reach the same item,
+/// a patch that renames the item moves it within the extension's scope only, and a patch
+/// that is not an object is an error naming the extension.
+#[test]
+fn patches_and_replacements_reach_the_same_item() {
+    let registry = registry();
+    let action = |name: &str, mode: &str| {
+        source("shop", name, ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), &format!("parameters: {{mode: {mode}}}\n"))
+    };
+    let run = |name: &str, mode: &str| {
+        registry.upsert(action(name, mode)).unwrap();
+        let set = Arc::new(registry.snapshot().for_operation(&[]));
+        let out = with_session(&set, RecordingHost::new(), |s| (s.item_actions(pod("shop", "web")), s.report()));
+        registry.remove("shop", name);
+        out
+    };
+    let (patched, patched_report) = run("patch", "annotate");
+    let (replaced, replaced_report) = run("whole", "replace");
+    assert!(patched.issues.is_empty() && replaced.issues.is_empty(), "{:?} {:?}", patched.issues, replaced.issues);
+    assert_eq!(patched.item, replaced.item);
+    assert!(patched.changed && replaced.changed);
+    assert_eq!(annotation(&patched.item, "fixture/touched").as_deref(), Some("yes"));
+    assert_eq!(patched.item.object["spec"]["containers"][3]["image"], "registry.example.com/library/app3:1.3");
+    // The record holds the same operations either way.
+    let ops = |r: &ExtensionReport| serde_json::to_value(&r.extensions[0].items[0].patch).unwrap();
+    assert_eq!(ops(&patched_report), ops(&replaced_report));
+
+    let (renamed, _) = run("rename", "rename, to: shop");
+    assert!(renamed.issues.is_empty(), "{:?}", renamed.issues);
+    assert_eq!((renamed.item.id.namespace.as_str(), renamed.item.id.name.as_str()), ("shop", "web-shop"));
+    assert_eq!(renamed.item.object["metadata"]["name"], "web-shop");
+    let (escaped, _) = run("escape", "rename, to: elsewhere");
+    assert_eq!(escaped.item, pod("shop", "web"), "a refused change leaves the item as it was");
+    assert!(escaped.issues[0].message.contains("outside its"), "{:?}", escaped.issues);
+
+    let (bad, _) = run("bad", "bad-patch");
+    assert_eq!(bad.item, pod("shop", "web"));
+    let message = &bad.issues[0].message;
+    assert!(message.contains("shop/bad") && message.contains("merge patch") && message.contains("not a JSON object"), "{message}");
 }
 
 /// The host hears of every call: which extension, how it ended, how long it took.

@@ -139,7 +139,7 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
     let result = async {
         let archive = tempfile::NamedTempFile::new()?;
         let uid = backup.metadata.uid.clone().unwrap_or_default();
-        let mut extensions = Extensions::start(&ctx, OperationKind::Backup, &name, &uid, plan.resources.clone(), &log);
+        let mut extensions = Extensions::start(&ctx, OperationKind::Backup, (&name, &uid), &backup.spec.extensions, plan.resources.clone(), &log);
         let mut collected = collect::collect_and_write(&ctx, &plan, &mut extensions, &log, archive.reopen()?).await?;
         collected.extension_report = extensions.report();
         let candidates = std::mem::take(&mut collected.volume_candidates);

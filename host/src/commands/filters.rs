@@ -120,6 +120,19 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks `--extensions`: comma-separated `name` or `namespace/name`, none empty.
+pub fn check_extension_names(names: &[String]) -> Result<(), String> {
+    for name in names {
+        let parts: Vec<&str> = name.trim().split('/').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.trim().is_empty()) {
+            return Err(format!(
+                "--extensions: {name:?} is not `name` or `namespace/name`; write e.g. --extensions mysqldump,shop/fsfreeze"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

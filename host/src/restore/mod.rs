@@ -65,6 +65,10 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
             phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
         )]);
     }
+    let unknown = crate::server::extensions::check_requested(&ctx.extensions, &ctx.namespace, &restore.spec.extensions);
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     let location = locations::resolve(ctx, backup.spec.storage_location.as_deref()).await.map_err(|e| vec![format!("{e:#}")])?;
     let store = locations::open(ctx, &location).await.map_err(|e| vec![format!("{e:#}")])?;
     let resources = discovery::discover(&ctx.client).await.map_err(|e| vec![format!("discovery: {e:#}")])?;
@@ -144,7 +148,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
         let uid = restore.metadata.uid.clone().unwrap_or_default();
         let mut extensions =
-            Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, &name, &uid, v.resources.clone(), &log);
+            Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, (&name, &uid), &restore.spec.extensions, v.resources.clone(), &log);
         let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &mut extensions, &log).await?;
         done.extension_report = extensions.report();
         if restorer.created > 0 {

@@ -43,15 +43,27 @@ pub fn registry(
     ))
 }
 
-/// Checks the extensions a Backup names in `spec.extensions`: each must be loaded and active.
-/// A name is an extension ConfigMap in the server's namespace, or `namespace/name`. Every
-/// loaded extension runs on every backup, so naming one only makes sure it is there.
-pub fn check_requested(registry: &Registry, server_namespace: &str, requested: &[String]) -> Vec<String> {
-    let states = registry.states();
+/// The extensions a Backup or Restore names in `spec.extensions`: `name` is an extension
+/// ConfigMap in the server's namespace, `namespace/name` one in another.
+fn requested_ids(server_namespace: &str, requested: &[String]) -> Vec<ExtensionId> {
     requested
         .iter()
-        .filter_map(|wanted| {
+        .map(|wanted| {
             let (ns, name) = wanted.split_once('/').unwrap_or((server_namespace, wanted.as_str()));
+            ExtensionId::new(ns.trim(), name.trim())
+        })
+        .collect()
+}
+
+/// Checks the extensions a Backup or Restore names in `spec.extensions`: each must be loaded
+/// and active. Naming one runs it when it is opt-in (`optIn: true` in its config.yaml); the
+/// others run anyway, so naming them only makes sure they are there.
+pub fn check_requested(registry: &Registry, server_namespace: &str, requested: &[String]) -> Vec<String> {
+    let states = registry.states();
+    requested_ids(server_namespace, requested)
+        .into_iter()
+        .filter_map(|wanted| {
+            let (ns, name) = (wanted.namespace.as_str(), wanted.name.as_str());
             match states.iter().find(|s| s.id.namespace == ns && s.id.name == name) {
                 Some(s) if s.state == stowage_runtime::State::Active => None,
                 Some(s) => Some(format!(
@@ -298,8 +310,16 @@ pub struct Extensions {
 
 impl Extensions {
     /// Fixes the extension versions for the operation (hot reloads after this do not touch it).
-    pub fn start(ctx: &Context, kind: OperationKind, name: &str, uid: &str, resources: Vec<Discovered>, log: &OperationLog) -> Extensions {
-        let set = ctx.extensions.snapshot();
+    /// `requested` is the operation's `spec.extensions`: the opt-in extensions it runs.
+    pub fn start(
+        ctx: &Context,
+        kind: OperationKind,
+        (name, uid): (&str, &str),
+        requested: &[String],
+        resources: Vec<Discovered>,
+        log: &OperationLog,
+    ) -> Extensions {
+        let set = Arc::new(ctx.extensions.snapshot().for_operation(&requested_ids(&ctx.namespace, requested)));
         if set.is_empty() {
             return Extensions { session: None, resources };
         }

@@ -30,8 +30,9 @@ pub struct CreateArgs {
     /// [default: the server's setting].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub default_volumes_to_fs_backup: Option<bool>,
-    /// Extensions the backup needs, comma-separated (`name` in Stowage's namespace or
-    /// `namespace/name`): the backup fails validation unless each is loaded and active.
+    /// Opt-in extensions to run as well as the always-on ones, comma-separated (`name` in
+    /// Stowage's namespace or `namespace/name`); the backup fails validation unless each is
+    /// loaded and active.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub extensions: Vec<String>,
     /// Labels to put on the backup (KEY=VALUE,...).
@@ -53,9 +54,7 @@ impl CreateArgs {
     /// The spec the flags ask for (everything but what a schedule provides).
     pub fn spec(&self) -> Result<BackupSpec, String> {
         self.filters.check()?;
-        if self.extensions.iter().any(|e| e.trim().is_empty()) {
-            return Err("--extensions has an empty item; write e.g. --extensions mysqldump,fsfreeze".into());
-        }
+        crate::commands::filters::check_extension_names(&self.extensions)?;
         let f = &self.filters;
         Ok(BackupSpec {
             included_namespaces: f.include_namespaces.clone(),
@@ -68,7 +67,7 @@ impl CreateArgs {
             ttl: self.ttl.clone().unwrap_or_else(|| BackupSpec::default().ttl),
             storage_location: self.storage_location.clone(),
             default_volumes_to_fs_backup: self.default_volumes_to_fs_backup,
-            extensions: self.extensions.clone(),
+            extensions: self.extensions.iter().map(|e| e.trim().to_string()).collect(),
             ..BackupSpec::default()
         })
     }
@@ -223,7 +222,7 @@ mod tests {
         let err = args(&["b", "--ttl", "30 days"]).unwrap_err().to_string();
         assert!(err.contains("Go duration"), "{err}");
         let err = args(&["b", "--extensions", "a,,b"]).unwrap().spec().unwrap_err();
-        assert!(err.contains("empty item"), "{err}");
+        assert!(err.contains("is not `name` or `namespace/name`"), "{err}");
         let a = args(&["--from-schedule", "nightly", "--include-namespaces", "x"]).unwrap();
         assert!(a.check_from_schedule().unwrap_err().contains("--from-schedule"));
         let a = args(&["--from-schedule", "nightly", "--ttl", "1h"]).unwrap();

@@ -45,6 +45,11 @@ pub struct CreateArgs {
     /// A ConfigMap (in the install namespace) of resource modifier rules to apply.
     #[arg(long, value_name = "CONFIGMAP")]
     pub resource_modifier_configmap: Option<String>,
+    /// Opt-in extensions to run as well as the always-on ones, comma-separated (`name` in
+    /// Stowage's namespace or `namespace/name`); the restore fails validation unless each is
+    /// loaded and active.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub extensions: Vec<String>,
     /// Wait until the restore has finished, showing its progress.
     #[arg(long)]
     pub wait: bool,
@@ -100,6 +105,7 @@ fn is_namespace_name(ns: &str) -> bool {
 impl CreateArgs {
     pub fn spec(&self) -> Result<RestoreSpec, String> {
         self.filters.check()?;
+        crate::commands::filters::check_extension_names(&self.extensions)?;
         let f = &self.filters;
         Ok(RestoreSpec {
             backup_name: self.from_backup.clone(),
@@ -123,6 +129,7 @@ impl CreateArgs {
                 kind: "ConfigMap".into(),
                 name: name.clone(),
             }),
+            extensions: self.extensions.iter().map(|e| e.trim().to_string()).collect(),
             ..RestoreSpec::default()
         })
     }
@@ -219,6 +226,8 @@ mod tests {
             "nodes,events",
             "--or-selector",
             "app=a or app=b",
+            "--extensions",
+            "change-image-registry, shop/mine",
         ])
         .unwrap();
         assert_eq!(
@@ -231,9 +240,14 @@ mod tests {
                 "restorePVs": false,
                 "existingResourcePolicy": "update",
                 "preserveNodePorts": true,
-                "resourceModifier": {"kind": "ConfigMap", "name": "modifiers"}
+                "resourceModifier": {"kind": "ConfigMap", "name": "modifiers"},
+                "extensions": ["change-image-registry", "shop/mine"]
             })
         );
+        for bad in ["a,,b", "a/b/c", "/b"] {
+            let err = args(&["--from-backup", "b", "--extensions", bad]).unwrap().spec().unwrap_err();
+            assert!(err.contains("is not `name` or `namespace/name`"), "{bad}: {err}");
+        }
     }
 
     #[test]
