@@ -30,6 +30,15 @@ impl Guest for ChangeStorageClass {
         }
     }
 
+    /// Only the fields it may change cross into the component.
+    fn object_fields(_parameters: Vec<(String, String)>) -> Option<Vec<String>> {
+        Some(vec![
+            "/spec/storageClassName".into(),
+            "/metadata/annotations".into(),
+            "/spec/volumeClaimTemplates".into(),
+        ])
+    }
+
     fn execute(
         context: OperationContext,
         item: Item,

@@ -71,8 +71,9 @@ fn pipeline(
     n
 }
 
-/// The three extensions, each with `applies_to` as its `appliesTo`.
-fn extensions(applies_to: &str) -> Arc<ExtensionSet> {
+/// The three extensions (or only the one named `only`), each with `applies_to` as its
+/// `appliesTo`.
+fn extensions(applies_to: &str, only: Option<&str>) -> Arc<ExtensionSet> {
     let registry = registry();
     let component = || Module::Wasm(wasm("fixture-item-action"));
     let config = |rest: &str| format!("appliesTo: {applies_to}\n{rest}");
@@ -88,7 +89,9 @@ fn extensions(applies_to: &str) -> Arc<ExtensionSet> {
         ),
     ];
     for s in sources {
-        registry.upsert(s).unwrap();
+        if only.is_none_or(|name| s.id.name == name) {
+            registry.upsert(s).unwrap();
+        }
     }
     registry.snapshot()
 }
@@ -96,9 +99,10 @@ fn extensions(applies_to: &str) -> Arc<ExtensionSet> {
 fn bench(c: &mut Criterion) {
     let options = SelectionOptions { excluded_namespaces: vec!["ns-19".into()], ..Default::default() };
     let selection = ResourceSelection::resolve(&options, &[workload::info()]).unwrap();
-    let every = extensions("{}");
+    let every = extensions("{}", None);
     let five_apps = "[app-0, app-1, app-2, app-3, app-4]";
-    let tenth = extensions(&format!("{{labelSelector: {{matchExpressions: [{{key: app, operator: In, values: {five_apps}}}]}}}}"));
+    let tenth =
+        extensions(&format!("{{labelSelector: {{matchExpressions: [{{key: app, operator: In, values: {five_apps}}}]}}}}"), None);
     let session = |set: &Arc<ExtensionSet>| set.session(context(), Arc::new(OfflineHost));
 
     let items: Vec<_> = (0..10_000).map(workload::item).collect();
@@ -121,6 +125,13 @@ fn bench(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("2-wasm-1-rhai-a-tenth", items.len()), &items, |b, items| {
         b.iter(|| pipeline(items, &selection, Some(session(&tenth))))
     });
+    // What each of the three costs alone, on every item.
+    for name in ["annotate", "inspect", "skip-app"] {
+        let alone = extensions("{}", Some(name));
+        group.bench_with_input(BenchmarkId::new(format!("{name}-alone-every-item"), items.len()), &items, |b, items| {
+            b.iter(|| pipeline(items, &selection, Some(session(&alone))))
+        });
+    }
     group.finish();
 }
 

@@ -73,6 +73,52 @@ impl Item {
     }
 }
 
+/// The parts of objects an extension reads: its `object-fields`, JSON Pointers split into
+/// their tokens once.
+#[derive(Debug)]
+pub(crate) struct ObjectFields(Vec<Vec<String>>);
+
+impl ObjectFields {
+    pub(crate) fn parse(fields: &[String]) -> Result<ObjectFields, String> {
+        let paths = fields
+            .iter()
+            .map(|field| match field.strip_prefix('/') {
+                _ if field.is_empty() => Ok(Vec::new()),
+                Some(rest) => Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect()),
+                None => Err(format!("{field:?} is not a JSON Pointer; write e.g. /metadata/labels")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ObjectFields(paths))
+    }
+
+    /// The parts of `object` at these fields, at the same paths; parts it does not have are
+    /// left out. A pointer into an array takes the whole array (`/spec/containers/0/image`
+    /// gives all of `spec.containers`), and `""` the whole object.
+    pub(crate) fn view(&self, object: &Value) -> Value {
+        let mut view = serde_json::Map::new();
+        'fields: for tokens in &self.0 {
+            if tokens.is_empty() {
+                return object.clone();
+            }
+            let (mut source, mut at) = (object, &mut view);
+            for (i, token) in tokens.iter().enumerate() {
+                let Some(next) = source.as_object().and_then(|m| m.get(token)) else { continue 'fields };
+                if i + 1 == tokens.len() || !next.is_object() {
+                    at.insert(token.clone(), next.clone());
+                    continue 'fields;
+                }
+                source = next;
+                match at.entry(token.clone()).or_insert_with(|| Value::Object(serde_json::Map::new())) {
+                    Value::Object(map) => at = map,
+                    // Taken whole by an earlier field.
+                    _ => continue 'fields,
+                }
+            }
+        }
+        Value::Object(view)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OperationKind {
@@ -137,6 +183,24 @@ pub struct OperationContext {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn views_hold_only_the_fields_asked_for() {
+        let object = serde_json::json!({"metadata": {"name": "web", "labels": {"app": "a"}, "annotations": {"a/b": "1"}},
+            "spec": {"containers": [{"image": "x"}], "nodeName": "n"}, "data": {"k": "v"}});
+        let fields = |f: &[&str]| ObjectFields::parse(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let object_view = |object: &Value, fields: &ObjectFields| fields.view(object);
+        assert_eq!(
+            object_view(&object, &fields(&["/metadata/labels", "/metadata/annotations/a~1b", "/spec/containers/0/image", "/status", "/data/k/deeper"])),
+            serde_json::json!({"metadata": {"labels": {"app": "a"}, "annotations": {"a/b": "1"}}, "spec": {"containers": [{"image": "x"}]},
+                "data": {"k": "v"}})
+        );
+        assert_eq!(object_view(&object, &fields(&["/metadata", "/metadata/labels"]))["metadata"], object["metadata"]);
+        assert_eq!(object_view(&object, &fields(&[])), serde_json::json!({}));
+        assert_eq!(object_view(&object, &fields(&[""])), object);
+        let e = ObjectFields::parse(&["metadata.labels".to_string()]).unwrap_err();
+        assert_eq!(e, "\"metadata.labels\" is not a JSON Pointer; write e.g. /metadata/labels");
+    }
 
     #[test]
     fn from_object_reads_identity() {

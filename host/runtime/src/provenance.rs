@@ -56,8 +56,10 @@ pub struct ItemRecord {
 }
 
 impl ItemRecord {
-    pub(crate) fn new(item: ObjectRef, phase: Phase) -> ItemRecord {
-        ItemRecord { item, phase, patch: None, added: Vec::new(), filtered: None, skipped: false, denied: Vec::new(), error: None }
+    /// A record of a call; the item is filled in when it is kept (most calls leave no trace,
+    /// and copying the identity for each would cost more than some calls).
+    pub(crate) fn new(phase: Phase) -> ItemRecord {
+        ItemRecord { item: ObjectRef::default(), phase, patch: None, added: Vec::new(), filtered: None, skipped: false, denied: Vec::new(), error: None }
     }
 
     fn is_noteworthy(&self) -> bool {
@@ -71,8 +73,8 @@ impl ItemRecord {
 }
 
 impl ExtensionRecord {
-    /// Counts a call and keeps its record when it did something.
-    pub(crate) fn add(&mut self, record: ItemRecord) {
+    /// Counts a call on `item` and keeps its record when it did something.
+    pub(crate) fn add(&mut self, mut record: ItemRecord, item: &ObjectRef) {
         let c = &mut self.counts;
         c.calls += 1;
         c.changed += u64::from(record.patch.is_some());
@@ -82,6 +84,7 @@ impl ExtensionRecord {
         c.denied += record.denied.len() as u64;
         c.errors += u64::from(record.error.is_some());
         if record.is_noteworthy() {
+            item.clone_into(&mut record.item);
             self.items.push(record);
         }
     }
@@ -211,6 +214,35 @@ fn merge_at(target: &mut serde_json::Value, patch: serde_json::Value, path: &mut
     }
 }
 
+/// The merge patch (RFC 7386) that turns `before` into `after`: the fields that differ,
+/// `null` for those removed (a `null` value in `after` cannot be told from a removal).
+pub(crate) fn merge_patch_between(before: &serde_json::Value, after: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, old) in a {
+                match b.get(key) {
+                    None => {
+                        patch.insert(key.clone(), Value::Null);
+                    }
+                    Some(new) if new != old => {
+                        patch.insert(key.clone(), merge_patch_between(old, new));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (key, new) in b {
+                if !a.contains_key(key) {
+                    patch.insert(key.clone(), new.clone());
+                }
+            }
+            Value::Object(patch)
+        }
+        _ => after.clone(),
+    }
+}
+
 fn push_token(path: &mut String, key: &str) {
     path.push('/');
     for c in key.chars() {
@@ -260,6 +292,17 @@ mod tests {
         let mut again = object.clone();
         assert!(merge(&mut again, json!({"metadata": {"labels": {"a": "1", "gone": null}}, "spec": {"list": [4]}})).is_empty());
         assert_eq!(again, object);
+    }
+
+    #[test]
+    fn a_patch_between_two_objects_merges_one_into_the_other() {
+        let before = json!({"metadata": {"labels": {"a": "1", "gone": "x"}}, "spec": {"list": [1, 2]}});
+        let after = json!({"metadata": {"labels": {"a": "2"}, "annotations": {"n": "y"}}, "spec": {"list": [1, 2]}});
+        let patch = merge_patch_between(&before, &after);
+        assert_eq!(patch, json!({"metadata": {"labels": {"a": "2", "gone": null}, "annotations": {"n": "y"}}}));
+        let mut merged = before.clone();
+        merge(&mut merged, patch);
+        assert_eq!(merged, after);
     }
 
     #[test]

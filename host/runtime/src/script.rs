@@ -12,7 +12,9 @@
 //! - item-filter: `fn filter(ctx, item)` returns `true` (include), `false` or a reason string
 //!   (exclude);
 //! - hook: any of `fn pre_backup(ctx, target)`, `fn post_backup(ctx, target)`,
-//!   `fn post_restore(ctx, target)`; throwing fails the hook.
+//!   `fn post_restore(ctx, target)`; throwing fails the hook;
+//! - optionally `fn object_fields(parameters)`: the JSON Pointers of the parts of the object
+//!   the script reads (`object` then holds only those), as the WIT `object-fields`.
 //!
 //! Host functions, each checked like the WIT interfaces and throwing when denied: `log(level,
 //! message)`, `now()` (`#{seconds, nanoseconds}`), `kube_get(ref)`, `kube_list(kind, namespace,
@@ -418,6 +420,30 @@ impl ScriptInstance {
             EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => self.describe(*inner),
             other => CallError::Trapped(other.to_string()),
         }
+    }
+
+    /// The parts of the object the script reads: what its optional `fn object_fields(parameters)`
+    /// returns (an array of JSON Pointers), `None` without it or when it returns `()`.
+    pub fn object_fields(
+        &mut self,
+        parameters: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Vec<String>>, CallError> {
+        if !self.ast.iter_functions().any(|f| f.name == "object_fields" && f.params.len() == 1) {
+            return Ok(None);
+        }
+        let parameters: Map = parameters.iter().map(|(k, v)| (k.into(), v.clone().into())).collect();
+        let out = self.call("object_fields", vec![parameters.into()])?;
+        if out.is_unit() {
+            return Ok(None);
+        }
+        let fields = out
+            .into_array()
+            .map_err(|t| CallError::Returned(format!("object_fields returned {t}, not an array of strings")))?;
+        fields
+            .into_iter()
+            .map(|f| f.into_string().map_err(|t| CallError::Returned(format!("object_fields returned a {t}, not a string"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// Runs `execute`; the item is `None` when the script returned `()` or the item as given.

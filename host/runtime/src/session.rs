@@ -10,7 +10,7 @@
 
 use crate::config::OnError;
 use crate::host::{Gate, HostServices};
-use crate::item::{HookPhase, Item, ObjectRef, OperationContext, Phase};
+use crate::item::{HookPhase, ObjectFields, Item, ObjectRef, OperationContext, Phase};
 use crate::provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
 use crate::registry::{Code, Extension, ExtensionSet};
 use crate::script::{ScriptInstance, ScriptOutput};
@@ -73,6 +73,8 @@ struct Slot {
     instance: Option<(Instance, Arc<Gate>)>,
     /// What the extension's own `applies-to` returned when instantiated.
     own_selector: Option<ResourceSelector>,
+    /// The parts of objects it reads (its `object-fields`), `None` for whole objects.
+    fields: Option<Arc<ObjectFields>>,
     /// The context argument of its calls, made once per phase.
     context: Option<(Phase, CallContext)>,
     record: ExtensionRecord,
@@ -130,6 +132,7 @@ impl ExtensionSet {
                 extension: e.clone(),
                 instance: None,
                 own_selector: None,
+                fields: None,
                 context: None,
                 record: ExtensionRecord {
                     id: e.id.clone(),
@@ -170,18 +173,24 @@ impl Session {
             excluded_by: None,
             issues: Vec::new(),
         };
-        // The item as components take it, serialised for the first one and shared.
+        // The item as components take it, serialised for the first one and shared; and its
+        // identity, for those that take a view.
         let mut sent: Option<WitItem> = None;
+        let mut shell: Option<WitItem> = None;
         for index in self.indices(ExtensionKind::ItemFilter) {
-            let Some(call) = self.prepare(index, item, Phase::ItemFilter, &mut outcome.issues) else { continue };
-            let result = match call {
-                Prepared::Wasm(i, ctx) => i.filter(
+            let Some((call, fields)) = self.prepare(index, item, Phase::ItemFilter, &mut outcome.issues) else { continue };
+            let result = match (call, fields) {
+                (Prepared::Wasm(i, ctx), None) => i.filter(
                     ctx,
                     sent.get_or_insert_with(|| wit_item(&item.id, json_text(&item.object))),
                 ),
-                Prepared::Rhai(i, ctx) => i.filter(ctx, item),
+                (Prepared::Wasm(i, ctx), Some(fields)) => {
+                    i.filter(ctx, carrying(&mut shell, &item.id, json_text(&fields.view(&item.object))))
+                }
+                (Prepared::Rhai(i, ctx), None) => i.filter(ctx, item),
+                (Prepared::Rhai(i, ctx), Some(fields)) => i.filter(ctx, &view_of(item, &fields)),
             };
-            let mut record = ItemRecord::new(item.id.clone(), Phase::ItemFilter);
+            let mut record = ItemRecord::new(Phase::ItemFilter);
             match result {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
@@ -190,7 +199,7 @@ impl Session {
                 }
                 Err(error) => outcome.issues.push(self.failed(index, &item.id, error, &mut record)),
             }
-            self.finish(index, record);
+            self.finish(index, record, &item.id);
             if outcome.excluded_by.is_some() {
                 break;
             }
@@ -232,39 +241,64 @@ impl Session {
         // one's input as it is).
         let mut sent: Option<WitItem> = None;
         let mut sent_backed_up: Option<WitItem> = None;
+        let mut shell: Option<WitItem> = None;
         for index in self.indices(kind) {
             let current = &outcome.item;
-            let Some(call) = self.prepare(index, current, phase, &mut outcome.issues) else {
+            let Some((call, fields)) = self.prepare(index, current, phase, &mut outcome.issues) else {
                 continue;
             };
-            let result = match call {
-                Prepared::Wasm(i, ctx) => {
+            let result = match (call, fields) {
+                (Prepared::Wasm(i, ctx), None) => {
                     let item = sent
                         .get_or_insert_with(|| wit_item(&current.id, json_text(&current.object)));
                     match backed_up {
-                        None => i.item_action(ctx, item),
+                        None => i.item_action(ctx, item, false),
                         Some(original) => {
                             let original = sent_backed_up.get_or_insert_with(|| {
                                 wit_item(&original.id, json_text(&original.object))
                             });
-                            i.restore_item_action(ctx, item, original)
+                            i.restore_item_action(ctx, item, original, false)
                         }
                     }
                 }
-                Prepared::Rhai(i, ctx) => match backed_up {
-                    None => i.item_action(ctx, current),
-                    Some(original) => i.restore_item_action(ctx, current, original),
+                (Prepared::Wasm(i, ctx), Some(fields)) => {
+                    let item = carrying(&mut shell, &current.id, json_text(&fields.view(&current.object)));
+                    match backed_up {
+                        None => i.item_action(ctx, item, true),
+                        Some(original) => {
+                            let original = wit_item(&original.id, json_text(&fields.view(&original.object)));
+                            i.restore_item_action(ctx, item, &original, true)
+                        }
+                    }
                 }
-                .map(|ScriptOutput { item, additional, skip }| ActionCall {
-                    change: match item {
-                        Some(item) => Change::Replace { item, sent: None },
-                        None => Change::Unchanged,
-                    },
-                    additional,
-                    skip,
-                }),
+                (Prepared::Rhai(i, ctx), fields) => {
+                    // A script given a view answers with the view changed: the change becomes
+                    // a merge patch on the whole object.
+                    let view = fields.as_ref().map(|f| view_of(current, f));
+                    let given = view.as_ref().unwrap_or(current);
+                    let original = backed_up.map(|o| match &fields {
+                        Some(f) => std::borrow::Cow::Owned(view_of(o, f)),
+                        None => std::borrow::Cow::Borrowed(o),
+                    });
+                    match &original {
+                        None => i.item_action(ctx, given),
+                        Some(original) => i.restore_item_action(ctx, given, original),
+                    }
+                    .map(|ScriptOutput { item, additional, skip }| ActionCall {
+                        change: match (item, &view) {
+                            (None, _) => Change::Unchanged,
+                            (Some(item), None) => Change::Replace { item, sent: None },
+                            (Some(item), Some(view)) => Change::Patch {
+                                patch: crate::provenance::merge_patch_between(&view.object, &item.object),
+                                id: item.id,
+                            },
+                        },
+                        additional,
+                        skip,
+                    })
+                }
             };
-            let mut record = ItemRecord::new(current.id.clone(), phase);
+            let mut record = ItemRecord::new(phase);
             match result.and_then(|output| self.check_output(index, &outcome.item, output)) {
                 Ok(ActionCall { change, additional, skip }) => {
                     let patch = match change {
@@ -276,6 +310,7 @@ impl Session {
                             if renamed || !patch.is_empty() {
                                 // Serialised again when a component needs it.
                                 sent = None;
+                                shell = None;
                             }
                             patch
                         }
@@ -285,6 +320,7 @@ impl Session {
                             // A component's text goes on as it is; a script's output is
                             // serialised again when a component needs it.
                             sent = text;
+                            shell = None;
                             patch
                         }
                     };
@@ -304,7 +340,7 @@ impl Session {
                     outcome.issues.push(issue);
                 }
             }
-            self.finish(index, record);
+            self.finish(index, record, &outcome.item.id);
             if outcome.skipped_by.is_some() {
                 break;
             }
@@ -325,11 +361,11 @@ impl Session {
                 message: format!("extension {extension}: no such hook in this operation"),
                 fatal: true,
             })?;
-        let mut record = ItemRecord::new(target.clone(), phase.into());
+        let mut record = ItemRecord::new(phase.into());
         if !self.slots[index].extension.scope.allows(&target.namespace) {
             let error = CallError::Returned(format!("{target} is outside its scope"));
             let issue = self.failed(index, target, error, &mut record);
-            self.finish(index, record);
+            self.finish(index, record, target);
             return Err(issue);
         }
         self.slots[index].instance = None;
@@ -348,7 +384,7 @@ impl Session {
             }
         };
         let outcome = result.map_err(|error| self.failed(index, target, error, &mut record));
-        self.finish(index, record);
+        self.finish(index, record, target);
         self.slots[index].instance = None;
         outcome
     }
@@ -372,7 +408,13 @@ impl Session {
 
     /// The instance to call for `item`, or `None` when the extension does not apply (or
     /// could not be instantiated: then an issue is added).
-    fn prepare(&mut self, index: usize, item: &Item, phase: Phase, issues: &mut Vec<ItemIssue>) -> Option<Prepared<'_>> {
+    fn prepare(
+        &mut self,
+        index: usize,
+        item: &Item,
+        phase: Phase,
+        issues: &mut Vec<ItemIssue>,
+    ) -> Option<(Prepared<'_>, Option<Arc<ObjectFields>>)> {
         let extension = &self.slots[index].extension;
         // A namespaced extension's scope excludes cluster-scoped items (empty namespace).
         if !extension.scope.allows(&item.id.namespace) || !extension.config.applies_to.matches(item) {
@@ -380,9 +422,9 @@ impl Session {
         }
         if self.slots[index].instance.is_none() {
             if let Err(message) = self.instantiate(index) {
-                let mut record = ItemRecord::new(item.id.clone(), phase);
+                let mut record = ItemRecord::new(phase);
                 issues.push(self.failed(index, &item.id, CallError::Trapped(message), &mut record));
-                self.finish(index, record);
+                self.finish(index, record, &item.id);
                 return None;
             }
         }
@@ -404,12 +446,13 @@ impl Session {
             };
             slot.context = Some((phase, context));
         }
-        Some(match (instance, &slot.context.as_ref().unwrap().1) {
+        let prepared = match (instance, &slot.context.as_ref().unwrap().1) {
             (Instance::Wasm(i), CallContext::Wasm(ctx)) => Prepared::Wasm(i, ctx),
             // A script may change its argument: each call gets its own copy.
             (Instance::Rhai(i), CallContext::Rhai(ctx)) => Prepared::Rhai(i, ctx.clone()),
             _ => unreachable!("the context is made for the instance's language"),
-        })
+        };
+        Some((prepared, slot.fields.clone()))
     }
 
     fn instantiate(&mut self, index: usize) -> Result<(), String> {
@@ -423,21 +466,31 @@ impl Session {
             self.handle.clone(),
         ));
         let timeout = Duration::from_secs(extension.config.timeout_seconds.into());
-        let (instance, own_selector) = match &extension.code {
+        let asked = |what: &str, e: CallError| match e {
+            CallError::Returned(m) | CallError::Trapped(m) => format!("{what}: {m}"),
+        };
+        let parameters = &extension.config.parameters;
+        let (instance, own_selector, fields) = match &extension.code {
             Code::Wasm(component) => {
                 let mut instance =
                     component.instantiate(gate.clone(), extension.config.memory_limit.bytes(), timeout)?;
-                let selector = instance.applies_to().map_err(|e| match e {
-                    CallError::Returned(m) | CallError::Trapped(m) => format!("applies-to: {m}"),
-                })?;
-                (Instance::Wasm(instance), selector)
+                let selector = instance.applies_to().map_err(|e| asked("applies-to", e))?;
+                let fields = instance.object_fields(parameters).map_err(|e| asked("object-fields", e))?;
+                (Instance::Wasm(instance), selector, fields)
             }
             Code::Rhai(script) => {
-                (Instance::Rhai(Box::new(self.set.runtime.scripts.instantiate(script, gate.clone(), timeout))), None)
+                let mut instance = self.set.runtime.scripts.instantiate(script, gate.clone(), timeout);
+                let fields = instance.object_fields(parameters).map_err(|e| asked("object_fields", e))?;
+                (Instance::Rhai(Box::new(instance)), None, fields)
             }
+        };
+        let fields = match fields {
+            Some(f) => Some(Arc::new(ObjectFields::parse(&f).map_err(|e| format!("object-fields: {e}"))?)),
+            None => None,
         };
         slot.instance = Some((instance, gate));
         slot.own_selector = own_selector;
+        slot.fields = fields;
         Ok(())
     }
 
@@ -479,7 +532,7 @@ impl Session {
     }
 
     /// Collects the call's denied host calls and records it.
-    fn finish(&mut self, index: usize, mut record: ItemRecord) {
+    fn finish(&mut self, index: usize, mut record: ItemRecord, item: &ObjectRef) {
         let elapsed = self.call_started.take().map(|started| started.elapsed());
         let slot = &mut self.slots[index];
         if let Some((_, gate)) = &slot.instance {
@@ -488,8 +541,20 @@ impl Session {
         if let Some(observer) = &self.observer {
             observer(&slot.extension.id, outcome_of(&record), elapsed);
         }
-        slot.record.add(record);
+        slot.record.add(record, item);
     }
+}
+
+/// `item` with only the parts of its object at `fields`.
+fn view_of(item: &Item, fields: &ObjectFields) -> Item {
+    Item { id: item.id.clone(), object: fields.view(&item.object) }
+}
+
+/// `shell` (the item's identity, made once per item) carrying `text` as its object.
+fn carrying<'a>(shell: &'a mut Option<WitItem>, id: &ObjectRef, text: String) -> &'a WitItem {
+    let shell = shell.get_or_insert_with(|| wit_item(id, String::new()));
+    shell.object = text;
+    shell
 }
 
 enum Prepared<'a> {

@@ -242,12 +242,29 @@ impl WasmInstance {
         self.finish(outcome.map(Ok)).map(|s| Some(from_wit_selector(s)))
     }
 
+    /// The parts of the object the extension reads (`None`: all of it).
+    pub fn object_fields(
+        &mut self,
+        parameters: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Vec<String>>, CallError> {
+        self.arm();
+        let parameters: Vec<(String, String)> = parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let outcome = match &self.exports {
+            Exports::ItemAction(g) => g.call_object_fields(&mut self.store, &parameters),
+            Exports::RestoreItemAction(g) => g.call_object_fields(&mut self.store, &parameters),
+            Exports::ItemFilter(g) => g.call_object_fields(&mut self.store, &parameters),
+            Exports::Hook(_) => return Ok(None),
+        };
+        self.finish(outcome.map(Ok))
+    }
+
     /// Runs an item action on `sent` (made with [`wit_item`]; the caller keeps it while the
     /// item is unchanged: serialising the object is a good part of a call's cost).
     pub fn item_action(
         &mut self,
         ctx: &WitContext,
         sent: &WitItem,
+        partial: bool,
     ) -> Result<ActionCall, CallError> {
         self.arm();
         let Exports::ItemAction(g) = &self.exports else {
@@ -255,7 +272,7 @@ impl WasmInstance {
         };
         let outcome = g.call_execute(&mut self.store, ctx, sent);
         let output = self.finish(outcome)?;
-        ActionCall::new(sent, output.change, output.additional_items, false)
+        ActionCall::new(sent, output.change, output.additional_items, false, partial)
     }
 
     /// Runs a restore item action; `backed_up` is the item as in the backup, made once per
@@ -265,6 +282,7 @@ impl WasmInstance {
         ctx: &WitContext,
         sent: &WitItem,
         backed_up: &WitItem,
+        partial: bool,
     ) -> Result<ActionCall, CallError> {
         self.arm();
         let Exports::RestoreItemAction(g) = &self.exports else {
@@ -272,7 +290,7 @@ impl WasmInstance {
         };
         let outcome = g.call_execute(&mut self.store, ctx, sent, backed_up);
         let output = self.finish(outcome)?;
-        ActionCall::new(sent, output.change, output.additional_items, output.skip)
+        ActionCall::new(sent, output.change, output.additional_items, output.skip, partial)
     }
 
     /// `None` to include, `Some(reason)` to exclude.
@@ -362,6 +380,7 @@ impl ActionCall {
         change: wit::types::ObjectChange,
         additional: Vec<WitItem>,
         skip: bool,
+        partial: bool,
     ) -> Result<ActionCall, CallError> {
         let additional = additional
             .into_iter()
@@ -373,6 +392,12 @@ impl ActionCall {
             wit::types::ObjectChange::Unchanged => Change::Unchanged,
             // Handed back byte for byte: nothing to parse.
             wit::types::ObjectChange::Replace(text) if text == sent.object => Change::Unchanged,
+            wit::types::ObjectChange::Replace(_) if partial => {
+                return Err(CallError::Returned(format!(
+                    "returned a whole object for {id} but was given only the parts its object-fields name; \
+                     answer with a merge patch or unchanged"
+                )))
+            }
             wit::types::ObjectChange::Replace(text) => {
                 let object = parse_object(&id, &text).map_err(CallError::Returned)?;
                 let id = identity_in(&id, &object);

@@ -238,6 +238,43 @@ fn patches_and_replacements_reach_the_same_item() {
     assert!(message.contains("shop/bad") && message.contains("merge patch") && message.contains("not a JSON object"), "{message}");
 }
 
+/// An extension that names the fields it reads is given only those; its answer still
+/// changes the whole object, never drops what it was not shown.
+#[test]
+fn extensions_see_only_the_fields_they_read() {
+    // The view holds metadata.labels and status: two top-level fields, one in metadata.
+    let registry = registry();
+    let script = "fn object_fields(parameters) { [\"/metadata/labels\", \"/status\"] }\n\
+                  fn execute(ctx, item) {\n\
+                      item.object.metadata.labels.seen = `${item.object.keys().len()}:${item.object.metadata.keys().len()}`;\n\
+                      item\n\
+                  }\n";
+    registry.upsert(source("stowage", "viewer", ExtensionKind::ItemAction, Module::Rhai(script.into()), "")).unwrap();
+    let (out, report) = with_session(&registry.snapshot(), RecordingHost::new(), |s| (s.item_actions(pod("shop", "web")), s.report()));
+    assert!(out.issues.is_empty(), "{:?}", out.issues);
+    let mut expected = pod("shop", "web");
+    expected.object["metadata"]["labels"]["seen"] = "2:1".into();
+    assert_eq!(out.item, expected, "only the label was added; the parts not shown are kept");
+    let patch = serde_json::to_value(&report.extensions[0].items[0].patch).unwrap();
+    assert_eq!(patch, serde_json::json!([{"op": "add", "path": "/metadata/labels/seen", "value": "2:1"}]));
+
+    // A component given a view may not answer with a whole object.
+    registry.remove("stowage", "viewer");
+    registry
+        .upsert(source("stowage", "whole", ExtensionKind::ItemAction, Module::Wasm(wasm("fixture-item-action")), "parameters: {mode: whole-from-view}\n"))
+        .unwrap();
+    let out = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(out.item, pod("shop", "web"));
+    assert!(out.issues[0].message.contains("only the parts its object-fields name"), "{:?}", out.issues);
+
+    // A field that is not a JSON Pointer is refused, naming it.
+    registry.remove("stowage", "whole");
+    let bad = "fn object_fields(parameters) { [\"metadata.labels\"] }\nfn execute(ctx, item) { () }\n";
+    registry.upsert(source("stowage", "bad", ExtensionKind::ItemAction, Module::Rhai(bad.into()), "")).unwrap();
+    let out = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert!(out.issues[0].message.contains("\"metadata.labels\" is not a JSON Pointer"), "{:?}", out.issues);
+}
+
 /// The host hears of every call: which extension, how it ended, how long it took.
 #[test]
 fn calls_are_reported_to_the_observer() {
