@@ -70,6 +70,7 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod chunker;
 mod crypto;
 mod error;
 mod keys;
