@@ -7,7 +7,7 @@
 //! fingerprint of a full window depends on those 64 bytes only (the byte restic slides in at
 //! every reset has left the window by the time `len >= min`), so a chunk's end depends only
 //! on where it starts: two chunkings of the same data that meet at one cut agree from there
-//! on. [`merge_regions`] relies on that to chunk a file in regions on several threads and
+//! on. [`Merge`] relies on that to chunk a file in regions on several threads and
 //! produce exactly the cuts of chunking it from its start.
 
 use std::io;
@@ -122,42 +122,77 @@ impl Chunker {
 /// The chunk ends of a whole file of `len` bytes from the chunk ends of its regions (each
 /// chunked from its own start with [`Chunker::cuts`]): `starts[i]` is where region `i` begins
 /// (`starts[0] == 0`, ascending), `regions[i]` its cuts as file offsets, the last region's
-/// ending at `len`. Where a region does not start at a true cut, `next_cut(start)` (the end
-/// of the chunk starting at `start`, read from the file) walks from the last true cut until it
-/// meets one of the region's cuts; from there on the region's cuts are the file's.
+/// ending at `len`. See [`Merge`].
+#[cfg(test)]
 pub(crate) fn merge_regions(
     starts: &[u64],
     regions: &[Vec<u64>],
     len: u64,
     mut next_cut: impl FnMut(u64) -> io::Result<u64>,
 ) -> io::Result<Vec<u64>> {
-    let mut cuts: Vec<u64> = Vec::new();
-    let mut pos = 0u64;
-    for (i, region) in regions.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(len);
-        if pos >= end {
-            continue; // walked through by the previous region's catch-up
-        }
-        if pos == starts[i] {
-            cuts.extend_from_slice(region);
-            pos = cuts.last().copied().unwrap_or(pos);
-            continue;
-        }
-        loop {
-            let cut = next_cut(pos)?;
-            if let Ok(at) = region.binary_search(&cut) {
-                cuts.extend_from_slice(&region[at..]);
-                pos = *cuts.last().expect("just extended");
-                break;
-            }
-            cuts.push(cut);
-            pos = cut;
-            if cut >= end {
-                break;
-            }
-        }
+    let mut merge = Merge::new(starts, len);
+    let mut cuts = Vec::new();
+    for region in regions {
+        cuts.extend(merge.push(region, &mut next_cut)?);
     }
     Ok(cuts)
+}
+
+/// Merges the cuts of a file's regions, in order, into the file's cuts. Where a region does
+/// not start at a true cut, `next_cut(start)` (the end of the chunk starting at `start`, read
+/// from the file) walks from the last true cut until it meets one of the region's cuts; from
+/// there on the region's cuts are the file's.
+pub(crate) struct Merge<'a> {
+    starts: &'a [u64],
+    len: u64,
+    /// The last true cut (0 at first).
+    pos: u64,
+    /// The region pushed next.
+    next: usize,
+}
+
+impl<'a> Merge<'a> {
+    pub(crate) fn new(starts: &'a [u64], len: u64) -> Self {
+        Merge {
+            starts,
+            len,
+            pos: 0,
+            next: 0,
+        }
+    }
+
+    /// Takes the next region's cuts; returns the file's cuts this settles, ascending.
+    pub(crate) fn push(
+        &mut self,
+        region: &[u64],
+        next_cut: &mut impl FnMut(u64) -> io::Result<u64>,
+    ) -> io::Result<Vec<u64>> {
+        let i = self.next;
+        self.next += 1;
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.len);
+        let mut cuts = Vec::new();
+        if self.pos >= end {
+            return Ok(cuts); // walked through by the previous region's catch-up
+        }
+        if self.pos == self.starts[i] {
+            cuts.extend_from_slice(region);
+        } else {
+            loop {
+                let cut = next_cut(self.pos)?;
+                if let Ok(at) = region.binary_search(&cut) {
+                    cuts.extend_from_slice(&region[at..]);
+                    break;
+                }
+                cuts.push(cut);
+                self.pos = cut;
+                if cut >= end {
+                    break;
+                }
+            }
+        }
+        self.pos = cuts.last().copied().unwrap_or(self.pos);
+        Ok(cuts)
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ mod progress;
 mod repo;
 mod restore;
 mod source;
+mod writer;
 
 pub use error::EngineError;
 pub use repo::Repo;

@@ -7,15 +7,16 @@ use crate::crypto::DataKey;
 use crate::error::EngineError;
 use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
-use crate::source::{GuardedSource, Warnings};
+use crate::source::Warnings;
+use crate::writer::Writer;
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, OpenStatus,
-    ParentOptions, ReadBackend, Repository, RepositoryBackends, RepositoryOptions, RusticError,
-    SnapshotGroupCriterion, SnapshotOptions, WriteBackend,
+    ConfigOptions, Credentials, FileType, KeyOptions, OpenStatus, ReadBackend, Repository,
+    RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, WriteBackend,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use stowage_storage::ObjectStore;
 use tokio::runtime::Handle;
@@ -38,6 +39,8 @@ struct Inner {
     key: MasterKey,
     data_key: DataKey,
     handle: Handle,
+    /// Bytes of file contents the last backup read (for tests: an unchanged volume reads none).
+    bytes_read: AtomicU64,
 }
 
 impl std::fmt::Debug for Repo {
@@ -120,6 +123,7 @@ impl Repo {
             data_key: DataKey::new(&key),
             key,
             handle,
+            bytes_read: AtomicU64::new(0),
         };
         Ok((
             Repo {
@@ -502,17 +506,6 @@ impl Inner {
                 .into_iter()
                 .max_by(|a, b| a.time.cmp(&b.time))
         };
-        let parent_opts = match &parent {
-            // Our own choice of parent: whatever host or path it was made with.
-            Some(p) => ParentOptions::default()
-                .group_by(Some(SnapshotGroupCriterion::new()))
-                .parents(vec![p.id.to_hex().to_string()]),
-            None => ParentOptions::default().force(true),
-        };
-        let mut opts = BackupOptions::default()
-            .as_path(Some(snapshot_path(&req.parent_tags, &path)))
-            .parent_opts(parent_opts);
-        opts.ignore_save_opts = Default::default();
         let mut snap = SnapshotOptions::default()
             .host(req.hostname.clone())
             .to_snapshot()
@@ -520,27 +513,28 @@ impl Inner {
         for tag in &req.tags {
             snap.tags.add(tag.clone());
         }
-
-        let repo = s.repo.to_indexed_ids().map_err(|e| err(&s.ctx, e))?;
         let warnings = Warnings::default();
-        let local = LocalSource::new(
-            opts.ignore_save_opts,
-            &opts.excludes,
-            &opts.ignore_filter_opts,
-            &[&path],
-        )
-        .map_err(|e| err(&s.ctx, e))?;
-        let source = GuardedSource::new(local, s.ctx.cancel.clone(), warnings.clone());
-        let snap = repo
-            .archive(&opts, &source, snap, &[path])
-            .map_err(|e| err(&s.ctx, e))?;
-        let summary = snap.summary.clone().unwrap_or_default();
+        let as_path = snapshot_path(&req.parent_tags, &path);
+        let err = |e| self.err(&s.ctx, "backup", e);
+        let written = Writer {
+            backend: &s.ctx.backend,
+            config: s.repo.config(),
+            key: &self.data_key,
+            cancel: &s.ctx.cancel,
+            progress: s.repo.progress_bytes("backing up..."),
+            warnings: warnings.clone(),
+            name: &self.name,
+            err: &err,
+        }
+        .run(&path, &as_path, snap, parent.as_ref())?;
+        self.bytes_read.store(written.bytes_read, Ordering::Relaxed);
+        let summary = written.summary;
         let warnings = std::mem::take(&mut *warnings.lock().expect("not poisoned"));
         Ok(BackupSummary {
-            snapshot_id: snap.id.to_hex().to_string(),
-            parent: snap.parent.map(|p| p.to_hex().to_string()),
+            snapshot_id: written.snapshot_id,
+            parent: parent.map(|p| p.id.to_hex().to_string()),
             total_bytes: summary.total_bytes_processed,
-            data_added: summary.data_added,
+            data_added: summary.data_added_packed,
             files_new: summary.files_new,
             files_changed: summary.files_changed,
             files_unmodified: summary.files_unmodified,
