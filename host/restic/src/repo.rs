@@ -662,4 +662,55 @@ mod tests {
             Path::new("/pod-uid=p/volume=a_b/_")
         );
     }
+
+    /// Poorly compressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unchanged_re_backup_reads_no_file_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stowage_storage::FsStore::new("test", dir.path().join("store"));
+        store.create_root().await.unwrap();
+        let cfg = RepoConfig {
+            store: Arc::new(store),
+            namespace: "ns".into(),
+            password: "pw".into(),
+        };
+        let (repo, _) = Repo::open_or_init(cfg).await.unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(vol.join("d")).unwrap();
+        std::fs::write(vol.join("large"), noise(20 << 20, 1)).unwrap();
+        std::fs::write(vol.join("d/small"), noise(100 << 10, 2)).unwrap();
+        let req = BackupRequest {
+            path: vol.clone(),
+            tags: vec!["pvc-uid=u".into()],
+            parent_tags: vec!["pvc-uid=u".into()],
+            hostname: "h".into(),
+        };
+        let read = || repo.inner.bytes_read.load(Ordering::Relaxed);
+        let backup = || repo.backup(req.clone(), no_progress(), CancellationToken::new());
+        let first = backup().await.unwrap();
+        assert_eq!(read(), (20 << 20) + (100 << 10));
+        let second = backup().await.unwrap();
+        assert_eq!(read(), 0, "nothing read: {second:?}");
+        assert_eq!(second.parent.as_deref(), Some(first.snapshot_id.as_str()));
+        assert_eq!(second.files_unmodified, 2, "{second:?}");
+        assert_eq!(second.data_added, 0, "{second:?}");
+        // A changed mtime makes the file read again (and only that one).
+        let f = std::fs::File::options().write(true).open(vol.join("d/small")).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        let third = backup().await.unwrap();
+        assert_eq!(read(), 100 << 10, "{third:?}");
+        assert_eq!(third.files_changed, 1, "{third:?}");
+    }
 }

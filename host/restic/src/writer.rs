@@ -46,9 +46,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Files up to this size are one job; larger ones are chunked in regions of this size.
-pub(crate) const REGION: u64 = 16 << 20;
+///
+/// Regions and the regions read ahead are most of a large file's memory. On a 512 MiB file
+/// (2 cores, one run each, first backup / one byte appended): 16 MiB regions, 3 ahead: 6.9 /
+/// 3.6 s, 124 / 96 MiB peak RSS; 16 MiB, 2 ahead: 6.1 / 3.5 s, 110 / 79 MiB; 8 MiB, 2 ahead:
+/// 7.0 / 3.9 s, 76 / 47 MiB; 4 MiB, 4 ahead: 7.3 / 4.6 s (more catch-ups at region starts).
+pub(crate) const REGION: u64 = 8 << 20;
 /// Regions of a large file read and chunked ahead of the merge.
-const REGIONS_AHEAD: usize = 3;
+const REGIONS_AHEAD: usize = 2;
 /// Blobs per index file (restic's limit for a full index).
 const INDEX_BLOBS: usize = 50_000;
 
@@ -527,7 +532,7 @@ impl Writer<'_> {
             let node = tree
                 .nodes
                 .into_iter()
-                .find(|n| n.is_dir() && OsString::from(n.name()) == name)?;
+                .find(|n| n.is_dir() && n.name() == name.as_os_str())?;
             id = *node.subtree?;
         }
         let tree = self
@@ -1170,9 +1175,8 @@ fn chunk_data(buffers: &BTreeMap<usize, Bytes>, starts: &[u64], a: u64, b: u64) 
         return Some(buf.slice((a - base) as usize..(b - base) as usize));
     }
     let mut out = Vec::with_capacity((b - a) as usize);
-    for i in first..=last {
+    for (i, &base) in starts.iter().enumerate().take(last + 1).skip(first) {
         let buf = buffers.get(&i)?;
-        let base = starts[i];
         let from = a.max(base) - base;
         let to = b.min(base + buf.len() as u64) - base;
         out.extend_from_slice(&buf[from as usize..to as usize]);
