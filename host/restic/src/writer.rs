@@ -92,6 +92,7 @@ struct Location {
 /// ones), every tree blob's location (to read the parent's trees) and id.
 #[derive(Default)]
 struct RepoIndex {
+    /// Moved into [`Shared::known`] when the backup starts.
     data: HashSet<Id>,
     trees: HashMap<Id, Location>,
     data_bytes: u64,
@@ -199,6 +200,19 @@ struct Shared<'a> {
     added: Added,
     /// Set when the backup failed: workers stop taking jobs.
     stop: AtomicBool,
+    /// Set when a worker thread panicked.
+    died: AtomicBool,
+}
+
+/// Sets [`Shared::died`] when a worker thread unwinds.
+struct DeathNotice<'a>(&'a AtomicBool);
+
+impl Drop for DeathNotice<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A job for a worker thread.
@@ -322,7 +336,7 @@ impl Writer<'_> {
                     .into(),
             ));
         }
-        let index = self.load_index()?;
+        let mut index = self.load_index()?;
         let (size, grow, limit) = self.config.packsize(BlobType::Data);
         let target = pack_size(size, grow, limit, index.data_bytes);
         let (tsize, tgrow, tlimit) = self.config.packsize(BlobType::Tree);
@@ -336,7 +350,7 @@ impl Writer<'_> {
             w: self,
             chunker: Chunker::restic(poly),
             level,
-            known: Mutex::new(index.data.clone()),
+            known: Mutex::new(std::mem::take(&mut index.data)),
             data: Packer {
                 tree: false,
                 target,
@@ -345,6 +359,7 @@ impl Writer<'_> {
             written: Mutex::default(),
             added: Added::default(),
             stop: AtomicBool::new(false),
+            died: AtomicBool::new(false),
         };
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -581,6 +596,7 @@ impl Writer<'_> {
 
 impl Shared<'_> {
     fn work(&self, jobs: &Receiver<Job>, done: &Sender<Done>) {
+        let _notice = DeathNotice(&self.died);
         let mut zstd = zstd::bulk::Compressor::new(self.level).expect("a valid zstd level");
         for job in jobs {
             if self.stop.load(Ordering::Relaxed) {
@@ -756,10 +772,7 @@ impl Walk<'_, '_> {
             if ready(self) {
                 return Ok(());
             }
-            let done = self
-                .done
-                .recv()
-                .map_err(|_| self.w().fail("the backup's worker threads ended early".into()))?;
+            let done = self.recv()?;
             self.answer(done)?;
         }
     }
@@ -774,6 +787,24 @@ impl Walk<'_, '_> {
             }
             Done::Region { .. } | Done::Chunk { .. } => {
                 Err(self.w().fail("a large file's answer arrived after the file".into()))
+            }
+        }
+    }
+
+    /// The next worker answer; an error when a worker thread died (a panic), whose answer
+    /// would never come.
+    fn recv(&self) -> Result<Done, EngineError> {
+        loop {
+            match self.done.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(done) => return Ok(done),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if self.sh.died.load(Ordering::Relaxed) {
+                        return Err(self.w().fail("a backup worker thread failed".into()));
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(self.w().fail("the backup's worker threads ended early".into()))
+                }
             }
         }
     }
@@ -1046,11 +1077,20 @@ impl Walk<'_, '_> {
             while failure.is_none() && merged < n && regions[merged].is_some() {
                 let region = regions[merged].take().expect("checked");
                 merged += 1;
+                // Most chunks end within 2 MiB (min 512 KiB + 1 MiB on average): read that
+                // first, the maximum chunk size only when no cut is in it.
                 let mut catch_up = |pos: u64| -> io::Result<u64> {
-                    let len = (size - pos).min(chunker.max as u64) as usize;
-                    let mut data = vec![0u8; len];
-                    file.read_exact_at(&mut data, pos)?;
-                    Ok(pos + chunker.next_cut(&data).unwrap_or(len) as u64)
+                    let most = (size - pos).min(chunker.max as u64) as usize;
+                    let mut len = most.min(2 << 20);
+                    loop {
+                        let mut data = vec![0u8; len];
+                        file.read_exact_at(&mut data, pos)?;
+                        match chunker.next_cut(&data) {
+                            Some(cut) => return Ok(pos + cut as u64),
+                            None if len == most => return Ok(pos + len as u64),
+                            None => len = most,
+                        }
+                    }
                 };
                 match merge.push(&region, &mut catch_up) {
                     Ok(new) => cuts.extend(new),
@@ -1084,10 +1124,7 @@ impl Walk<'_, '_> {
             if stored == emitted && (merged == n || (failure.is_some() && out == 0)) {
                 break;
             }
-            let done = self
-                .done
-                .recv()
-                .map_err(|_| self.w().fail("the backup's worker threads ended early".into()))?;
+            let done = self.recv()?;
             match done {
                 Done::Region { index, result } => match result {
                     Ok((region_cuts, buffer)) => {
