@@ -17,7 +17,8 @@
 //! - **Blobs.** A chunk's id is its SHA-256 (`ring`, whose assembly uses AVX2 where the CPU
 //!   has no SHA extensions); a blob already in the index or already stored by this backup is
 //!   skipped; others are compressed with zstd (kept only when smaller), encrypted and added to
-//!   the data pack being filled, which the worker that fills it writes.
+//!   the data pack being filled. Full packs go to an uploader thread (one waiting at most), so
+//!   the workers go on while a pack travels to S3.
 //! - **Trees.** A directory's tree (restic's JSON, names sorted) is stored when all its files
 //!   are, children before parents, in tree packs. Then the packs' index file, then the
 //!   snapshot, whose tree holds the volume's contents under the snapshot path (each directory
@@ -202,6 +203,11 @@ struct Shared<'a> {
     stop: AtomicBool,
     /// Set when a worker thread panicked.
     died: AtomicBool,
+    /// To the uploader thread; taken (closing the channel) when the backup ends.
+    uploads: Mutex<Option<Sender<Pack>>>,
+    /// The first failed pack upload.
+    upload_error: Mutex<Option<EngineError>>,
+    upload_failed: AtomicBool,
 }
 
 /// Sets [`Shared::died`] when a worker thread unwinds.
@@ -360,6 +366,9 @@ impl Writer<'_> {
             added: Added::default(),
             stop: AtomicBool::new(false),
             died: AtomicBool::new(false),
+            uploads: Mutex::new(None),
+            upload_error: Mutex::new(None),
+            upload_failed: AtomicBool::new(false),
         };
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -367,14 +376,21 @@ impl Writer<'_> {
         let (jobs, job_rx) = bounded::<Job>(workers * 2);
         let (done_tx, done) = unbounded::<Done>();
 
+        let (uploads, upload_rx) = bounded::<Pack>(1);
+        *shared.uploads.lock().expect("not poisoned") = Some(uploads);
+
         let total = std::thread::scope(|scope| -> Result<Id, EngineError> {
             let progress = self.progress.clone();
             let volume_path = volume.to_path_buf();
-            scope.spawn(move || progress.set_length(tree_size(&volume_path)));
-            for _ in 0..workers {
-                let (rx, tx, sh) = (job_rx.clone(), done_tx.clone(), &shared);
-                scope.spawn(move || sh.work(&rx, &tx));
-            }
+            let stop = || self.cancel.is_cancelled() || shared.stop.load(Ordering::Relaxed);
+            scope.spawn(move || progress.set_length(tree_size(&volume_path, stop)));
+            let uploader = scope.spawn(|| shared.upload_all(&upload_rx));
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (rx, tx, sh) = (job_rx.clone(), done_tx.clone(), &shared);
+                    scope.spawn(move || sh.work(&rx, &tx))
+                })
+                .collect();
             drop((job_rx, done_tx));
             let mut walk = Walk {
                 sh: &shared,
@@ -394,7 +410,7 @@ impl Writer<'_> {
                 summary: SnapshotSummary::default(),
                 names: Names::default(),
             };
-            let result = walk.run(volume, as_path, parent_tree);
+            let mut result = walk.run(volume, as_path, parent_tree);
             if result.is_err() {
                 shared.stop.store(true, Ordering::Relaxed);
             }
@@ -405,16 +421,24 @@ impl Writer<'_> {
                 ..
             } = walk;
             drop(jobs); // the workers end
-            let root = result?;
-            if let Some(pack) = tree_packer.finish() {
-                shared.write_pack(pack)?;
+            for handle in handles {
+                let _ = handle.join(); // a panic was reported through `died`
             }
+            if result.is_ok() {
+                for pack in [tree_packer.finish(), shared.data.finish()].into_iter().flatten() {
+                    if let Err(e) = shared.upload(pack) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            shared.uploads.lock().expect("not poisoned").take(); // the uploader ends
+            let _ = uploader.join();
+            let root = result?;
+            shared.upload_failure()?;
             snap.summary = Some(summary);
             Ok(root)
         })?;
-        if let Some(pack) = shared.data.finish() {
-            shared.write_pack(pack)?;
-        }
         self.check_cancel()?;
         let packs = std::mem::take(&mut *shared.written.lock().expect("not poisoned"));
         self.write_index(&packs)?;
@@ -600,7 +624,26 @@ impl Shared<'_> {
         let mut zstd = zstd::bulk::Compressor::new(self.level).expect("a valid zstd level");
         for job in jobs {
             if self.stop.load(Ordering::Relaxed) {
-                continue; // drain: the walk gave up
+                // The backup failed: answer without working, so nobody waits.
+                let stopped = || self.stopped();
+                let answer = match job {
+                    Job::File { slot, .. } => Done::File {
+                        slot,
+                        result: Err(stopped()),
+                    },
+                    Job::Region { index, .. } => Done::Region {
+                        index,
+                        result: Err(FileFailure::Fatal(stopped())),
+                    },
+                    Job::Chunk { index, .. } => Done::Chunk {
+                        index,
+                        result: Err(stopped()),
+                    },
+                };
+                if done.send(answer).is_err() {
+                    return;
+                }
+                continue;
             }
             let answer = match job {
                 Job::File { slot, path } => Done::File {
@@ -693,9 +736,56 @@ impl Shared<'_> {
         self.added.data_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.added.data_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
         if let Some(pack) = self.data.add(raw, sealed, uncompressed) {
-            self.write_pack(pack)?;
+            self.upload(pack)?;
         }
         Ok(id)
+    }
+
+    /// Hands a full pack to the uploader thread, waiting while it writes the previous one (so
+    /// at most two full packs are held besides the ones filling).
+    fn upload(&self, pack: Pack) -> Result<(), EngineError> {
+        self.upload_failure()?;
+        let sender = self.uploads.lock().expect("not poisoned").clone();
+        let sent = sender.map(|s| s.send(pack).is_ok());
+        if sent != Some(true) {
+            self.upload_failure()?;
+            return Err(self.w.fail("the backup's pack uploader ended early".into()));
+        }
+        Ok(())
+    }
+
+    /// The uploader thread: writes the packs handed to it, in turn, until the backup ends or
+    /// one fails (the failure is kept for [`Self::upload_failure`]).
+    fn upload_all(&self, packs: &Receiver<Pack>) {
+        let _notice = DeathNotice(&self.died);
+        for pack in packs {
+            if self.stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.write_pack(pack) {
+                self.upload_error.lock().expect("not poisoned").get_or_insert(e);
+                self.upload_failed.store(true, Ordering::Relaxed);
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The failure of a pack upload, once one failed (the first caller gets the storage
+    /// error itself).
+    fn upload_failure(&self) -> Result<(), EngineError> {
+        if !self.upload_failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(self.upload_error.lock().expect("not poisoned").take().unwrap_or_else(|| self.stopped()))
+    }
+
+    /// The error of work refused after the backup failed (the failure itself is reported by
+    /// whoever met it first).
+    fn stopped(&self) -> EngineError {
+        if self.w.cancel.is_cancelled() {
+            return self.w.canceled();
+        }
+        self.w.fail("stopped after an earlier failure".into())
     }
 
     /// Writes a pack: its blobs, the encrypted header, the header's length; the pack's id is
@@ -798,6 +888,7 @@ impl Walk<'_, '_> {
             match self.done.recv_timeout(std::time::Duration::from_millis(200)) {
                 Ok(done) => return Ok(done),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.sh.upload_failure()?;
                     if self.sh.died.load(Ordering::Relaxed) {
                         return Err(self.w().fail("a backup worker thread failed".into()));
                     }
@@ -1032,7 +1123,7 @@ impl Walk<'_, '_> {
         added.tree_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
         added.tree_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
         if let Some(pack) = self.tree_packer.add(raw, sealed, uncompressed) {
-            self.sh.write_pack(pack)?;
+            self.sh.upload(pack)?;
         }
         Ok(id)
     }
@@ -1238,11 +1329,14 @@ fn path_names(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
-/// The total size of the regular files under `root`, for progress.
-fn tree_size(root: &Path) -> u64 {
+/// The total size of the regular files under `root`, for progress (0 once `stop` holds).
+fn tree_size(root: &Path, stop: impl Fn() -> bool) -> u64 {
     let mut total = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
+        if stop() {
+            return 0;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
