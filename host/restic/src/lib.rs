@@ -87,6 +87,7 @@ mod memory;
 mod progress;
 mod repo;
 mod restore;
+mod sha256x8;
 mod source;
 mod writer;
 

@@ -7,18 +7,18 @@
 //!   hard-linked files, links, size, extended attributes). A file whose node matches the
 //!   parent snapshot's (type, size, mtime, ctime, inode) and whose blobs are all in the index
 //!   keeps the parent's content list unread. Unreadable entries become warnings.
-//! - **Files.** Files up to [`REGION`] bytes are jobs for the worker threads (one per core):
-//!   read whole, chunked, and each chunk stored. A larger file is chunked in regions of
-//!   [`REGION`] bytes on the workers, each region from its own start; the calling thread merges
-//!   their cuts into the file's (see [`crate::chunker::Merge`]: identical to chunking
-//!   it from the start) and hands each chunk to the workers to store. At most
-//!   [`REGIONS_AHEAD`] regions are read ahead of the merge, so memory does not grow with the
-//!   file.
-//! - **Blobs.** A chunk's id is its SHA-256 (`ring`, whose assembly uses AVX2 where the CPU
-//!   has no SHA extensions); a blob already in the index or already stored by this backup is
-//!   skipped; others are compressed with zstd (kept only when smaller), encrypted and added to
-//!   the data pack being filled. Full packs go to an uploader thread (one waiting at most), so
-//!   the workers go on while a pack travels to S3.
+//! - **Files.** Files up to [`REGION`] bytes are jobs for the worker threads (one per core),
+//!   small ones several to a job: read whole, chunked, and their chunks stored. A larger file
+//!   is chunked in regions of [`REGION`] bytes on the workers, each region from its own start;
+//!   the calling thread merges their cuts into the file's (see [`crate::chunker::Merge`]:
+//!   identical to chunking it from the start) and hands the chunks each region settles to the
+//!   workers to store. At most [`REGIONS_AHEAD`] regions are read ahead of the merge, so memory
+//!   does not grow with the file.
+//! - **Blobs.** A chunk's id is its SHA-256, the chunks of a job hashed side by side in AVX2
+//!   lanes ([`crate::sha256x8`]); a blob already in the index or already stored by this backup
+//!   is skipped; others are compressed with zstd (kept only when smaller), encrypted and added
+//!   to the data pack being filled. Full packs go to an uploader thread (one waiting at most),
+//!   so the workers go on while a pack travels to S3.
 //! - **Trees.** A directory's tree (restic's JSON, names sorted) is stored when all its files
 //!   are, children before parents, in tree packs. Then the packs' index file, then the
 //!   snapshot, whose tree holds the volume's contents under the snapshot path (each directory
@@ -55,6 +55,10 @@ use std::sync::{Arc, Mutex};
 pub(crate) const REGION: u64 = 8 << 20;
 /// Regions of a large file read and chunked ahead of the merge.
 const REGIONS_AHEAD: usize = 2;
+/// Small files handed to a worker at once (their chunks are hashed side by side: eight lanes)
+/// and their most bytes together.
+const BATCH_FILES: usize = 8;
+const BATCH_BYTES: u64 = 4 << 20;
 /// Blobs per index file (restic's limit for a full index).
 const INDEX_BLOBS: usize = 50_000;
 
@@ -223,8 +227,9 @@ impl Drop for DeathNotice<'_> {
 
 /// A job for a worker thread.
 enum Job {
-    /// A whole file of at most [`REGION`] bytes.
-    File { slot: usize, path: PathBuf },
+    /// Whole files of at most [`REGION`] bytes (several small ones at once: their chunks are
+    /// hashed side by side).
+    Files(Vec<(usize, PathBuf)>),
     /// Region `index` of a large file: read and chunk it.
     Region {
         file: Arc<File>,
@@ -233,8 +238,9 @@ enum Job {
         last: bool,
         index: usize,
     },
-    /// Chunk `index` of the large file being merged: store it.
-    Chunk { index: usize, data: Bytes },
+    /// Chunks `first..` of the large file being merged (those one region settled): store
+    /// them.
+    Chunks { first: usize, data: Vec<Bytes> },
 }
 
 /// A worker's answer.
@@ -247,9 +253,9 @@ enum Done {
         index: usize,
         result: Result<(Vec<u64>, Bytes), FileFailure>,
     },
-    Chunk {
-        index: usize,
-        result: Result<Id, EngineError>,
+    Chunks {
+        first: usize,
+        result: Result<Vec<Id>, EngineError>,
     },
 }
 
@@ -296,6 +302,9 @@ struct Walk<'s, 'a> {
     known_trees: HashSet<Id>,
     summary: SnapshotSummary,
     names: Names,
+    /// Small files not yet handed to the workers, and their bytes.
+    batch: Vec<(usize, PathBuf)>,
+    batch_bytes: u64,
 }
 
 impl Writer<'_> {
@@ -409,6 +418,8 @@ impl Writer<'_> {
                 known_trees: HashSet::new(),
                 summary: SnapshotSummary::default(),
                 names: Names::default(),
+                batch: Vec::new(),
+                batch_bytes: 0,
             };
             let mut result = walk.run(volume, as_path, parent_tree);
             if result.is_err() {
@@ -626,73 +637,124 @@ impl Shared<'_> {
             if self.stop.load(Ordering::Relaxed) {
                 // The backup failed: answer without working, so nobody waits.
                 let stopped = || self.stopped();
-                let answer = match job {
-                    Job::File { slot, .. } => Done::File {
-                        slot,
-                        result: Err(stopped()),
-                    },
-                    Job::Region { index, .. } => Done::Region {
+                let answers: Vec<Done> = match job {
+                    Job::Files(files) => files
+                        .into_iter()
+                        .map(|(slot, _)| Done::File {
+                            slot,
+                            result: Err(stopped()),
+                        })
+                        .collect(),
+                    Job::Region { index, .. } => vec![Done::Region {
                         index,
                         result: Err(FileFailure::Fatal(stopped())),
-                    },
-                    Job::Chunk { index, .. } => Done::Chunk {
-                        index,
+                    }],
+                    Job::Chunks { first, .. } => vec![Done::Chunks {
+                        first,
                         result: Err(stopped()),
-                    },
+                    }],
                 };
-                if done.send(answer).is_err() {
-                    return;
+                for answer in answers {
+                    if done.send(answer).is_err() {
+                        return;
+                    }
                 }
                 continue;
             }
-            let answer = match job {
-                Job::File { slot, path } => Done::File {
-                    slot,
-                    result: self.file(&mut zstd, &path),
-                },
+            let answers = match job {
+                Job::Files(files) => self.files(&mut zstd, files),
                 Job::Region {
                     file,
                     start,
                     end,
                     last,
                     index,
-                } => Done::Region {
+                } => vec![Done::Region {
                     index,
                     result: self.region(&file, start, end, last),
-                },
-                Job::Chunk { index, data } => {
-                    let result = self.store(&mut zstd, &data);
-                    self.w.progress.inc(data.len() as u64);
-                    Done::Chunk { index, result }
+                }],
+                Job::Chunks { first, data } => {
+                    let chunks: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+                    let result = self.store_all(&mut zstd, &chunks);
+                    vec![Done::Chunks { first, result }]
                 }
             };
-            if done.send(answer).is_err() {
-                return;
+            for answer in answers {
+                if done.send(answer).is_err() {
+                    return;
+                }
             }
         }
     }
 
-    fn file(&self, zstd: &mut zstd::bulk::Compressor, path: &Path) -> Result<FileOutcome, EngineError> {
-        self.w.check_cancel()?;
-        let mut data = Vec::new();
-        let read = File::open(path).and_then(|mut f| {
-            let len = f.metadata()?.len();
-            data.reserve_exact(len.min(REGION) as usize);
-            f.read_to_end(&mut data)
-        });
-        if let Err(e) = read {
-            warn(&self.w.warnings, format!("{}: skipped, reading failed: {e}", path.display()));
-            return Ok(FileOutcome::Skipped);
+    /// Reads, chunks and stores whole files, the chunks of all of them hashed together.
+    fn files(&self, zstd: &mut zstd::bulk::Compressor, files: Vec<(usize, PathBuf)>) -> Vec<Done> {
+        let mut read: Vec<(usize, Option<Vec<u8>>)> = Vec::with_capacity(files.len());
+        for (slot, path) in files {
+            if let Err(e) = self.w.check_cancel() {
+                return vec![Done::File {
+                    slot,
+                    result: Err(e),
+                }];
+            }
+            let mut data = Vec::new();
+            let result = File::open(&path).and_then(|mut f| {
+                let len = f.metadata()?.len();
+                data.reserve_exact(len.min(REGION) as usize);
+                f.read_to_end(&mut data)
+            });
+            match result {
+                Ok(_) => {
+                    self.added.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    read.push((slot, Some(data)));
+                }
+                Err(e) => {
+                    warn(&self.w.warnings, format!("{}: skipped, reading failed: {e}", path.display()));
+                    read.push((slot, None));
+                }
+            }
         }
-        self.added.read.fetch_add(data.len() as u64, Ordering::Relaxed);
-        let mut ids = Vec::new();
-        let mut start = 0;
-        for cut in self.chunker.cuts(&data, true) {
-            ids.push(DataId::from(self.store(zstd, &data[start..cut])?));
-            self.w.progress.inc((cut - start) as u64);
-            start = cut;
+        // Every chunk of every file, and how many each file has.
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut counts = Vec::with_capacity(read.len());
+        for (_, data) in &read {
+            let Some(data) = data else {
+                counts.push(0);
+                continue;
+            };
+            let mut start = 0;
+            let cuts = self.chunker.cuts(data, true);
+            counts.push(cuts.len());
+            for cut in cuts {
+                chunks.push(&data[start..cut]);
+                start = cut;
+            }
         }
-        Ok(FileOutcome::Stored(ids, data.len() as u64))
+        let mut ids = match self.store_all(zstd, &chunks) {
+            Ok(ids) => ids.into_iter(),
+            Err(e) => {
+                let mut answers = Vec::new();
+                let mut e = Some(e);
+                for (slot, _) in &read {
+                    let result = Err(e.take().unwrap_or_else(|| self.stopped()));
+                    answers.push(Done::File { slot: *slot, result });
+                }
+                return answers;
+            }
+        };
+        read.iter()
+            .zip(counts)
+            .map(|((slot, data), count)| {
+                let result = Ok(match data {
+                    Some(data) => FileOutcome::Stored(
+                        ids.by_ref().take(count).map(DataId::from).collect(),
+                        data.len() as u64,
+                    ),
+                    None => FileOutcome::Skipped,
+                });
+                Done::File { slot: *slot, result }
+            })
+            .collect()
     }
 
     fn region(
@@ -715,10 +777,21 @@ impl Shared<'_> {
         Ok((cuts, Bytes::from(data)))
     }
 
-    /// Stores one chunk unless the repository has it: returns its id.
-    fn store(&self, zstd: &mut zstd::bulk::Compressor, data: &[u8]) -> Result<Id, EngineError> {
+    /// Stores chunks (hashed side by side) unless the repository has them: returns their ids.
+    fn store_all(&self, zstd: &mut zstd::bulk::Compressor, chunks: &[&[u8]]) -> Result<Vec<Id>, EngineError> {
         self.w.check_cancel()?;
-        let raw = sha256(data);
+        let hashes = crate::sha256x8::sha256_many(chunks);
+        let mut ids = Vec::with_capacity(chunks.len());
+        for (raw, data) in hashes.into_iter().zip(chunks) {
+            ids.push(self.store(zstd, raw, data)?);
+            self.w.progress.inc(data.len() as u64);
+        }
+        Ok(ids)
+    }
+
+    /// Stores one chunk whose SHA-256 is `raw` unless the repository has it: returns its id.
+    fn store(&self, zstd: &mut zstd::bulk::Compressor, raw: [u8; 32], data: &[u8]) -> Result<Id, EngineError> {
+        self.w.check_cancel()?;
         let id = Id::new(raw);
         if !self.known.lock().expect("not poisoned").insert(id) {
             return Ok(id);
@@ -857,6 +930,7 @@ impl Walk<'_, '_> {
 
     /// Handles answers until `ready` holds, finalising the directories that can be.
     fn drain_until(&mut self, ready: impl Fn(&Self) -> bool) -> Result<(), EngineError> {
+        self.flush_files()?;
         loop {
             self.finalise()?;
             if ready(self) {
@@ -875,7 +949,7 @@ impl Walk<'_, '_> {
                 self.files[slot] = Some(Ok(outcome));
                 Ok(())
             }
-            Done::Region { .. } | Done::Chunk { .. } => {
+            Done::Region { .. } | Done::Chunks { .. } => {
                 Err(self.w().fail("a large file's answer arrived after the file".into()))
             }
         }
@@ -898,6 +972,29 @@ impl Walk<'_, '_> {
                 }
             }
         }
+    }
+
+    /// Queues a small file for the workers, in batches of up to [`BATCH_FILES`] files and
+    /// [`BATCH_BYTES`] bytes.
+    fn queue_file(&mut self, slot: usize, path: PathBuf, size: u64) -> Result<(), EngineError> {
+        if !self.batch.is_empty() && self.batch_bytes + size > BATCH_BYTES {
+            self.flush_files()?;
+        }
+        self.batch.push((slot, path));
+        self.batch_bytes += size;
+        if self.batch.len() >= BATCH_FILES {
+            self.flush_files()?;
+        }
+        Ok(())
+    }
+
+    fn flush_files(&mut self) -> Result<(), EngineError> {
+        if !self.batch.is_empty() {
+            self.batch_bytes = 0;
+            let files = std::mem::take(&mut self.batch);
+            self.submit(Job::Files(files))?;
+        }
+        Ok(())
     }
 
     fn submit(&self, job: Job) -> Result<(), EngineError> {
@@ -1013,7 +1110,7 @@ impl Walk<'_, '_> {
                     } else {
                         let slot = self.files.len();
                         self.files.push(None);
-                        self.submit(Job::File { slot, path: full })?;
+                        self.queue_file(slot, full, node.meta.size)?;
                         dir.waits.push((dir.nodes.len(), Wait::File(slot)));
                         dir.nodes.push(node);
                         self.poll()?;
@@ -1021,6 +1118,7 @@ impl Walk<'_, '_> {
                 }
             }
         }
+        self.flush_files()?;
         let k = self.pending.len();
         self.pending.push(Some(dir));
         self.trees.push(None);
@@ -1135,6 +1233,7 @@ impl Walk<'_, '_> {
         path: &Path,
         size: u64,
     ) -> Result<Option<(Vec<DataId>, u64)>, EngineError> {
+        self.flush_files()?;
         let file = match File::open(path) {
             Ok(f) => Arc::new(f),
             Err(e) => {
@@ -1190,9 +1289,13 @@ impl Walk<'_, '_> {
                         break;
                     }
                 }
-                while emitted < cuts.len() {
-                    let a = if emitted == 0 { 0 } else { cuts[emitted - 1] };
-                    let b = cuts[emitted];
+                // The chunks this region settled, as one job (hashed side by side).
+                let first = ids.len();
+                let mut batch = Vec::new();
+                while ids.len() < cuts.len() {
+                    let at = ids.len();
+                    let a = if at == 0 { 0 } else { cuts[at - 1] };
+                    let b = cuts[at];
                     let data = match chunk_data(&buffers, &starts, a, b) {
                         Some(d) => d,
                         None => {
@@ -1205,8 +1308,11 @@ impl Walk<'_, '_> {
                         }
                     };
                     ids.push(None);
-                    self.submit(Job::Chunk { index: emitted, data })?;
-                    emitted += 1;
+                    batch.push(data);
+                }
+                if !batch.is_empty() {
+                    emitted += batch.len();
+                    self.submit(Job::Chunks { first, data: batch })?;
                 }
                 let pos = cuts.last().copied().unwrap_or(0);
                 buffers.retain(|&i, _| region_end(i) > pos);
@@ -1230,9 +1336,11 @@ impl Walk<'_, '_> {
                     }
                     Err(FileFailure::Fatal(e)) => return Err(e),
                 },
-                Done::Chunk { index, result } => {
-                    ids[index] = Some(result?);
-                    stored += 1;
+                Done::Chunks { first, result } => {
+                    for (i, id) in result?.into_iter().enumerate() {
+                        ids[first + i] = Some(id);
+                        stored += 1;
+                    }
                 }
                 other => self.answer(other)?,
             }
@@ -1352,9 +1460,8 @@ fn tree_size(root: &Path, stop: impl Fn() -> bool) -> u64 {
 }
 
 /// SHA-256, restic's blob and file ids.
-pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest.as_ref().try_into().expect("32 bytes")
+fn sha256(data: &[u8]) -> [u8; 32] {
+    crate::sha256x8::one(data)
 }
 
 /// A repository file as restic v2 stores it: the version byte 2, the zstd-compressed JSON,
