@@ -765,8 +765,7 @@ impl Shared<'_> {
         last: bool,
     ) -> Result<(Vec<u64>, Bytes), FileFailure> {
         self.w.check_cancel().map_err(FileFailure::Fatal)?;
-        let mut data = vec![0u8; (end - start) as usize];
-        file.read_exact_at(&mut data, start).map_err(FileFailure::Read)?;
+        let data = read_at(file, start, (end - start) as usize).map_err(FileFailure::Read)?;
         self.added.read.fetch_add(data.len() as u64, Ordering::Relaxed);
         let cuts = self
             .chunker
@@ -1399,6 +1398,35 @@ impl Walk<'_, '_> {
         };
         Some(Node::new_node(name, node_type, meta))
     }
+}
+
+/// `len` bytes of `file` from `offset`, into a buffer that is not zeroed first (zeroing 8 MiB
+/// regions took a twentieth of a backup's CPU).
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut data: Vec<u8> = Vec::with_capacity(len);
+    let mut done = 0;
+    while done < len {
+        let spare = &mut data.spare_capacity_mut()[..len - done];
+        let at = libc::off_t::try_from(offset + done as u64).map_err(io::Error::other)?;
+        // SAFETY: pread writes at most `spare.len()` bytes into the vector's spare capacity.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match n {
+            n if n > 0 => {
+                done += n as usize;
+                // SAFETY: the first `done` bytes were written by pread.
+                unsafe { data.set_len(done) };
+            }
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter")),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(data)
 }
 
 /// The bytes `a..b` of the file from the region buffers, if they hold them.
