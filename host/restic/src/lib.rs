@@ -53,7 +53,7 @@
 //!   cheap key on its first open, and loses the expensive one.
 //! - New repositories get data packs of 8 MiB growing to at most 16 MiB (restic's default
 //!   size; rustic_core starts at 32 MiB and grows without limit): a backup holds the pack it
-//!   fills and the ones its workers are writing.
+//!   fills, the one being written and the one handed to the writer.
 //! - Restores run our own pipeline, not rustic_core's (which queued decrypted blobs without
 //!   bound): two reader threads, one worker per core (2 to 4), and a fixed pool of 4 MiB
 //!   read buffers, so a restore holds a few tens of MiB however large it is (see `restore`).

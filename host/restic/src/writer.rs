@@ -26,7 +26,7 @@
 
 use crate::backend::{CancelFlag, StoreBackend};
 use crate::chunker::{Chunker, Merge};
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, NONCE, OVERHEAD};
 use crate::error::EngineError;
 use crate::source::{warn, Warnings};
 use bytes::Bytes;
@@ -798,15 +798,23 @@ impl Shared<'_> {
         if !self.known.lock().expect("not poisoned").insert(id) {
             return Ok(id);
         }
-        let compressed = zstd
-            .compress(data)
-            .map_err(|e| self.w.fail(format!("compressing a blob: {e}")))?;
-        let (plain, uncompressed) = if compressed.len() < data.len() {
-            (&compressed[..], Some(data.len() as u32))
-        } else {
-            (data, None)
+        // One buffer per blob: the nonce's room, the compressed bytes (or, when compressing
+        // does not make them smaller, the chunk itself), encrypted in place, then the MAC.
+        let mut buf = io::Cursor::new(vec![0u8; NONCE]);
+        buf.get_mut().reserve_exact(data.len() + OVERHEAD - NONCE);
+        buf.set_position(NONCE as u64);
+        let compressed = zstd.compress_to_buffer(data, &mut buf);
+        let mut sealed = buf.into_inner();
+        let uncompressed = match compressed {
+            Ok(n) if n < data.len() && sealed.len() == NONCE + n => Some(data.len() as u32),
+            // Too large for the buffer (incompressible data) or no smaller: stored as it is.
+            _ => {
+                sealed.truncate(NONCE);
+                sealed.extend_from_slice(data);
+                None
+            }
         };
-        let sealed = self.w.key.encrypt(plain);
+        self.w.key.encrypt_in_place(&mut sealed);
         self.added.data_blobs.fetch_add(1, Ordering::Relaxed);
         self.added.data_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.added.data_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
