@@ -73,6 +73,13 @@ impl StoreBackend {
         }
     }
 
+    /// Writes a repository file given as its parts (a pack as its blobs, header and length),
+    /// as one object: the store writes the parts in turn or joins them.
+    pub(crate) fn put_parts(&self, tpe: FileType, id: &Id, parts: Vec<Bytes>) -> RusticResult<()> {
+        let key = self.key(tpe, id);
+        self.run_to_end(|| format!("writing {key}"), self.store.put_parts(&key, parts))
+    }
+
     /// Runs one reading store call, refusing when canceled, abandoning it when canceled while
     /// it runs, and recording the first failure.
     fn run<T>(

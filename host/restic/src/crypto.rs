@@ -8,6 +8,8 @@ use rustic_core::repofile::MasterKey;
 
 /// Nonce and MAC: what encryption adds to a plaintext.
 pub(crate) const OVERHEAD: usize = 32;
+/// The nonce before the ciphertext.
+pub(crate) const NONCE: usize = 16;
 
 /// A 64-byte restic key (32 bytes of AES key, then Poly1305's k and r): the repository's
 /// data key, or the key scrypt derives from a password to open a key file.
@@ -39,6 +41,19 @@ impl DataKey {
             .expect("encrypting a buffer of less than 64 GiB does not fail");
         out.extend_from_slice(&tag);
         out
+    }
+
+    /// Encrypts `buf[NONCE..]` in place: fills the nonce's room at the start with a random
+    /// nonce and appends the MAC (what [`Self::encrypt`] does, without a second buffer).
+    pub(crate) fn encrypt_in_place(&self, buf: &mut Vec<u8>) {
+        assert!(buf.len() >= NONCE, "room for the nonce");
+        let mut nonce = aes256ctr_poly1305aes::aead::Nonce::<Aes256CtrPoly1305Aes>::default();
+        rand::rng().fill_bytes(&mut nonce);
+        buf[..NONCE].copy_from_slice(&nonce);
+        let tag = Aes256CtrPoly1305Aes::new(&self.0)
+            .encrypt_in_place_detached(&nonce, &[], &mut buf[NONCE..])
+            .expect("encrypting a buffer of less than 64 GiB does not fail");
+        buf.extend_from_slice(&tag);
     }
 
     /// The plaintext, or `None` when the MAC does not match (another key, or damaged data).
@@ -90,5 +105,12 @@ mod tests {
         tampered[40] ^= 1;
         assert!(!key.decrypt_in_place(&mut tampered));
         assert!(!DataKey::from_bytes(&[4u8; 64]).decrypt_in_place(&mut key.encrypt(&plain)));
+
+        // Encrypting in place gives what decrypts to the plaintext.
+        let mut buf = vec![0u8; NONCE];
+        buf.extend_from_slice(&plain);
+        key.encrypt_in_place(&mut buf);
+        assert_eq!(buf.len(), plain.len() + OVERHEAD);
+        assert_eq!(key.decrypt(&buf).unwrap(), plain);
     }
 }

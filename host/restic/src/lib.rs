@@ -2,9 +2,13 @@
 //! from, one restic repository per namespace at `restic/<namespace>/` of a storage location;
 //! the server initialises repositories and forgets snapshots of deleted backups.
 //!
-//! The format engine is `rustic_core`, over Stowage's own [`ObjectStore`] (S3 or a
-//! directory), so repositories are read and written by the `restic` CLI too: a user can
-//! `restic -r s3:<endpoint>/<bucket>/<prefix>/restic/<ns> restore` one file.
+//! Repositories are restic's format (version 2, compressed) over Stowage's own [`ObjectStore`]
+//! (S3 or a directory), so they are read and written by the `restic` CLI too: a user can
+//! `restic -r s3:<endpoint>/<bucket>/<prefix>/restic/<ns> restore` one file. `rustic_core`
+//! opens repositories, lists, reads and forgets snapshots and reads trees; backups are our own
+//! writer (`writer`: restic's chunker, chunking, hashing and compressing on every core, which
+//! rustic_core's archiver does on one thread per file) and restores our own bounded pipeline
+//! (`restore`).
 //!
 //! # Calling it
 //!
@@ -48,8 +52,8 @@
 //!   our password opens only at a higher cost (made by rustic_core or `restic init`) gets a
 //!   cheap key on its first open, and loses the expensive one.
 //! - New repositories get data packs of 8 MiB growing to at most 16 MiB (restic's default
-//!   size; rustic_core starts at 32 MiB and grows without limit): a backup holds a few packs
-//!   at once while it fills, hashes and uploads them.
+//!   size; rustic_core starts at 32 MiB and grows without limit): a backup holds the pack it
+//!   fills, the one being written and the one handed to the writer.
 //! - Restores run our own pipeline, not rustic_core's (which queued decrypted blobs without
 //!   bound): two reader threads, one worker per core (2 to 4), and a fixed pool of 4 MiB
 //!   read buffers, so a restore holds a few tens of MiB however large it is (see `restore`).
@@ -58,7 +62,11 @@
 //! - glibc's malloc arenas are capped at one for the process by [`limit_malloc_arenas`]
 //!   (which the node agent calls before its runtime starts; opening a repository calls it
 //!   too, late) unless `MALLOC_ARENA_MAX` is set: each further arena kept freed blocks of
-//!   rustic_core's threads resident.
+//!   the worker threads resident.
+//! - A backup holds the data pack being filled, a few chunks per worker, each worker's file
+//!   (files up to 8 MiB are read whole) and, for a larger file, the 8 MiB regions read ahead
+//!   of the merge of their cuts (two, plus the one being cut into chunks): tens of MiB
+//!   however large the volume or its files.
 //! - A backup writes each pack to the store as its blobs ([`ObjectStore::put_parts`]): a
 //!   directory store writes them in turn, S3 joins them into one upload body, dropping each
 //!   blob once copied; the pack was held twice while it was joined.
@@ -70,6 +78,7 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod chunker;
 mod crypto;
 mod error;
 mod keys;
@@ -78,7 +87,9 @@ mod memory;
 mod progress;
 mod repo;
 mod restore;
+mod sha256x8;
 mod source;
+mod writer;
 
 pub use error::EngineError;
 pub use repo::Repo;

@@ -1,10 +1,11 @@
 //! Keeping memory down under glibc's allocator.
 //!
-//! rustic_core runs pools of threads of its own (backups; restores, before they moved to our
-//! own pipeline, on 20 reader threads), each compressing, encrypting or decrypting blobs of
-//! about 1 MiB and passing packs of 8 to 16 MiB between them. glibc gives each thread that meets
-//! contention an arena of its own (up to 8 per core) and, once a large block is freed, raises
-//! its mmap threshold (up to 32 MiB) so later blocks of that size come from those arenas,
+//! Backups and restores run a thread per core (and restores, before they moved to our own
+//! pipeline, 20 reader threads of rustic_core's), each compressing, encrypting or decrypting
+//! blobs of about 1 MiB, and backups pass regions of 8 MiB and packs of 8 to 16 MiB between
+//! them. (The measurements below were made with rustic_core's backup archiver.) glibc gives
+//! each thread that meets contention an arena of its own (up to 8 per core) and, once a large
+//! block is freed, raises its mmap threshold (up to 32 MiB) so later blocks of that size come from those arenas,
 //! each of which keeps what was freed into it resident. A 512 MiB restore through
 //! rustic_core peaked at 370 MiB that way, 165 MiB with two arenas. One arena holds one
 //! working set where two held nearly two: a first backup of a 512 MiB file peaked at 81–94

@@ -7,15 +7,16 @@ use crate::crypto::DataKey;
 use crate::error::EngineError;
 use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
-use crate::source::{GuardedSource, Warnings};
+use crate::source::Warnings;
+use crate::writer::Writer;
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
-    BackupOptions, ConfigOptions, Credentials, FileType, KeyOptions, LocalSource, OpenStatus,
-    ParentOptions, ReadBackend, Repository, RepositoryBackends, RepositoryOptions, RusticError,
-    SnapshotGroupCriterion, SnapshotOptions, WriteBackend,
+    ConfigOptions, Credentials, FileType, KeyOptions, OpenStatus, ReadBackend, Repository,
+    RepositoryBackends, RepositoryOptions, RusticError, SnapshotOptions, WriteBackend,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use stowage_storage::ObjectStore;
 use tokio::runtime::Handle;
@@ -38,6 +39,8 @@ struct Inner {
     key: MasterKey,
     data_key: DataKey,
     handle: Handle,
+    /// Bytes of file contents the last backup read (for tests: an unchanged volume reads none).
+    bytes_read: AtomicU64,
 }
 
 impl std::fmt::Debug for Repo {
@@ -120,6 +123,7 @@ impl Repo {
             data_key: DataKey::new(&key),
             key,
             handle,
+            bytes_read: AtomicU64::new(0),
         };
         Ok((
             Repo {
@@ -502,17 +506,6 @@ impl Inner {
                 .into_iter()
                 .max_by(|a, b| a.time.cmp(&b.time))
         };
-        let parent_opts = match &parent {
-            // Our own choice of parent: whatever host or path it was made with.
-            Some(p) => ParentOptions::default()
-                .group_by(Some(SnapshotGroupCriterion::new()))
-                .parents(vec![p.id.to_hex().to_string()]),
-            None => ParentOptions::default().force(true),
-        };
-        let mut opts = BackupOptions::default()
-            .as_path(Some(snapshot_path(&req.parent_tags, &path)))
-            .parent_opts(parent_opts);
-        opts.ignore_save_opts = Default::default();
         let mut snap = SnapshotOptions::default()
             .host(req.hostname.clone())
             .to_snapshot()
@@ -520,27 +513,28 @@ impl Inner {
         for tag in &req.tags {
             snap.tags.add(tag.clone());
         }
-
-        let repo = s.repo.to_indexed_ids().map_err(|e| err(&s.ctx, e))?;
         let warnings = Warnings::default();
-        let local = LocalSource::new(
-            opts.ignore_save_opts,
-            &opts.excludes,
-            &opts.ignore_filter_opts,
-            &[&path],
-        )
-        .map_err(|e| err(&s.ctx, e))?;
-        let source = GuardedSource::new(local, s.ctx.cancel.clone(), warnings.clone());
-        let snap = repo
-            .archive(&opts, &source, snap, &[path])
-            .map_err(|e| err(&s.ctx, e))?;
-        let summary = snap.summary.clone().unwrap_or_default();
+        let as_path = snapshot_path(&req.parent_tags, &path);
+        let err = |e| self.err(&s.ctx, "backup", e);
+        let written = Writer {
+            backend: &s.ctx.backend,
+            config: s.repo.config(),
+            key: &self.data_key,
+            cancel: &s.ctx.cancel,
+            progress: s.repo.progress_bytes("backing up..."),
+            warnings: warnings.clone(),
+            name: &self.name,
+            err: &err,
+        }
+        .run(&path, &as_path, snap, parent.as_ref())?;
+        self.bytes_read.store(written.bytes_read, Ordering::Relaxed);
+        let summary = written.summary;
         let warnings = std::mem::take(&mut *warnings.lock().expect("not poisoned"));
         Ok(BackupSummary {
-            snapshot_id: snap.id.to_hex().to_string(),
-            parent: snap.parent.map(|p| p.to_hex().to_string()),
+            snapshot_id: written.snapshot_id,
+            parent: parent.map(|p| p.id.to_hex().to_string()),
             total_bytes: summary.total_bytes_processed,
-            data_added: summary.data_added,
+            data_added: summary.data_added_packed,
             files_new: summary.files_new,
             files_changed: summary.files_changed,
             files_unmodified: summary.files_unmodified,
@@ -667,5 +661,56 @@ mod tests {
             snapshot_path(&tags(&["pod-uid=p", "volume=a/b", ".."]), vol),
             Path::new("/pod-uid=p/volume=a_b/_")
         );
+    }
+
+    /// Poorly compressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unchanged_re_backup_reads_no_file_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stowage_storage::FsStore::new("test", dir.path().join("store"));
+        store.create_root().await.unwrap();
+        let cfg = RepoConfig {
+            store: Arc::new(store),
+            namespace: "ns".into(),
+            password: "pw".into(),
+        };
+        let (repo, _) = Repo::open_or_init(cfg).await.unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir_all(vol.join("d")).unwrap();
+        std::fs::write(vol.join("large"), noise(20 << 20, 1)).unwrap();
+        std::fs::write(vol.join("d/small"), noise(100 << 10, 2)).unwrap();
+        let req = BackupRequest {
+            path: vol.clone(),
+            tags: vec!["pvc-uid=u".into()],
+            parent_tags: vec!["pvc-uid=u".into()],
+            hostname: "h".into(),
+        };
+        let read = || repo.inner.bytes_read.load(Ordering::Relaxed);
+        let backup = || repo.backup(req.clone(), no_progress(), CancellationToken::new());
+        let first = backup().await.unwrap();
+        assert_eq!(read(), (20 << 20) + (100 << 10));
+        let second = backup().await.unwrap();
+        assert_eq!(read(), 0, "nothing read: {second:?}");
+        assert_eq!(second.parent.as_deref(), Some(first.snapshot_id.as_str()));
+        assert_eq!(second.files_unmodified, 2, "{second:?}");
+        assert_eq!(second.data_added, 0, "{second:?}");
+        // A changed mtime makes the file read again (and only that one).
+        let f = std::fs::File::options().write(true).open(vol.join("d/small")).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        let third = backup().await.unwrap();
+        assert_eq!(read(), 100 << 10, "{third:?}");
+        assert_eq!(third.files_changed, 1, "{third:?}");
     }
 }
