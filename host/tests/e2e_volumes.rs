@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{json, Value};
 use stowage_api::{PodVolumeBackup, PodVolumeRestore};
 use stowage_storage::ObjectStore;
+use stowage_test_support::noise;
 
 /// Volume data lives in kube-sim's node filesystem; on a real cluster these tests would need
 /// a container to write it, so they run on kube-sim only.
@@ -62,19 +63,6 @@ fn access_log(lines: usize) -> Vec<u8> {
         .map(|i| format!("10.0.0.{} - - [21/Nov/2026:03:{:02}:{:02} +0000] \"GET /page/{i} HTTP/1.1\" 200 {}\n", i % 255, i / 60 % 60, i % 60, 512 + i % 997))
         .collect::<String>()
         .into_bytes()
-}
-
-/// Incompressible bytes, so repository growth measures what was really added.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {

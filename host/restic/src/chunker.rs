@@ -266,17 +266,7 @@ mod tests {
     /// restic's default polynomial in its tests.
     const POLY: u64 = 0x003D_A335_8B4D_C173;
 
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use stowage_test_support::noise;
 
     /// The chunker as restic writes it: a 64-byte ring buffer, a reset that slides in a 1,
     /// bytes before `min - 64` skipped. The reference the fast path is checked against.

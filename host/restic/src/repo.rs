@@ -663,18 +663,7 @@ mod tests {
         );
     }
 
-    /// Poorly compressible bytes.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use stowage_test_support::noise;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_unchanged_re_backup_reads_no_file_data() {

@@ -295,22 +295,12 @@ mod tests {
 
     #[test]
     fn matches_ring_on_messages_of_every_length_mixed() {
-        let mut x = 7u64;
-        let mut noise = |len: usize| -> Vec<u8> {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
         // Lengths around the padding boundaries (55, 56, 63, 64 ...), empty, and long ones,
         // in counts that leave lanes idle and refill them.
         let mut lens: Vec<usize> = (0..200).collect();
         lens.extend([1000, 4095, 4096, 4097, 65_536, 1 << 20, (1 << 20) + 13, 3, 0]);
-        let messages: Vec<Vec<u8>> = lens.iter().map(|&l| noise(l)).collect();
+        let messages: Vec<Vec<u8>> =
+            lens.iter().enumerate().map(|(i, &l)| stowage_test_support::noise(l, i as u64)).collect();
         if !lanes_available() {
             eprintln!("!!! no AVX2 on this CPU: the SHA-256 lanes are NOT tested");
             return;

@@ -4,6 +4,7 @@
 //!   `STOWAGE_TEST_S3_ENDPOINT`), optionally with request signing enforced.
 //! - [`unique_name`]: names for buckets and objects that do not collide between tests sharing a
 //!   server.
+//! - [`noise`]: deterministic, poorly compressible bytes for volume and archive tests.
 //!
 //! This crate deliberately does not depend on `stowage-storage`, so that crate can use it as a
 //! dev-dependency; tests create buckets through `stowage_storage::S3Store::create_bucket`.
@@ -46,4 +47,18 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
         }
     }
+}
+
+/// `len` deterministic, poorly compressible bytes (xorshift), the same for the same `seed`:
+/// data whose stored size measures what a backup really added.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }

@@ -79,21 +79,7 @@ pub fn never() -> CancellationToken {
     CancellationToken::new()
 }
 
-/// Deterministic, poorly compressible bytes.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use stowage_test_support::noise;
 
 /// A volume with regular files, nested dirs, an empty file and an empty dir, odd modes and
 /// old mtimes, and a symlink inside.
