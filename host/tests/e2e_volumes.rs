@@ -294,6 +294,31 @@ async fn a_restore_whose_volumes_never_arrive_ends_with_a_clear_message() {
     assert!(message.contains("timed out after 4s") && message.contains("node agent"), "{message}");
 }
 
+/// A volume no node agent picks up is canceled at the backup's timeout, saying so; the backup
+/// ends PartiallyFailed with the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_whose_volume_is_never_picked_up_times_out_with_a_clear_message() {
+    let Some(mut env) = sim_env().await else { return };
+    let ns = "unattended";
+    env.create_namespace(ns).await;
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
+        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})).await;
+    running_pods(&env, ns, 1).await;
+    env.stop_node_agent();
+    env.create::<stowage_api::Backup>(json!({"metadata": {"name": "unattended-backup", "namespace": NS,
+        "annotations": {"stowage.io/pod-volume-timeout": "3s"}}, "spec": {"includedNamespaces": [ns]}})).await;
+    let status = env.wait_finished::<stowage_api::Backup>("unattended-backup").await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    // Zero counts are left out of the status.
+    assert_eq!((status["podVolumeBackupsCompleted"].as_u64().unwrap_or(0), status["podVolumeBackupsFailed"].as_u64()), (0, Some(1)), "{status}");
+    let pvbs = pod_volume_backups(&env, "unattended-backup").await;
+    let status = pvbs[0].status.clone().unwrap();
+    assert_eq!(status.phase, Some(stowage_api::podvolume::PodVolumePhase::Canceled));
+    let message = status.message.unwrap();
+    assert!(message.contains("timed out after 3s") && message.contains("never picked it up"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_written_by_the_restic_cli_restores_through_a_pod_volume_restore() {
     let Some(env) = sim_env().await else { return };

@@ -132,7 +132,10 @@ pub async fn back_up(
     }
     ctx.patch_status::<Backup>(&plan.name, json!({"phase": "WaitingForVolumes", "podVolumeBackupsAttempted": created}))
         .await?;
-    let done = wait(ctx, plan, &backup_uid, created, log).await?;
+    let selector = format!("{}={backup_uid}", labels::BACKUP_UID.name);
+    let counts = ("podVolumeBackupsCompleted", "podVolumeBackupsFailed");
+    let done = wait_for_volumes::<PodVolumeBackup, Backup>(ctx, &plan.name, counts, &selector, created, plan.pod_volume_timeout, log)
+        .await?;
     for pvb in &done {
         let status = pvb.status.clone().unwrap_or_default();
         let ns = pvb.spec.pod.namespace.as_deref();
@@ -225,55 +228,85 @@ pub fn generate_name(operation: &str) -> String {
     format!("{head}-")
 }
 
-/// Waits until every PodVolumeBackup of the backup has ended, or the timeout passes: then the
-/// unfinished ones are canceled (their node agents stop and release the repository) and say why.
-async fn wait(
+/// A PodVolumeBackup or PodVolumeRestore, as [`wait_for_volumes`] waits for it.
+pub(crate) trait VolumeOperation:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+    fn volume_status(&self) -> Option<&PodVolumeStatus>;
+    /// Why it is canceled when it is still running `after` the operation's timeout, and what
+    /// to do about it.
+    fn timed_out(&self, after: &str) -> String;
+}
+
+impl VolumeOperation for PodVolumeBackup {
+    fn volume_status(&self) -> Option<&PodVolumeStatus> {
+        self.status.as_ref()
+    }
+
+    fn timed_out(&self, after: &str) -> String {
+        let unseen = self.status.as_ref().and_then(|s| s.phase).is_none();
+        format!(
+            "timed out after {after} (node {}{}); raise the backup's {TIMEOUT_ANNOTATION} annotation or the server's --pod-volume-timeout if the volume is large",
+            self.spec.node,
+            if unseen { ", whose node agent never picked it up" } else { "" }
+        )
+    }
+}
+
+/// Waits until every volume operation labelled `selector` has ended (at least `expected` of
+/// them), or `timeout` passes: then the unfinished ones are canceled (their node agents stop
+/// and release the repository) and say why. The operation `owner` (a Backup or Restore, `O`)
+/// shows the counts in its status fields `counts` (completed, failed) as they change.
+pub(crate) async fn wait_for_volumes<K: VolumeOperation, O>(
     ctx: &Context,
-    plan: &BackupPlan,
-    backup_uid: &str,
+    owner: &str,
+    counts: (&str, &str),
+    selector: &str,
     expected: usize,
+    timeout: Duration,
     log: &OperationLog,
-) -> anyhow::Result<Vec<PodVolumeBackup>> {
-    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let lp = ListParams::default().labels(&format!("{}={backup_uid}", labels::BACKUP_UID.name));
-    let deadline = tokio::time::Instant::now() + plan.pod_volume_timeout;
+) -> anyhow::Result<Vec<K>>
+where
+    O: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let lp = ListParams::default().labels(selector);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let phase = |p: &K| p.volume_status().and_then(|s| s.phase);
     let mut reported = (usize::MAX, usize::MAX);
     loop {
         let all = api.list(&lp).await?.items;
-        let phase = |p: &PodVolumeBackup| p.status.as_ref().and_then(|s| s.phase);
         let completed = all.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
         let failed = all.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
         if (completed, failed) != reported {
             reported = (completed, failed);
-            let _ = ctx
-                .patch_status::<Backup>(&plan.name, json!({"podVolumeBackupsCompleted": completed, "podVolumeBackupsFailed": failed}))
-                .await;
+            let _ = ctx.patch_status::<O>(owner, json!({counts.0: completed, counts.1: failed})).await;
         }
         if all.len() >= expected && completed + failed == all.len() {
             return Ok(all);
         }
         if tokio::time::Instant::now() >= deadline {
-            let timeout = humantime::format_duration(plan.pod_volume_timeout);
+            let after = humantime::format_duration(timeout).to_string();
             for p in all.iter().filter(|p| !phase(p).is_some_and(PodVolumePhase::is_terminal)) {
-                let message = format!(
-                    "timed out after {timeout} (node {}{}); raise the backup's {TIMEOUT_ANNOTATION} annotation or the server's --pod-volume-timeout if the volume is large",
-                    p.spec.node,
-                    if phase(p).is_none() { ", whose node agent never picked it up" } else { "" }
-                );
-                log.error(format!("PodVolumeBackup {}: {message}", p.name_any()));
+                let message = p.timed_out(&after);
+                log.error(format!("{} {}: {message}", K::kind(&()), p.name_any()));
                 let status = PodVolumeStatus {
                     phase: Some(PodVolumePhase::Canceled),
                     message: Some(message),
                     completion_timestamp: Some(crate::server::locations::now()),
-                    ..p.status.clone().unwrap_or_default()
+                    ..p.volume_status().cloned().unwrap_or_default()
                 };
-                let _ = ctx.patch_status::<PodVolumeBackup>(&p.name_any(), serde_json::to_value(&status)?).await;
+                let _ = ctx.patch_status::<K>(&p.name_any(), serde_json::to_value(&status)?).await;
             }
             let all = api.list(&lp).await?.items;
             let failed = all.iter().filter(|p| phase(p) != Some(PodVolumePhase::Completed)).count();
-            let _ = ctx
-                .patch_status::<Backup>(&plan.name, json!({"podVolumeBackupsCompleted": all.len() - failed, "podVolumeBackupsFailed": failed}))
-                .await;
+            let _ = ctx.patch_status::<O>(owner, json!({counts.0: all.len() - failed, counts.1: failed})).await;
             return Ok(all);
         }
         tokio::time::sleep(POLL).await;

@@ -20,11 +20,9 @@ use stowage_pipeline::restore::helper::RestoreHelper;
 use stowage_pipeline::{Item, Outcome};
 use stowage_storage::ObjectStore;
 
-use crate::backup::volumes::{generate_name, TIMEOUT_ANNOTATION};
+use crate::backup::volumes::{generate_name, wait_for_volumes, VolumeOperation, TIMEOUT_ANNOTATION};
 use crate::server::oplog::OperationLog;
-use crate::server::{locations, Context};
-
-const POLL: Duration = Duration::from_secs(1);
+use crate::server::Context;
 
 /// The volume backups of a backup, by (source namespace, pod name).
 #[derive(Default)]
@@ -170,6 +168,22 @@ async fn helper_config(ctx: &Context, log: &OperationLog) -> RestoreHelper {
     RestoreHelper::new(&ctx.restore_helper_image)
 }
 
+impl VolumeOperation for PodVolumeRestore {
+    fn volume_status(&self) -> Option<&PodVolumeStatus> {
+        self.status.as_ref()
+    }
+
+    fn timed_out(&self, after: &str) -> String {
+        let pod = format!("{}/{}", self.spec.pod.namespace.as_deref().unwrap_or(""), self.spec.pod.name.as_deref().unwrap_or(""));
+        match self.status.as_ref().and_then(|s| s.phase) {
+            None | Some(PodVolumePhase::New) => format!(
+                "timed out after {after}: no node agent restored it — is pod {pod} scheduled, is its restore-wait init container running, and is a node agent running on its node?"
+            ),
+            _ => format!("timed out after {after} while restoring; raise the restore's {TIMEOUT_ANNOTATION} annotation if the volume is large"),
+        }
+    }
+}
+
 /// Waits for the restore's PodVolumeRestores to end; those still running at the timeout are
 /// canceled with a message saying where they were stuck.
 pub async fn wait(
@@ -181,47 +195,11 @@ pub async fn wait(
     log: &OperationLog,
     outcome: &mut Outcome,
 ) -> anyhow::Result<(usize, usize)> {
-    let api: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let lp = ListParams::default().labels(&format!("{}={restore_uid}", labels::RESTORE_UID.name));
-    let deadline = tokio::time::Instant::now() + timeout;
     ctx.patch_status::<Restore>(restore, json!({"phase": "WaitingForVolumes", "podVolumeRestoresAttempted": expected})).await?;
-    let phase = |p: &PodVolumeRestore| p.status.as_ref().and_then(|s| s.phase);
-    let mut reported = (usize::MAX, usize::MAX);
-    let all = loop {
-        let all = api.list(&lp).await?.items;
-        let completed = all.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
-        let failed = all.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
-        if (completed, failed) != reported {
-            reported = (completed, failed);
-            let _ = ctx
-                .patch_status::<Restore>(restore, json!({"podVolumeRestoresCompleted": completed, "podVolumeRestoresFailed": failed}))
-                .await;
-        }
-        if all.len() >= expected && completed + failed == all.len() {
-            break all;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let after = humantime::format_duration(timeout);
-            for p in all.iter().filter(|p| !phase(p).is_some_and(PodVolumePhase::is_terminal)) {
-                let pod = format!("{}/{}", p.spec.pod.namespace.as_deref().unwrap_or(""), p.spec.pod.name.as_deref().unwrap_or(""));
-                let message = match phase(p) {
-                    None | Some(PodVolumePhase::New) => format!(
-                        "timed out after {after}: no node agent restored it — is pod {pod} scheduled, is its restore-wait init container running, and is a node agent running on its node?"
-                    ),
-                    _ => format!("timed out after {after} while restoring; raise the restore's {TIMEOUT_ANNOTATION} annotation if the volume is large"),
-                };
-                let status = PodVolumeStatus {
-                    phase: Some(PodVolumePhase::Canceled),
-                    message: Some(message),
-                    completion_timestamp: Some(locations::now()),
-                    ..p.status.clone().unwrap_or_default()
-                };
-                let _ = ctx.patch_status::<PodVolumeRestore>(&p.name_any(), serde_json::to_value(&status)?).await;
-            }
-            break api.list(&lp).await?.items;
-        }
-        tokio::time::sleep(POLL).await;
-    };
+    let selector = format!("{}={restore_uid}", labels::RESTORE_UID.name);
+    let counts = ("podVolumeRestoresCompleted", "podVolumeRestoresFailed");
+    let all: Vec<PodVolumeRestore> =
+        wait_for_volumes::<_, Restore>(ctx, restore, counts, &selector, expected, timeout, log).await?;
     let mut completed = 0;
     for p in &all {
         let what = format!(
@@ -238,7 +216,5 @@ pub async fn wait(
             outcome.error(p.spec.pod.namespace.as_deref(), format!("{what}: {}", status.message.as_deref().unwrap_or("not restored")));
         }
     }
-    let failed = all.len() - completed;
-    let _ = ctx.patch_status::<Restore>(restore, json!({"podVolumeRestoresCompleted": completed, "podVolumeRestoresFailed": failed})).await;
-    Ok((completed, failed))
+    Ok((completed, all.len() - completed))
 }
