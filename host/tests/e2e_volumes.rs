@@ -65,6 +65,16 @@ fn access_log(lines: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A namespace with one running pod `app` whose emptyDir volume `state` is opted in to
+/// volume backups.
+async fn app_with_state_volume(env: &Env, ns: &str) -> Pod {
+    env.create_namespace(ns).await;
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
+        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})).await;
+    running_pods(env, ns, 1).await.remove(0)
+}
+
 async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
     let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
     api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
@@ -271,11 +281,7 @@ async fn a_failed_volume_makes_the_backup_partially_failed_and_the_others_still_
 async fn a_restore_whose_volumes_never_arrive_ends_with_a_clear_message() {
     let Some(mut env) = sim_env().await else { return };
     let ns = "lonely";
-    env.create_namespace(ns).await;
-    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
-        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
-            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})).await;
-    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let pod = app_with_state_volume(&env, ns).await;
     std::fs::write(empty_dir(&env, &pod, "state").join("s"), b"1").unwrap();
     assert_eq!(env.backup("lonely-backup", json!({"includedNamespaces": [ns]})).await["phase"], "Completed");
     env.delete_namespace_and_wait(ns).await;
@@ -300,11 +306,7 @@ async fn a_restore_whose_volumes_never_arrive_ends_with_a_clear_message() {
 async fn a_backup_whose_volume_is_never_picked_up_times_out_with_a_clear_message() {
     let Some(mut env) = sim_env().await else { return };
     let ns = "unattended";
-    env.create_namespace(ns).await;
-    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
-        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
-            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}})).await;
-    running_pods(&env, ns, 1).await;
+    app_with_state_volume(&env, ns).await;
     env.stop_node_agent();
     env.create::<stowage_api::Backup>(json!({"metadata": {"name": "unattended-backup", "namespace": NS,
         "annotations": {"stowage.io/pod-volume-timeout": "3s"}}, "spec": {"includedNamespaces": [ns]}})).await;

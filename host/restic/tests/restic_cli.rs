@@ -230,13 +230,7 @@ async fn opening_replaces_an_expensive_key_with_a_cheap_one() {
 /// keeps us out.
 #[tokio::test(flavor = "multi_thread")]
 async fn locks_are_respected_both_ways() {
-    let Some(restic) = restic() else { return };
-    let repo_dir = LocalRepo::new("ns1").await;
-    let repo = repo_dir.open_or_init().await;
-    let repo_path = repo_dir.restic_path().display().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let volume = work.path().join("volume");
-    std::fs::create_dir(&volume).unwrap();
+    let Some(ResticCase { restic, repo_dir, repo, repo_path, work, volume }) = ResticCase::new().await else { return };
     let mut data = Vec::new();
     std::fs::File::open("/dev/urandom")
         .unwrap()

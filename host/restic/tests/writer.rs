@@ -41,13 +41,8 @@ fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chunks_like_restic_so_files_restic_stored_add_no_data() {
-    let Some(restic) = restic() else { return };
-    let repo_dir = LocalRepo::new("ns1").await;
-    let repo = repo_dir.open_or_init().await;
-    let repo_path = repo_dir.restic_path().display().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let volume = work.path().join("volume");
-    std::fs::create_dir_all(volume.join("d")).unwrap();
+    let Some(ResticCase { restic, repo_dir: _repo_dir, repo, repo_path, work: _work, volume }) = ResticCase::new().await else { return };
+    std::fs::create_dir(volume.join("d")).unwrap();
     // Large files go through the region-parallel chunking (regions of 8 MiB), smaller ones
     // through one worker each; one is smaller than the minimum chunk size.
     std::fs::write(volume.join("large"), noise(45 << 20, 11)).unwrap();
@@ -77,13 +72,7 @@ async fn chunks_like_restic_so_files_restic_stored_add_no_data() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restic_checks_and_restores_every_kind_of_entry_the_engine_wrote() {
-    let Some(restic) = restic() else { return };
-    let repo_dir = LocalRepo::new("ns1").await;
-    let repo = repo_dir.open_or_init().await;
-    let repo_path = repo_dir.restic_path().display().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let volume = work.path().join("volume");
-    std::fs::create_dir(&volume).unwrap();
+    let Some(ResticCase { restic, repo_dir: _repo_dir, repo, repo_path, work, volume }) = ResticCase::new().await else { return };
     make_volume(&volume);
     make_edge_volume(&volume.join("edge"));
     std::os::unix::fs::symlink("../hello.txt", volume.join("nested/up-link")).unwrap();
@@ -153,13 +142,7 @@ async fn restic_checks_and_restores_every_kind_of_entry_the_engine_wrote() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn appending_a_byte_stores_about_one_chunk() {
-    let Some(restic) = restic() else { return };
-    let repo_dir = LocalRepo::new("ns1").await;
-    let repo = repo_dir.open_or_init().await;
-    let repo_path = repo_dir.restic_path().display().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let volume = work.path().join("volume");
-    std::fs::create_dir(&volume).unwrap();
+    let Some(ResticCase { restic, repo_dir: _repo_dir, repo, repo_path, work, volume }) = ResticCase::new().await else { return };
     let big = volume.join("big");
     std::fs::write(&big, noise(50 << 20, 21)).unwrap();
     std::fs::write(volume.join("other"), b"unchanged").unwrap();

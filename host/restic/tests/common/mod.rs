@@ -197,6 +197,31 @@ pub fn restic() -> Option<PathBuf> {
     }
 }
 
+/// What a test against the restic CLI starts from: the CLI, an initialised repository (and
+/// the path restic opens it at), and an empty volume directory in a temp dir.
+pub struct ResticCase {
+    pub restic: PathBuf,
+    pub repo_dir: LocalRepo,
+    pub repo: Repo,
+    pub repo_path: String,
+    pub work: tempfile::TempDir,
+    pub volume: PathBuf,
+}
+
+impl ResticCase {
+    /// `None` (the test skips, saying so) when the restic CLI is not installed.
+    pub async fn new() -> Option<ResticCase> {
+        let restic = restic()?;
+        let repo_dir = LocalRepo::new("ns1").await;
+        let repo = repo_dir.open_or_init().await;
+        let repo_path = repo_dir.restic_path().display().to_string();
+        let work = tempfile::tempdir().unwrap();
+        let volume = work.path().join("volume");
+        std::fs::create_dir(&volume).unwrap();
+        Some(ResticCase { restic, repo_dir, repo, repo_path, work, volume })
+    }
+}
+
 /// `restic` with the repository and password in its environment.
 pub fn restic_cmd(restic: &Path, repo: &str, password: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(restic);
