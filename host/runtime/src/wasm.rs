@@ -387,24 +387,27 @@ impl ActionCall {
             .map(from_wit_item)
             .collect::<Result<_, _>>()
             .map_err(CallError::Returned)?;
-        let id = sent_id(sent);
+        // The identity is copied only when the object changed (most calls leave it as it was).
         let change = match change {
             wit::types::ObjectChange::Unchanged => Change::Unchanged,
             // Handed back byte for byte: nothing to parse.
             wit::types::ObjectChange::Replace(text) if text == sent.object => Change::Unchanged,
             wit::types::ObjectChange::Replace(_) if partial => {
                 return Err(CallError::Returned(format!(
-                    "returned a whole object for {id} but was given only the parts its object-fields name; \
-                     answer with a merge patch or unchanged"
+                    "returned a whole object for {} but was given only the parts its object-fields name; \
+                     answer with a merge patch or unchanged",
+                    sent_id(sent)
                 )))
             }
             wit::types::ObjectChange::Replace(text) => {
+                let id = sent_id(sent);
                 let object = parse_object(&id, &text).map_err(CallError::Returned)?;
                 let id = identity_in(&id, &object);
                 let sent = wit_item(&id, text);
                 Change::Replace { item: Item { id, object }, sent: Some(sent) }
             }
             wit::types::ObjectChange::MergePatch(text) => {
+                let id = sent_id(sent);
                 let patch: Value = serde_json::from_str(&text)
                     .map_err(|e| CallError::Returned(format!("returned a merge patch for {id} that is not JSON: {e}")))?;
                 if !patch.is_object() {
