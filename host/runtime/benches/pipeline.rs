@@ -12,6 +12,10 @@
 //! - `inspect` (WASM item action): reads the labels and answers `unchanged`;
 //! - `skip-app` (Rhai item filter): leaves out one `app` label value in fifty.
 //!
+//! Times are the CPU time of the thread running the pipeline (every stage runs on it, and the
+//! offline host makes no calls elsewhere), not wall time: on a shared machine wall time also
+//! counts the time other processes hold the core, which swung the ratios by ±25%.
+//!
 //!   bash extensions/build.sh
 //!   cargo bench -p stowage-runtime --bench pipeline
 
@@ -26,6 +30,7 @@ use std::sync::Arc;
 use stowage_pipeline::archive::ArchiveWriter;
 use stowage_pipeline::{ResourceSelection, SelectionOptions};
 use stowage_runtime::*;
+
 
 fn object_ref(item: &stowage_pipeline::Item) -> ObjectRef {
     ObjectRef {
@@ -96,7 +101,7 @@ fn extensions(applies_to: &str, only: Option<&str>) -> Arc<ExtensionSet> {
     registry.snapshot()
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let options = SelectionOptions { excluded_namespaces: vec!["ns-19".into()], ..Default::default() };
     let selection = ResourceSelection::resolve(&options, &[workload::info()]).unwrap();
     let every = extensions("{}", None);
@@ -111,6 +116,42 @@ fn bench(c: &mut Criterion) {
         let extended = pipeline(&items, &selection, Some(session(set)));
         eprintln!("items written: {plain} without extensions, {extended} with (skip-app leaves out one app in fifty)");
         assert!(extended < plain && extended > plain * 9 / 10, "the filter must leave out a few items");
+    }
+
+    // Paired ratios: the cases one after another, round after round, so that each round's
+    // ratio compares runs made within a second of each other (criterion measures one case
+    // after the other, and the machine's speed drifts between them).
+    let rounds: usize = std::env::var("PAIRED_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
+    if rounds > 0 {
+        let time = |session: Option<Session>| {
+            let started = thread_cpu_ns();
+            std::hint::black_box(pipeline(&items, &selection, session));
+            (thread_cpu_ns() - started) as f64 / 1e6
+        };
+        let (mut none, mut ratios_every, mut ratios_tenth) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let plain = time(None);
+            let with_every = time(Some(session(&every)));
+            let with_tenth = time(Some(session(&tenth)));
+            none.push(plain);
+            ratios_every.push(plain / with_every);
+            ratios_tenth.push(plain / with_tenth);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        eprintln!(
+            "paired over {rounds} rounds (thread CPU time): no extensions {:.1} ms median; throughput with the three \
+             on every item {:.2}x (range {:.2}-{:.2}), on a tenth {:.2}x (range {:.2}-{:.2})",
+            median(&mut none),
+            median(&mut ratios_every),
+            ratios_every[0],
+            ratios_every[rounds - 1],
+            median(&mut ratios_tenth),
+            ratios_tenth[0],
+            ratios_tenth[rounds - 1],
+        );
     }
 
     let mut group = c.benchmark_group("backup-extensions");
@@ -135,5 +176,44 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
+struct ThreadCpuTime(criterion::measurement::WallTime);
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write into; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl criterion::measurement::Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, started: u64) -> u64 {
+        thread_cpu_ns() - started
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        // Nanoseconds, shown as wall time is.
+        self.0.formatter()
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime(criterion::measurement::WallTime));
+    targets = bench
+}
 criterion_main!(benches);

@@ -73,50 +73,110 @@ impl Item {
     }
 }
 
-/// The parts of objects an extension reads: its `object-fields`, JSON Pointers split into
-/// their tokens once.
-#[derive(Debug)]
-pub(crate) struct ObjectFields(Vec<Vec<String>>);
+/// The parts of objects an extension reads: its `object-fields`, JSON Pointers merged into a
+/// tree of keys once, so that a view is written straight from the object (as JSON text for a
+/// component, as a map for a script) without building it first.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectFields {
+    /// Take the whole value here (a pointer ends here, or `""`).
+    whole: bool,
+    /// The keys below, in the order of a JSON object's keys.
+    keys: BTreeMap<String, ObjectFields>,
+}
 
 impl ObjectFields {
     pub(crate) fn parse(fields: &[String]) -> Result<ObjectFields, String> {
-        let paths = fields
-            .iter()
-            .map(|field| match field.strip_prefix('/') {
-                _ if field.is_empty() => Ok(Vec::new()),
-                Some(rest) => Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect()),
-                None => Err(format!("{field:?} is not a JSON Pointer; write e.g. /metadata/labels")),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(ObjectFields(paths))
+        let mut tree = ObjectFields::default();
+        for field in fields {
+            let tokens: Vec<String> = match field.strip_prefix('/') {
+                _ if field.is_empty() => Vec::new(),
+                Some(rest) => rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect(),
+                None => return Err(format!("{field:?} is not a JSON Pointer; write e.g. /metadata/labels")),
+            };
+            let mut at = &mut tree;
+            for token in tokens {
+                at = at.keys.entry(token).or_default();
+            }
+            at.whole = true;
+        }
+        Ok(tree)
     }
 
     /// The parts of `object` at these fields, at the same paths; parts it does not have are
     /// left out. A pointer into an array takes the whole array (`/spec/containers/0/image`
     /// gives all of `spec.containers`), and `""` the whole object.
     pub(crate) fn view(&self, object: &Value) -> Value {
-        let mut view = serde_json::Map::new();
-        'fields: for tokens in &self.0 {
-            if tokens.is_empty() {
-                return object.clone();
-            }
-            let (mut source, mut at) = (object, &mut view);
-            for (i, token) in tokens.iter().enumerate() {
-                let Some(next) = source.as_object().and_then(|m| m.get(token)) else { continue 'fields };
-                if i + 1 == tokens.len() || !next.is_object() {
-                    at.insert(token.clone(), next.clone());
-                    continue 'fields;
-                }
-                source = next;
-                match at.entry(token.clone()).or_insert_with(|| Value::Object(serde_json::Map::new())) {
-                    Value::Object(map) => at = map,
-                    // Taken whole by an earlier field.
-                    _ => continue 'fields,
-                }
+        match self.part(object) {
+            Part::Whole(value) => value.clone(),
+            Part::Keys(map) => {
+                Value::Object(self.parts_of(map).map(|(key, fields, value)| (key.clone(), fields.view(value))).collect())
             }
         }
-        Value::Object(view)
     }
+
+    /// [`ObjectFields::view`] as JSON text, written from `object` directly.
+    pub(crate) fn view_text(&self, object: &Value) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_view(object, &mut out);
+        // serde_json writes UTF-8.
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
+    fn write_view(&self, object: &Value, out: &mut Vec<u8>) {
+        match self.part(object) {
+            Part::Whole(value) => serde_json::to_writer(&mut *out, value).expect("a JSON value always serialises"),
+            Part::Keys(map) => {
+                out.push(b'{');
+                for (i, (key, fields, value)) in self.parts_of(map).enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key).expect("a string always serialises");
+                    out.push(b':');
+                    fields.write_view(value, out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    /// What the view holds at this level of `object`: all of it, or some of its keys.
+    fn part<'a>(&self, object: &'a Value) -> Part<'a> {
+        match object {
+            Value::Object(map) if !self.whole => Part::Keys(map),
+            // A pointer that goes on into an array or a scalar takes it whole.
+            whole => Part::Whole(whole),
+        }
+    }
+
+    /// The keys of `map` the view holds, with the fields below each and its value.
+    fn parts_of<'a>(
+        &'a self,
+        map: &'a serde_json::Map<String, Value>,
+    ) -> impl Iterator<Item = (&'a String, &'a ObjectFields, &'a Value)> {
+        self.keys.iter().filter_map(move |(key, fields)| map.get(key).map(|value| (key, fields, value)))
+    }
+
+    /// Walks the view of `object` for a script's map: `whole` converts a value taken whole,
+    /// `object` assembles a level from its keys.
+    pub(crate) fn fold_view<T>(
+        &self,
+        object: &Value,
+        whole: &impl Fn(&Value) -> T,
+        level: &impl Fn(Vec<(&str, T)>) -> T,
+    ) -> T {
+        match self.part(object) {
+            Part::Whole(value) => whole(value),
+            Part::Keys(map) => {
+                level(self.parts_of(map).map(|(key, fields, value)| (key.as_str(), fields.fold_view(value, whole, level))).collect())
+            }
+        }
+    }
+}
+
+enum Part<'a> {
+    Whole(&'a Value),
+    Keys(&'a serde_json::Map<String, Value>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +256,12 @@ mod tests {
                 "data": {"k": "v"}})
         );
         assert_eq!(object_view(&object, &fields(&["/metadata", "/metadata/labels"]))["metadata"], object["metadata"]);
+        // The text written straight from the object is the view's text.
+        for f in [&["/metadata/labels", "/spec/containers/0/image", "/spec/nope", "/data/k/deeper"][..], &["/metadata"], &[""], &[]] {
+            let f = fields(f);
+            assert_eq!(f.view_text(&object), serde_json::to_string(&f.view(&object)).unwrap());
+        }
+        assert_eq!(fields(&["/spec/nope"]).view_text(&object), r#"{"spec":{}}"#);
         assert_eq!(object_view(&object, &fields(&[])), serde_json::json!({}));
         assert_eq!(object_view(&object, &fields(&[""])), object);
         let e = ObjectFields::parse(&["metadata.labels".to_string()]).unwrap_err();

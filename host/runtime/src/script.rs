@@ -273,13 +273,24 @@ pub(crate) fn context_map(ctx: &crate::item::OperationContext, phase: crate::ite
 
 /// An item as a script sees it: `#{group, version, kind, namespace, name, object}`.
 pub(crate) fn item_map(item: &Item) -> Dynamic {
+    identity_map(item, to_rhai(&item.object))
+}
+
+/// [`item_map`] with only the parts of the object at `fields`, converted straight from the
+/// object.
+pub(crate) fn item_view_map(item: &Item, fields: &crate::item::ObjectFields) -> Dynamic {
+    let level = |keys: Vec<(&str, Dynamic)>| Dynamic::from_map(keys.into_iter().map(|(k, v)| (k.into(), v)).collect());
+    identity_map(item, fields.fold_view(&item.object, &to_rhai, &level))
+}
+
+fn identity_map(item: &Item, object: Dynamic) -> Dynamic {
     let mut map = Map::new();
     map.insert("group".into(), item.id.group.as_str().into());
     map.insert("version".into(), item.id.version.as_str().into());
     map.insert("kind".into(), item.id.kind.as_str().into());
     map.insert("namespace".into(), item.id.namespace.as_str().into());
     map.insert("name".into(), item.id.name.as_str().into());
-    map.insert("object".into(), to_rhai(&item.object));
+    map.insert("object".into(), object);
     map.into()
 }
 
@@ -496,8 +507,9 @@ impl ScriptInstance {
     }
 
     /// `None` to include, `Some(reason)` to exclude.
-    pub fn filter(&mut self, ctx: Dynamic, item: &Item) -> Result<Option<String>, CallError> {
-        let out = self.call("filter", vec![ctx, item_map(item)])?;
+    /// Runs `filter` on an item map ([`item_map`], [`item_view_map`]).
+    pub fn filter(&mut self, ctx: Dynamic, item: Dynamic) -> Result<Option<String>, CallError> {
+        let out = self.call("filter", vec![ctx, item])?;
         if out.is_unit() {
             return Ok(None);
         }

@@ -185,10 +185,10 @@ impl Session {
                     sent.get_or_insert_with(|| wit_item(&item.id, json_text(&item.object))),
                 ),
                 (Prepared::Wasm(i, ctx), Some(fields)) => {
-                    i.filter(ctx, carrying(&mut shell, &item.id, json_text(&fields.view(&item.object))))
+                    i.filter(ctx, carrying(&mut shell, &item.id, fields.view_text(&item.object)))
                 }
-                (Prepared::Rhai(i, ctx), None) => i.filter(ctx, item),
-                (Prepared::Rhai(i, ctx), Some(fields)) => i.filter(ctx, &view_of(item, &fields)),
+                (Prepared::Rhai(i, ctx), None) => i.filter(ctx, crate::script::item_map(item)),
+                (Prepared::Rhai(i, ctx), Some(fields)) => i.filter(ctx, crate::script::item_view_map(item, &fields)),
             };
             let mut record = ItemRecord::new(Phase::ItemFilter);
             match result {
@@ -262,11 +262,11 @@ impl Session {
                     }
                 }
                 (Prepared::Wasm(i, ctx), Some(fields)) => {
-                    let item = carrying(&mut shell, &current.id, json_text(&fields.view(&current.object)));
+                    let item = carrying(&mut shell, &current.id, fields.view_text(&current.object));
                     match backed_up {
                         None => i.item_action(ctx, item, true),
                         Some(original) => {
-                            let original = wit_item(&original.id, json_text(&fields.view(&original.object)));
+                            let original = wit_item(&original.id, fields.view_text(&original.object));
                             i.restore_item_action(ctx, item, &original, true)
                         }
                     }
