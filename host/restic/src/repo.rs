@@ -8,7 +8,7 @@ use crate::error::EngineError;
 use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
 use crate::source::Warnings;
-use crate::writer::Writer;
+use crate::writer::{IndexEvery, Writer};
 use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
@@ -41,6 +41,8 @@ struct Inner {
     handle: Handle,
     /// Bytes of file contents the last backup read (for tests: an unchanged volume reads none).
     bytes_read: AtomicU64,
+    /// When backups save index files of the packs they wrote so far.
+    index_every: IndexEvery,
 }
 
 impl std::fmt::Debug for Repo {
@@ -124,6 +126,7 @@ impl Repo {
             key,
             handle,
             bytes_read: AtomicU64::new(0),
+            index_every: IndexEvery::default(),
         };
         Ok((
             Repo {
@@ -521,6 +524,7 @@ impl Inner {
             config: s.repo.config(),
             key: &self.data_key,
             cancel: &s.ctx.cancel,
+            index_every: self.index_every,
             progress: s.repo.progress_bytes("backing up..."),
             warnings: warnings.clone(),
             name: &self.name,
@@ -610,6 +614,15 @@ impl Inner {
             .delete_snapshots(&parsed)
             .map_err(|e| self.err(&s.ctx, "forget", e))?;
         Ok(full.len())
+    }
+}
+
+#[cfg(test)]
+impl Repo {
+    /// This repository with backups saving index files as `every` says (tests make it small).
+    pub(crate) fn with_index_every(mut self, every: IndexEvery) -> Repo {
+        Arc::get_mut(&mut self.inner).expect("not cloned yet").index_every = every;
+        self
     }
 }
 

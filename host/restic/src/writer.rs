@@ -20,9 +20,14 @@
 //!   to the data pack being filled. Full packs go to an uploader thread, so the workers go on
 //!   while a pack travels to S3.
 //! - **Trees.** A directory's tree (restic's JSON, names sorted) is stored when all its files
-//!   are, children before parents, in tree packs. Then the packs' index file, then the
-//!   snapshot, whose tree holds the volume's contents under the snapshot path (each directory
-//!   above it with mode 0755, as rustic_core wrote them).
+//!   are, children before parents, in tree packs. Then the index file of the packs not yet
+//!   indexed, then the snapshot, whose tree holds the volume's contents under the snapshot
+//!   path (each directory above it with mode 0755, as rustic_core wrote them).
+//! - **Index.** While the backup runs, the uploader thread also saves an index file of the
+//!   packs written so far, as [`IndexEvery`] says (restic saves partial indexes too), so a
+//!   backup that dies midway (the agent killed, a timeout) leaves its packs indexed: the next
+//!   backup of the same data finds their blobs and does not store them again. Each pack is in
+//!   one index file.
 
 use crate::backend::{CancelFlag, StoreBackend};
 use crate::chunker::{Chunker, Merge};
@@ -45,6 +50,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Files up to this size are one job; larger ones are chunked in regions of this size.
 ///
@@ -65,12 +71,37 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// Blobs per index file (restic's limit for a full index).
 const INDEX_BLOBS: usize = 50_000;
 
+/// When a running backup saves an index file of the packs it wrote since the last one:
+/// once `packs` are waiting, or when the oldest has waited `age`, whichever comes first.
+///
+/// restic saves one at 50,000 blobs or 10 minutes. A pack not yet indexed is stored again by
+/// the next backup if this one dies, so the defaults bound that loss: 5 minutes of uploads,
+/// or 64 packs (0.5 to 1 GiB of 8 to 16 MiB packs, about 1,000 blobs of restic's ~1 MiB
+/// chunks). A backup reads every index file when it starts, so their count matters too: a
+/// fast backup makes one per 0.5 to 1 GiB, a slow one at most twelve an hour.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexEvery {
+    pub(crate) packs: usize,
+    pub(crate) age: Duration,
+}
+
+impl Default for IndexEvery {
+    fn default() -> Self {
+        IndexEvery {
+            packs: 64,
+            age: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
 /// What the backup needs from the operation's session.
 pub(crate) struct Writer<'a> {
     pub(crate) backend: &'a StoreBackend,
     pub(crate) config: &'a ConfigFile,
     pub(crate) key: &'a DataKey,
     pub(crate) cancel: &'a CancelFlag,
+    /// When to save index files while the backup runs.
+    pub(crate) index_every: IndexEvery,
     pub(crate) progress: Progress,
     pub(crate) warnings: Warnings,
     /// The repository's name, for messages.
@@ -153,6 +184,14 @@ struct PackDone {
     entries: Vec<PackEntry>,
 }
 
+/// The written packs no index file names yet.
+#[derive(Default)]
+struct Unindexed {
+    packs: Vec<PackDone>,
+    /// When the first of them was written.
+    since: Option<Instant>,
+}
+
 /// Fills packs of one blob type up to a target size; whoever adds the blob that fills one
 /// writes it.
 struct Packer {
@@ -204,7 +243,9 @@ struct Shared<'a> {
     level: i32,
     known: Mutex<HashSet<Id>>,
     data: Packer,
-    written: Mutex<Vec<PackDone>>,
+    /// Written by the uploader thread; indexed by it as [`Writer::index_every`] says, the
+    /// rest at the end.
+    written: Mutex<Unindexed>,
     added: Added,
     /// Set when the backup failed: workers stop taking jobs.
     stop: AtomicBool,
@@ -454,8 +495,8 @@ impl Writer<'_> {
             Ok(root)
         })?;
         self.check_cancel()?;
-        let packs = std::mem::take(&mut *shared.written.lock().expect("not poisoned"));
-        self.write_index(&packs)?;
+        let rest = std::mem::take(&mut *shared.written.lock().expect("not poisoned"));
+        self.write_index(&rest.packs)?;
 
         let added = &shared.added;
         let mut summary = snap.summary.take().unwrap_or_default();
@@ -837,20 +878,57 @@ impl Shared<'_> {
         Ok(())
     }
 
-    /// The uploader thread: writes the packs handed to it, in turn, until the backup ends or
-    /// one fails (the failure is kept for [`Self::upload_failure`]).
+    /// The uploader thread: writes the packs handed to it, in turn, and the index files of
+    /// those written when they are due, until the backup ends or one fails (the failure is
+    /// kept for [`Self::upload_failure`]).
     fn upload_all(&self, packs: &Receiver<Pack>) {
         let _notice = DeathNotice(&self.died);
-        for pack in packs {
-            if self.stop.load(Ordering::Relaxed) {
-                continue;
-            }
-            if let Err(e) = self.write_pack(pack) {
+        loop {
+            let next = match self.index_deadline() {
+                Some(deadline) => packs.recv_deadline(deadline),
+                None => packs.recv().map_err(|_| crossbeam_channel::RecvTimeoutError::Disconnected),
+            };
+            let result = match next {
+                Ok(_) if self.stop.load(Ordering::Relaxed) => continue,
+                Ok(pack) => self.write_pack(pack).and_then(|()| self.index_if_due()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.index_if_due(),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            };
+            if let Err(e) = result {
                 self.upload_error.lock().expect("not poisoned").get_or_insert(e);
                 self.upload_failed.store(true, Ordering::Relaxed);
                 self.stop.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// When the packs waiting for an index file have waited long enough; `None` when none
+    /// wait, or once the backup failed or was canceled (no index files are saved then).
+    fn index_deadline(&self) -> Option<Instant> {
+        if self.stop.load(Ordering::Relaxed) || self.w.cancel.is_cancelled() {
+            return None;
+        }
+        let since = self.written.lock().expect("not poisoned").since?;
+        since.checked_add(self.w.index_every.age)
+    }
+
+    /// Saves an index file of the packs written since the last one, when enough are waiting
+    /// or the oldest has waited long enough (not once the backup failed or was canceled).
+    fn index_if_due(&self) -> Result<(), EngineError> {
+        if self.stop.load(Ordering::Relaxed) || self.w.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let every = self.w.index_every;
+        let packs = {
+            let mut written = self.written.lock().expect("not poisoned");
+            let due = written.packs.len() >= every.packs
+                || written.since.is_some_and(|since| since.elapsed() >= every.age);
+            if !due {
+                return Ok(());
+            }
+            std::mem::take(&mut *written).packs
+        };
+        self.w.write_index(&packs)
     }
 
     /// The failure of a pack upload, once one failed (the first caller gets the storage
@@ -903,7 +981,9 @@ impl Shared<'_> {
             .backend
             .put_parts(FileType::Pack, &id, parts)
             .map_err(self.w.err)?;
-        self.written.lock().expect("not poisoned").push(PackDone {
+        let mut written = self.written.lock().expect("not poisoned");
+        written.since.get_or_insert_with(Instant::now);
+        written.packs.push(PackDone {
             id,
             entries: pack.entries,
         });
@@ -1676,3 +1756,6 @@ fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

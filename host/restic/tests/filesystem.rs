@@ -1,4 +1,5 @@
-//! The engine on a filesystem store: backups, restores, parents, forget, errors, cancel.
+//! The engine on a filesystem store: backups, restores, parents, forget, errors, cancel,
+//! unreadable entries.
 
 mod common;
 
@@ -556,4 +557,185 @@ async fn restores_into_a_directory_that_already_holds_files() {
     assert!(err.to_string().contains("hello.txt"), "{err}");
     assert!(err.to_string().contains("directory is in the way"), "{err}");
     assert!(blocked.join("hello.txt/inside").is_dir());
+}
+
+/// Set in the child process [`unreadable_entries_are_left_out_with_a_warning_each`] starts
+/// without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: the work directory it backs up from,
+/// and the directory store the repository is in.
+const UNPRIVILEGED_CHILD: &str = "STOWAGE_TEST_UNPRIVILEGED_BACKUP";
+const UNPRIVILEGED_STORE: &str = "STOWAGE_TEST_UNPRIVILEGED_STORE";
+const UNREADABLE: [&str; 3] = ["secret", "nested/secret-large", "locked"];
+
+/// Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the calling process's bounding set
+/// (so root does not get them back at exec) and its effective, permitted and inheritable
+/// sets. For `pre_exec`: only system calls.
+fn drop_dac_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const DAC_OVERRIDE: u32 = 1;
+    const DAC_READ_SEARCH: u32 = 2;
+    for cap in [DAC_OVERRIDE, DAC_READ_SEARCH] {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: a version 3 header and room for its two data structs.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let keep = !((1 << DAC_OVERRIDE) | (1 << DAC_READ_SEARCH));
+    data[0].effective &= keep;
+    data[0].permitted &= keep;
+    data[0].inheritable &= keep;
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The child's part: backs `<work>/volume` up into the repository in `store`, writing the
+/// snapshot id and the warnings, a line each, to `<work>/result` (or `cannot drop` when the
+/// process still reads a mode-000 file).
+async fn unprivileged_backup(work: &Path, store: &Path) {
+    let result = work.join("result");
+    if std::fs::read(work.join("volume/secret")).is_ok() {
+        std::fs::write(&result, "cannot drop\n").unwrap();
+        return;
+    }
+    let fs = stowage_storage::FsStore::new("default", store);
+    let config = stowage_restic::RepoConfig {
+        store: Arc::new(fs),
+        namespace: "ns1".into(),
+        password: PASSWORD.into(),
+    };
+    let repo = Repo::open(config).await.unwrap();
+    let summary = back_up(&repo, &work.join("volume"), "u1").await;
+    let mut out = summary.snapshot_id.clone();
+    for w in &summary.warnings {
+        assert!(!w.contains('\n'), "{w}");
+        out.push('\n');
+        out.push_str(w);
+    }
+    std::fs::write(&result, out).unwrap();
+}
+
+/// Runs [`unprivileged_backup`] in a copy of this test binary without the capabilities that
+/// let root read any file; `None` (the test skips) when they cannot be dropped.
+fn backup_without_dac_capabilities(work: &Path, store: &Path) -> Option<(String, Vec<String>)> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "unreadable_entries_are_left_out_with_a_warning_each", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(UNPRIVILEGED_CHILD, work)
+        .env(UNPRIVILEGED_STORE, store);
+    // SAFETY: the closure makes system calls only.
+    unsafe { cmd.pre_exec(drop_dac_capabilities) };
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!(
+                "!!! SKIPPING: cannot start a process without CAP_DAC_OVERRIDE ({e}): unreadable entries are NOT tested"
+            );
+            return None;
+        }
+    };
+    let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the unprivileged backup failed: {log}");
+    let result = std::fs::read_to_string(work.join("result")).unwrap_or_else(|e| panic!("{e}: {log}"));
+    if result == "cannot drop\n" {
+        eprintln!(
+            "!!! SKIPPING: root without CAP_DAC_OVERRIDE still reads mode-000 files: unreadable entries are NOT tested"
+        );
+        return None;
+    }
+    let mut lines = result.lines().map(str::to_string);
+    Some((lines.next().unwrap(), lines.collect()))
+}
+
+/// Files and a directory the backup cannot read (mode 000, and as root the backup runs in a
+/// child process without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH): the backup completes,
+/// warns once per entry naming it, leaves the files out of the snapshot and the directory's
+/// contents (the directory itself is in it), and everything else restores byte-identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_entries_are_left_out_with_a_warning_each() {
+    if let (Some(work), Some(store)) = (std::env::var_os(UNPRIVILEGED_CHILD), std::env::var_os(UNPRIVILEGED_STORE)) {
+        return unprivileged_backup(Path::new(&work), Path::new(&store)).await;
+    }
+    let Some(ResticCase { restic, repo_dir, repo, repo_path, work, volume }) = ResticCase::new().await else { return };
+    make_volume(&volume);
+    std::fs::write(volume.join("secret"), b"no one reads this").unwrap();
+    // Larger than a region (8 MiB): the large-file path opens it.
+    std::fs::write(volume.join("nested/secret-large"), noise(9 << 20, 3)).unwrap();
+    std::fs::create_dir(volume.join("locked")).unwrap();
+    std::fs::write(volume.join("locked/inside"), b"inside").unwrap();
+    for path in UNREADABLE {
+        set_mode(&volume.join(path), 0);
+    }
+
+    // SAFETY: geteuid has no preconditions.
+    let (snapshot, warnings) = if unsafe { libc::geteuid() } == 0 {
+        let store = repo_dir.dir.path().join("bucket");
+        let Some(done) = backup_without_dac_capabilities(work.path(), &store) else {
+            set_mode(&volume.join("locked"), 0o700);
+            return;
+        };
+        done
+    } else if std::fs::read(volume.join("secret")).is_ok() {
+        eprintln!("!!! SKIPPING: this user reads mode-000 files: unreadable entries are NOT tested");
+        set_mode(&volume.join("locked"), 0o700);
+        return;
+    } else {
+        // Not root: mode 000 alone makes them unreadable.
+        let summary = back_up(&repo, &volume, "u1").await;
+        (summary.snapshot_id, summary.warnings)
+    };
+
+    for path in UNREADABLE {
+        let full = volume.join(path).display().to_string();
+        let named: Vec<_> = warnings.iter().filter(|w| w.starts_with(&format!("{full}: "))).collect();
+        assert_eq!(named.len(), 1, "one warning names {full}: {warnings:?}");
+        assert!(named[0].contains("Permission denied"), "{named:?}");
+    }
+    assert_eq!(warnings.len(), UNREADABLE.len(), "{warnings:?}");
+    run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["check", "--read-data"]));
+    let ls = run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["ls", "--json", &snapshot]));
+    let listed: Vec<String> = ls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["struct_type"] == "node")
+        .map(|v| v["path"].as_str().unwrap().trim_start_matches("/pvc-uid=u1/").to_string())
+        .collect();
+    for gone in ["secret", "nested/secret-large", "locked/inside"] {
+        assert!(!listed.iter().any(|p| p == gone), "{gone} left out: {listed:?}");
+    }
+    assert!(listed.iter().any(|p| p == "locked"), "the directory is in the snapshot: {listed:?}");
+
+    // Restored: everything but what could not be read, the directory empty with its mode.
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).unwrap();
+    restore_into(&repo, &snapshot, &target).await;
+    let mode = |p: &Path| std::os::unix::fs::MetadataExt::mode(&std::fs::symlink_metadata(p).unwrap()) & 0o7777;
+    assert_eq!(mode(&target.join("locked")), 0);
+    for root in [&volume, &target] {
+        set_mode(&root.join("locked"), 0o700);
+    }
+    std::fs::remove_file(volume.join("secret")).unwrap();
+    std::fs::remove_file(volume.join("nested/secret-large")).unwrap();
+    std::fs::remove_file(volume.join("locked/inside")).unwrap();
+    assert_same_tree(&volume, &target);
 }
