@@ -119,8 +119,9 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     }
 
     // Paired ratios: the cases one after another, round after round, so that each round's
-    // ratio compares runs made within a second of each other (criterion measures one case
+    // ratios compare runs made within a second of each other (criterion measures one case
     // after the other, and the machine's speed drifts between them).
+    let alone: Vec<_> = ["annotate", "inspect", "skip-app"].map(|name| (name, extensions("{}", Some(name)))).into();
     let rounds: usize = std::env::var("PAIRED_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(15);
     if rounds > 0 {
         let time = |session: Option<Session>| {
@@ -128,30 +129,27 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
             std::hint::black_box(pipeline(&items, &selection, session));
             (thread_cpu_ns() - started) as f64 / 1e6
         };
-        let (mut none, mut ratios_every, mut ratios_tenth) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cases: Vec<(String, &Arc<ExtensionSet>)> =
+            vec![("the three on every item".into(), &every), ("the three on a tenth".into(), &tenth)];
+        cases.extend(alone.iter().map(|(name, set)| (format!("{name} alone on every item"), set)));
+        let mut none = Vec::new();
+        let mut ratios = vec![Vec::new(); cases.len()];
         for _ in 0..rounds {
             let plain = time(None);
-            let with_every = time(Some(session(&every)));
-            let with_tenth = time(Some(session(&tenth)));
             none.push(plain);
-            ratios_every.push(plain / with_every);
-            ratios_tenth.push(plain / with_tenth);
+            for ((_, set), ratios) in cases.iter().zip(&mut ratios) {
+                ratios.push(plain / time(Some(session(set))));
+            }
         }
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        eprintln!(
-            "paired over {rounds} rounds (thread CPU time): no extensions {:.1} ms median; throughput with the three \
-             on every item {:.2}x (range {:.2}-{:.2}), on a tenth {:.2}x (range {:.2}-{:.2})",
-            median(&mut none),
-            median(&mut ratios_every),
-            ratios_every[0],
-            ratios_every[rounds - 1],
-            median(&mut ratios_tenth),
-            ratios_tenth[0],
-            ratios_tenth[rounds - 1],
-        );
+        eprintln!("paired over {rounds} rounds (thread CPU time): no extensions {:.1} ms median", median(&mut none));
+        for ((name, _), mut ratios) in cases.iter().zip(ratios) {
+            let m = median(&mut ratios);
+            eprintln!("  {name}: throughput {m:.2}x (range {:.2}-{:.2})", ratios[0], ratios[rounds - 1]);
+        }
     }
 
     let mut group = c.benchmark_group("backup-extensions");
@@ -167,10 +165,9 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
         b.iter(|| pipeline(items, &selection, Some(session(&tenth))))
     });
     // What each of the three costs alone, on every item.
-    for name in ["annotate", "inspect", "skip-app"] {
-        let alone = extensions("{}", Some(name));
+    for (name, alone) in &alone {
         group.bench_with_input(BenchmarkId::new(format!("{name}-alone-every-item"), items.len()), &items, |b, items| {
-            b.iter(|| pipeline(items, &selection, Some(session(&alone))))
+            b.iter(|| pipeline(items, &selection, Some(session(alone))))
         });
     }
     group.finish();

@@ -290,7 +290,7 @@ impl Session {
                             (Some(item), None) => Change::Replace { item, sent: None },
                             (Some(item), Some(view)) => Change::Patch {
                                 patch: crate::provenance::merge_patch_between(&view.object, &item.object),
-                                id: item.id,
+                                id: Some(item.id),
                             },
                         },
                         additional,
@@ -304,12 +304,17 @@ impl Session {
                     let patch = match change {
                         Change::Unchanged => Vec::new(),
                         Change::Patch { id, patch } => {
-                            let renamed = id != outcome.item.id;
-                            outcome.item.id = id;
+                            let renamed = id.as_ref().is_some_and(|id| *id != outcome.item.id);
+                            if let Some(id) = id {
+                                outcome.item.id = id;
+                            }
                             let patch = crate::provenance::merge(&mut outcome.item.object, patch);
+                            // Serialised again when a component needs it; the identity a view
+                            // is sent with stays while the item keeps it.
                             if renamed || !patch.is_empty() {
-                                // Serialised again when a component needs it.
                                 sent = None;
+                            }
+                            if renamed {
                                 shell = None;
                             }
                             patch

@@ -350,8 +350,9 @@ pub(crate) type WitItem = wit::types::Item;
 /// What an action did to the object it was given.
 pub(crate) enum Change {
     Unchanged,
-    /// A merge patch to apply to the object, and the item's identity after it.
-    Patch { id: ObjectRef, patch: Value },
+    /// A merge patch to apply to the object, and the item's identity after it when the
+    /// patch sets any of it (`None`: as it was).
+    Patch { id: Option<ObjectRef>, patch: Value },
     /// A new object; `sent` is it as the next component takes it, when it came as JSON text.
     Replace { item: Item, sent: Option<WitItem> },
 }
@@ -361,7 +362,7 @@ impl Change {
     pub(crate) fn id(&self) -> Option<&ObjectRef> {
         match self {
             Change::Unchanged => None,
-            Change::Patch { id, .. } => Some(id),
+            Change::Patch { id, .. } => id.as_ref(),
             Change::Replace { item, .. } => Some(&item.id),
         }
     }
@@ -407,16 +408,19 @@ impl ActionCall {
                 Change::Replace { item: Item { id, object }, sent: Some(sent) }
             }
             wit::types::ObjectChange::MergePatch(text) => {
-                let id = sent_id(sent);
-                let patch: Value = serde_json::from_str(&text)
-                    .map_err(|e| CallError::Returned(format!("returned a merge patch for {id} that is not JSON: {e}")))?;
+                let patch: Value = serde_json::from_str(&text).map_err(|e| {
+                    CallError::Returned(format!("returned a merge patch for {} that is not JSON: {e}", sent_id(sent)))
+                })?;
                 if !patch.is_object() {
                     let start: String = text.chars().take(80).collect();
                     return Err(CallError::Returned(format!(
-                        "returned a merge patch for {id} that is not a JSON object: {start}"
+                        "returned a merge patch for {} that is not a JSON object: {start}",
+                        sent_id(sent)
                     )));
                 }
-                Change::Patch { id: identity_in(&id, &patch), patch }
+                // Most patches leave the identity alone: it is copied only when one sets it.
+                let id = sets_identity(&patch).then(|| identity_in(&sent_id(sent), &patch));
+                Change::Patch { id, patch }
             }
         };
         Ok(ActionCall { change, additional, skip })
@@ -431,6 +435,14 @@ fn sent_id(sent: &WitItem) -> ObjectRef {
         namespace: sent.namespace.clone(),
         name: sent.name.clone(),
     }
+}
+
+/// Whether an object (or a merge patch) states any part of an identity: `apiVersion`, `kind`,
+/// `metadata.name` or `metadata.namespace`.
+fn sets_identity(object: &Value) -> bool {
+    object.get("apiVersion").is_some()
+        || object.get("kind").is_some()
+        || object.get("metadata").is_some_and(|m| m.get("name").is_some() || m.get("namespace").is_some())
 }
 
 /// The identity an object (or a merge patch on it) gives an item that had `id`: what it
