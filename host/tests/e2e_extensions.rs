@@ -233,3 +233,54 @@ fn extension_test_runs_offline_against_an_item_file() {
     assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("changes") && text.contains("fast-ssd") && text.contains("/spec/storageClassName"), "{text}");
 }
+
+/// Extensions run on a thread of their own during a backup: a backup with a slow action takes
+/// the same items as one without it, plus what the action adds, including the objects named by
+/// items still in the extension stage when listing ends (the claim's volume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_through_the_extension_stage_takes_related_and_added_items() {
+    let mut env = Env::start().await;
+    env.start_server();
+    e2e::apps::deploy_nginx(&env, e2e::apps::NGINX).await;
+    // Slow on purpose (a few milliseconds an item), so that items are still in the stage when
+    // the listing ends.
+    let mark = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "mark", "namespace": NS, "labels": {"stowage.io/extension": "item-action"}},
+        "data": {"config.yaml": "optIn: true\n",
+                 "script.rhai": r#"
+fn execute(ctx, item) {
+    let n = 0;
+    for i in 0..30000 { n += i; }
+    item.object.metadata.annotations = #{ "e2e/marked": "yes" };
+    if item.kind == "ConfigMap" && item.name == "nginx-config" {
+        let extra = #{ apiVersion: "v1", kind: "ConfigMap", metadata: #{ name: "nginx-config-extra", namespace: item.namespace },
+                       data: #{ k: "v" } };
+        let added = #{ group: "", version: "v1", kind: "ConfigMap", namespace: item.namespace, name: "nginx-config-extra",
+                       object: extra };
+        return #{ item: item, additional_items: [added] };
+    }
+    item
+}
+"#}});
+    apply_config_map(&env, &mark).await;
+    active_digest(&env, "mark", None).await;
+
+    let spec = |extensions: Value| json!({"includedNamespaces": [e2e::apps::NGINX], "extensions": extensions});
+    let status = env.backup("without-mark", spec(json!([]))).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let status = env.backup("with-mark", spec(json!(["mark"]))).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert!(names(&status["extensions"]).contains(&"stowage/mark".to_string()), "{status}");
+
+    let without = env.resource_list("without-mark").await;
+    let mut with = env.resource_list("with-mark").await;
+    assert!(with["v1/PersistentVolume"].as_array().is_some_and(|pvs| pvs.len() == 1), "the claim's volume comes along: {with}");
+    let configmaps = with["v1/ConfigMap"].as_array_mut().unwrap();
+    let extra = configmaps.iter().position(|c| c == "nginx-example/nginx-config-extra");
+    configmaps.remove(extra.unwrap_or_else(|| panic!("the added item is backed up: {configmaps:?}")));
+    assert_eq!(with, without, "the same items with and without the extension stage");
+    let record = env.read_zstd_json("backups/with-mark/with-mark-extensions.json.zst").await;
+    let mark = record["extensions"].as_array().unwrap().iter().find(|e| e["id"]["name"] == "mark").cloned().unwrap();
+    let items: usize = without.as_object().unwrap().values().map(|v| v.as_array().unwrap().len()).sum();
+    assert_eq!(mark["counts"]["calls"].as_u64().unwrap() as usize, items + 1, "every item went through it once: {mark}");
+}

@@ -12,6 +12,7 @@ use stowage_pipeline::related::{related, Related};
 use stowage_pipeline::seen::SeenItems;
 use stowage_pipeline::{GroupResource, Item};
 
+use super::stage::{ExtensionStage, StageStopped, Staged};
 use super::{BackupOutcome, BackupPlan};
 use crate::discovery::{self, Discovered};
 use crate::server::oplog::OperationLog;
@@ -24,6 +25,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 struct Collector<'a, W: Write> {
     plan: &'a BackupPlan,
     extensions: &'a mut Extensions,
+    /// The extensions at work on a thread of their own, when there are any.
+    stage: Option<ExtensionStage>,
     log: &'a OperationLog,
     writer: ArchiveWriter<W>,
     seen: SeenItems,
@@ -38,6 +41,15 @@ impl<W: Write> Collector<'_, W> {
         if !self.seen.insert(&item_ref) {
             return;
         }
+        if let Some(stage) = self.stage.as_mut() {
+            if let Err(e) = stage.send(item) {
+                self.stage_failed(e);
+            }
+            while let Some(staged) = self.stage.as_mut().and_then(ExtensionStage::ready) {
+                self.staged(staged);
+            }
+            return;
+        }
         // Extensions come after the built-in filters and actions.
         if let Err(why) = self.extensions.filter(&mut item, &mut self.out.outcome) {
             self.log.info(format!("{item_ref}: {why}"));
@@ -50,6 +62,41 @@ impl<W: Write> Collector<'_, W> {
                 self.take(extra);
             }
         }
+    }
+
+    /// An item back from the extension stage: written, or logged as excluded.
+    fn staged(&mut self, staged: Staged) {
+        self.out.outcome.merge(staged.outcome);
+        match staged.verdict {
+            Err(why) => self.log.info(format!("{}: {why}", staged.item.item_ref())),
+            Ok(additional) => {
+                self.write(staged.item);
+                for extra in additional {
+                    if self.plan.selection.includes_related(&extra).is_ok() {
+                        self.take(extra);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the items still in the extension stage, and writes them and what they add.
+    fn settle(&mut self) {
+        loop {
+            let Some(stage) = self.stage.as_mut() else { return };
+            match stage.next() {
+                Ok(Some(staged)) => self.staged(staged),
+                Ok(None) => return,
+                Err(e) => return self.stage_failed(e),
+            }
+        }
+    }
+
+    /// The stage's thread died (a bug): its items in flight are lost, the backup says so, and
+    /// the rest of the items go without extensions.
+    fn stage_failed(&mut self, e: StageStopped) {
+        self.out.outcome.error(None, e.to_string());
+        self.stage = None;
     }
 
     fn write(&mut self, item: Item) {
@@ -84,9 +131,11 @@ pub async fn collect_and_write(
     file: std::fs::File,
 ) -> anyhow::Result<BackupOutcome> {
     let writer = ArchiveWriter::new(BufWriter::new(file))?;
+    let stage = if extensions.is_active() { Some(ExtensionStage::start(extensions.take())?) } else { None };
     let mut c = Collector {
         plan,
         extensions,
+        stage,
         log,
         writer,
         seen: SeenItems::default(),
@@ -129,6 +178,12 @@ pub async fn collect_and_write(
     }
     take_namespaces(ctx, &mut c).await;
     take_related(ctx, &mut c).await;
+    if let Some(stage) = c.stage.take() {
+        match stage.finish() {
+            Ok(extensions) => *c.extensions = extensions,
+            Err(e) => c.out.outcome.error(None, e.to_string()),
+        }
+    }
     let mut sink = c.writer.finish()?;
     sink.flush()?;
     c.log.info(format!("backed up {} items ({} listed)", c.out.items, c.listed));
@@ -164,7 +219,12 @@ async fn take_namespaces<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
 /// Objects named by the ones taken: a pod's claims and service account, a claim's volume, a
 /// custom resource's definition.
 async fn take_related<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
-    while let Some(rel) = c.related.pop_front() {
+    // Items still in the extension stage may name more: they are waited for when the queue
+    // runs dry.
+    while let Some(rel) = c.related.pop_front().or_else(|| {
+        c.settle();
+        c.related.pop_front()
+    }) {
         if c.seen.contains(&rel.target) {
             continue;
         }

@@ -3,6 +3,7 @@
 //! Item failures become warnings or errors on the outcome; they never abort the run.
 
 mod collect;
+mod stage;
 mod upload;
 pub mod volumes;
 

@@ -338,6 +338,17 @@ impl Extensions {
         self.session.is_some()
     }
 
+    /// Extensions running `session`, for tests of what runs them.
+    #[cfg(test)]
+    pub fn with_session(session: Session) -> Extensions {
+        Extensions { session: Some(session), resources: Vec::new() }
+    }
+
+    /// Moves the extensions out (to another thread), leaving inactive ones in their place.
+    pub fn take(&mut self) -> Extensions {
+        std::mem::replace(self, Extensions { session: None, resources: Vec::new() })
+    }
+
     fn object_ref(item: &Item) -> ObjectRef {
         ObjectRef {
             group: item.group.clone(),
