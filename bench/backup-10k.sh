@@ -3,6 +3,11 @@
 # real `stowage server` to a filesystem location; beside it, in the same run, the baseline of the
 # same objects read as JSON and piped through `zstd`. Prints items/s for both and the server's
 # peak RSS. Run from the repository root: `bash bench/backup-10k.sh [N]`.
+#
+# EXTENSIONS=1 also loads the extension pipeline bench's three extensions (two WASM item
+# actions, one Rhai item filter; `bash extensions/build.sh` first) as opt-in ConfigMaps and
+# backs the objects up ROUNDS times (default 3) without and with them, one after the other,
+# printing each pair's throughput ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -48,20 +53,55 @@ base_secs=$(echo "$(date +%s.%N) - $start" | bc)
     --metrics-address 127.0.0.1:0 >"$work/server.log" 2>&1 &
 srv_pid=$!
 sleep 1
-start=$(date +%s.%N)
-kubectl create -f - >/dev/null <<YAML
+# backup NAME EXTENSIONS: runs a backup of the bench namespace naming the opt-in EXTENSIONS (a
+# YAML list); sets phase, secs and items.
+backup() {
+    local start
+    start=$(date +%s.%N)
+    kubectl create -f - >/dev/null <<YAML
 apiVersion: stowage.io/v1alpha1
 kind: Backup
-metadata: {name: bench, namespace: stowage}
-spec: {includedNamespaces: [bench]}
+metadata: {name: $1, namespace: stowage}
+spec: {includedNamespaces: [bench], extensions: $2}
 YAML
-while :; do
-    phase=$(kubectl get backup bench -n stowage -o jsonpath='{.status.phase}')
-    case "$phase" in Completed|PartiallyFailed|Failed|FailedValidation) break ;; esac
-    sleep 0.2
-done
-secs=$(echo "$(date +%s.%N) - $start" | bc)
-items=$(kubectl get backup bench -n stowage -o jsonpath='{.status.progress.itemsBackedUp}')
+    while :; do
+        phase=$(kubectl get backup "$1" -n stowage -o jsonpath='{.status.phase}')
+        case "$phase" in Completed|PartiallyFailed|Failed|FailedValidation) break ;; esac
+        sleep 0.05
+    done
+    secs=$(echo "$(date +%s.%N) - $start" | bc)
+    items=$(kubectl get backup "$1" -n stowage -o jsonpath='{.status.progress.itemsBackedUp}')
+}
+
+if [ -n "${EXTENSIONS:-}" ]; then
+    wasm=extensions/dist/fixture-item-action.wasm
+    [ -f "$wasm" ] || { echo "$wasm is missing: run bash extensions/build.sh" >&2; exit 1; }
+    # extension NAME KIND FILE CONFIG
+    extension() {
+        kubectl create configmap "$1" -n stowage --from-file="$3" --from-literal=config.yaml="$4" >/dev/null
+        kubectl label configmap "$1" -n stowage stowage.io/extension="$2" >/dev/null
+    }
+    extension annotate item-action extension.wasm="$wasm" $'optIn: true\nparameters: {mode: annotate, value: bench}\n'
+    extension inspect item-action extension.wasm="$wasm" $'optIn: true\nparameters: {mode: inspect}\norder: 1\n'
+    extension skip-app item-filter script.rhai=extensions/fixtures/rhai/skip-app.rhai $'optIn: true\nparameters: {skip-app: app-3}\n'
+    for name in annotate inspect skip-app; do
+        for _ in $(seq 100); do
+            state=$(kubectl get configmap "$name" -n stowage -o jsonpath='{.metadata.annotations.stowage\.io/extension-state}')
+            [ "$state" = Active ] && break
+            sleep 0.1
+        done
+        [ "$state" = Active ] || { echo "extension $name is not Active: $state" >&2; exit 1; }
+    done
+    for round in $(seq "${ROUNDS:-3}"); do
+        backup "plain-$round" "[]"
+        plain_secs=$secs plain_items=$items
+        backup "extended-$round" "[annotate, inspect, skip-app]"
+        printf 'round %s: without %.2fs %.0f items/s (%s), with the three %.2fs %.0f items/s (%s): ratio %.2f\n' "$round" \
+            "$plain_secs" "$(echo "$plain_items / $plain_secs" | bc -l)" "$plain_items" \
+            "$secs" "$(echo "$items / $secs" | bc -l)" "$phase" "$(echo "($items / $secs) / ($plain_items / $plain_secs)" | bc -l)"
+    done
+fi
+backup bench "[]"
 # GNU time ignores SIGINT while it waits: signal the server itself.
 pkill -INT -P "$srv_pid"; wait "$srv_pid" 2>/dev/null || true
 rss=$(tail -1 "$work/server.rss")
