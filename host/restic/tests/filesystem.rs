@@ -3,7 +3,7 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::hooked_store::{HookedStore, Hooks};
 use common::*;
 use std::io::Read;
 use std::path::Path;
@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use stowage_restic::{EngineError, Repo};
-use stowage_storage::{ObjectInfo, ObjectReader, ObjectStore, Result as StorageResult};
-use tokio::io::AsyncRead;
+use stowage_storage::Result as StorageResult;
 use tokio_util::sync::CancellationToken;
 
 /// Where kube-sim puts a CSI volume: a `mount` symlink to the real directory.
@@ -252,41 +251,21 @@ async fn explains_missing_repositories_wrong_passwords_and_bad_paths() {
     assert!(matches!(err, EngineError::Target { .. }), "{err:?}");
 }
 
-/// A store that, while stalled, holds large data writes until it is no longer stalled and
-/// never answers large data reads (a pack's contents, not its small tree packs): an operation
+/// Hooks that, while stalled, hold large data writes until they are no longer stalled and
+/// never answer large data reads (a pack's contents, not its small tree packs): an operation
 /// reaching one cannot finish, however fast the machine, so a cancel or timeout is what ends
 /// it. `reached` counts the stalled calls.
 #[derive(Debug)]
-struct StallingStore {
-    inner: Arc<dyn ObjectStore>,
+struct Stalling {
     stalled: AtomicBool,
     reached: AtomicUsize,
 }
 
-impl StallingStore {
+impl Stalling {
     const LARGE: u64 = 1 << 20;
 
     fn stalls(&self, key: &str, len: u64) -> bool {
         self.stalled.load(Ordering::SeqCst) && key.contains("/data/") && len >= Self::LARGE
-    }
-
-    /// A write stalls until the store is no longer stalled (the engine lets started writes
-    /// finish, so they must end).
-    async fn stall_write(&self, key: &str, len: u64) {
-        if self.stalls(key, len) {
-            self.reached.fetch_add(1, Ordering::SeqCst);
-            while self.stalled.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
-    /// A read never ends (the engine abandons reads when canceled).
-    async fn stall_read(&self, key: &str, len: u64) {
-        if self.stalls(key, len) {
-            self.reached.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<()>().await;
-        }
     }
 
     /// Waits until a call stalls that had not when `before` was read.
@@ -298,50 +277,25 @@ impl StallingStore {
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for StallingStore {
-    fn location(&self) -> &str {
-        self.inner.location()
+impl Hooks for Stalling {
+    /// A write stalls until the store is no longer stalled (the engine lets started writes
+    /// finish, so they must end).
+    async fn write(&self, key: &str, len: u64) -> StorageResult<()> {
+        if self.stalls(key, len) {
+            self.reached.fetch_add(1, Ordering::SeqCst);
+            while self.stalled.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
     }
-    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.stall_write(key, data.len() as u64).await;
-        self.inner.put(key, data).await
-    }
-    async fn put_stream(
-        &self,
-        key: &str,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        size_hint: Option<u64>,
-    ) -> StorageResult<u64> {
-        self.stall_write(key, size_hint.unwrap_or(u64::MAX)).await;
-        self.inner.put_stream(key, body, size_hint).await
-    }
-    async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Bytes> {
-        self.stall_read(key, len).await;
-        self.inner.get_range(key, offset, len).await
-    }
-    async fn get_stream(&self, key: &str) -> StorageResult<ObjectReader> {
-        self.inner.get_stream(key).await
-    }
-    async fn head(&self, key: &str) -> StorageResult<ObjectInfo> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
-        self.inner.list_dirs(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn delete_prefix(&self, prefix: &str) -> StorageResult<u64> {
-        self.inner.delete_prefix(prefix).await
-    }
-    async fn check(&self) -> StorageResult<()> {
-        self.inner.check().await
+
+    /// A read never ends (the engine abandons reads when canceled).
+    async fn read_range(&self, key: &str, len: u64) {
+        if self.stalls(key, len) {
+            self.reached.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -360,10 +314,9 @@ async fn wait_for_lock_removal(repo_dir: &LocalRepo, what: &str) {
 async fn cancel_stops_backup_and_restore_and_releases_the_lock() {
     let repo_dir = LocalRepo::new("ns1").await;
     repo_dir.open_or_init().await;
-    let store = Arc::new(StallingStore {
+    let store = Arc::new(HookedStore {
         inner: repo_dir.store.clone(),
-        stalled: AtomicBool::new(true),
-        reached: AtomicUsize::new(0),
+        hooks: Stalling { stalled: AtomicBool::new(true), reached: AtomicUsize::new(0) },
     });
     let mut config = repo_dir.config(PASSWORD);
     config.store = store.clone();

@@ -4,32 +4,34 @@
 
 use super::IndexEvery;
 use crate::{BackupRequest, BackupSummary, Repo, RepoConfig};
-use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stowage_storage::{FsStore, ObjectInfo, ObjectReader, ObjectStore, Result as StorageResult, StorageError};
+use stowage_storage::{FsStore, Result as StorageResult, StorageError};
 use stowage_test_support::noise;
-use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "pw";
 
-/// A directory store whose pack writes fail from the `fail_from`-th on (counting from 0), as
-/// if the agent died there; it cancels `cancel` first when one is set (the backup canceled
-/// while a pack was on its way).
+#[path = "../../tests/common/hooked_store.rs"]
+mod hooked_store;
+use hooked_store::{HookedStore, Hooks};
+
+/// Hooks under which pack writes fail from the `fail_from`-th on (counting from 0), as if the
+/// agent died there; they cancel `cancel` first when one is set (the backup canceled while a
+/// pack was on its way).
 #[derive(Debug)]
-struct DyingStore {
-    inner: Arc<dyn ObjectStore>,
+struct Dying {
     packs: AtomicUsize,
     fail_from: AtomicUsize,
     cancel: Mutex<Option<CancellationToken>>,
 }
 
-impl DyingStore {
-    fn check(&self, key: &str) -> StorageResult<()> {
+#[async_trait::async_trait]
+impl Hooks for Dying {
+    async fn write(&self, key: &str, _len: u64) -> StorageResult<()> {
         let fail_from = self.fail_from.load(Ordering::SeqCst);
         if !key.contains("/data/") || self.packs.fetch_add(1, Ordering::SeqCst) < fail_from {
             return Ok(());
@@ -38,68 +40,17 @@ impl DyingStore {
             token.cancel();
         }
         Err(StorageError::Unreachable {
-            location: self.location().to_string(),
+            location: "test".into(),
             endpoint: "test".into(),
             reason: "the store went away".into(),
         })
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for DyingStore {
-    fn location(&self) -> &str {
-        self.inner.location()
-    }
-    async fn put(&self, key: &str, data: Bytes) -> StorageResult<()> {
-        self.check(key)?;
-        self.inner.put(key, data).await
-    }
-    async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> StorageResult<()> {
-        self.check(key)?;
-        self.inner.put_parts(key, parts).await
-    }
-    async fn put_stream(
-        &self,
-        key: &str,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        size_hint: Option<u64>,
-    ) -> StorageResult<u64> {
-        self.check(key)?;
-        self.inner.put_stream(key, body, size_hint).await
-    }
-    async fn get(&self, key: &str) -> StorageResult<Bytes> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, offset: u64, len: u64) -> StorageResult<Bytes> {
-        self.inner.get_range(key, offset, len).await
-    }
-    async fn get_stream(&self, key: &str) -> StorageResult<ObjectReader> {
-        self.inner.get_stream(key).await
-    }
-    async fn head(&self, key: &str) -> StorageResult<ObjectInfo> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectInfo>> {
-        self.inner.list(prefix).await
-    }
-    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
-        self.inner.list_dirs(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn delete_prefix(&self, prefix: &str) -> StorageResult<u64> {
-        self.inner.delete_prefix(prefix).await
-    }
-    async fn check(&self) -> StorageResult<()> {
-        self.inner.check().await
-    }
-}
-
-/// A repository in a temp dir behind a [`DyingStore`] (not failing yet), and a volume.
+/// A repository in a temp dir behind [`Dying`] hooks (not failing yet), and a volume.
 struct Case {
     dir: tempfile::TempDir,
-    store: Arc<DyingStore>,
+    store: Arc<HookedStore<Dying>>,
     restic: PathBuf,
     volume: PathBuf,
 }
@@ -115,11 +66,9 @@ impl Case {
         let dir = tempfile::tempdir().unwrap();
         let fs = FsStore::new("test", dir.path().join("store"));
         fs.create_root().await.unwrap();
-        let store = Arc::new(DyingStore {
+        let store = Arc::new(HookedStore {
             inner: Arc::new(fs),
-            packs: AtomicUsize::new(0),
-            fail_from: AtomicUsize::new(usize::MAX),
-            cancel: Mutex::default(),
+            hooks: Dying { packs: AtomicUsize::new(0), fail_from: AtomicUsize::new(usize::MAX), cancel: Mutex::default() },
         });
         let volume = dir.path().join("volume");
         std::fs::create_dir(&volume).unwrap();

@@ -1,6 +1,8 @@
 //! Volume trees to back up and the comparisons tests make on them.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod hooked_store;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
