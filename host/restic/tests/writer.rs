@@ -55,7 +55,10 @@ async fn chunks_like_restic_so_files_restic_stored_add_no_data() {
 
     run_ok(restic_cmd(&restic, &repo_path, PASSWORD).args(["backup", volume.to_str().unwrap()]));
     let by_restic = data_blobs(&restic, &repo_path);
-    assert!(by_restic.len() > 40, "restic stored {} data blobs", by_restic.len());
+    // ~65 MiB in chunks of 0.5 to 8 MiB. How many depends on the
+    // repository's chunker polynomial, which restic picks at random (one run got 37): the bound
+    // only says the files were cut, large ones many times.
+    assert!(by_restic.len() >= 20, "restic stored {} data blobs", by_restic.len());
 
     // No parent (another claim): every file is read and chunked again.
     let ours = back_up(&repo, &volume, "fresh").await;
