@@ -1650,19 +1650,8 @@ impl Names {
         self.users
             .entry(uid)
             .or_insert_with(|| {
-                let mut buf = vec![0 as libc::c_char; 16 << 10];
-                let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-                let mut out = std::ptr::null_mut();
-                // SAFETY: the buffers outlive the call; the result points into them.
-                let rc = unsafe {
-                    libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out)
-                };
-                (rc == 0 && !out.is_null()).then(|| {
-                    // SAFETY: getpwuid_r succeeded, so pw_name is a C string in `buf`.
-                    unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-                        .to_string_lossy()
-                        .into_owned()
-                })
+                // SAFETY: getpwuid_r with the buffers `name_by_id` hands it.
+                name_by_id(|entry, buf, len, out| unsafe { libc::getpwuid_r(uid, entry, buf, len, out) }, |p: &libc::passwd| p.pw_name)
             })
             .clone()
     }
@@ -1671,22 +1660,30 @@ impl Names {
         self.groups
             .entry(gid)
             .or_insert_with(|| {
-                let mut buf = vec![0 as libc::c_char; 16 << 10];
-                let mut grp: libc::group = unsafe { std::mem::zeroed() };
-                let mut out = std::ptr::null_mut();
-                // SAFETY: the buffers outlive the call; the result points into them.
-                let rc = unsafe {
-                    libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut out)
-                };
-                (rc == 0 && !out.is_null()).then(|| {
-                    // SAFETY: getgrgid_r succeeded, so gr_name is a C string in `buf`.
-                    unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
-                        .to_string_lossy()
-                        .into_owned()
-                })
+                // SAFETY: getgrgid_r with the buffers `name_by_id` hands it.
+                name_by_id(|entry, buf, len, out| unsafe { libc::getgrgid_r(gid, entry, buf, len, out) }, |g: &libc::group| g.gr_name)
             })
             .clone()
     }
+}
+
+/// The name a reentrant libc lookup by id (`getpwuid_r`, `getgrgid_r`) finds: `lookup` fills an
+/// entry of type `T` using a buffer, `name` points at the entry's name in that buffer.
+fn name_by_id<T>(
+    lookup: impl FnOnce(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+    name: impl FnOnce(&T) -> *const libc::c_char,
+) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut entry = std::mem::MaybeUninit::<T>::zeroed();
+    let mut out = std::ptr::null_mut();
+    let rc = lookup(entry.as_mut_ptr(), buf.as_mut_ptr(), buf.len(), &mut out);
+    if rc != 0 || out.is_null() {
+        return None;
+    }
+    // SAFETY: the lookup succeeded, so it filled the entry, whose name is a C string in `buf`
+    // (alive until the end of this function).
+    let name = unsafe { std::ffi::CStr::from_ptr(name(entry.assume_init_ref())) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The extended attributes of `path` (not following a symlink) as rustic_core's node JSON

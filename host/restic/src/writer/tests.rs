@@ -18,6 +18,9 @@ const PASSWORD: &str = "pw";
 #[path = "../../tests/common/hooked_store.rs"]
 mod hooked_store;
 use hooked_store::{HookedStore, Hooks};
+#[path = "../../tests/common/restic_cli.rs"]
+mod restic_cli;
+use restic_cli::{restic_cmd, run_ok};
 
 /// Hooks under which pack writes fail from the `fail_from`-th on (counting from 0), as if the
 /// agent died there; they cancel `cancel` first when one is set (the backup canceled while a
@@ -90,20 +93,7 @@ impl Case {
 
     /// Runs the restic CLI on the repository, failing the test when it fails; its stdout.
     fn restic(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(&self.restic)
-            .env("RESTIC_REPOSITORY", self.repo_path())
-            .env("RESTIC_PASSWORD", PASSWORD)
-            .arg("--no-cache")
-            .args(args)
-            .output()
-            .expect("restic runs");
-        assert!(
-            out.status.success(),
-            "restic {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(restic_cmd(&self.restic, self.repo_path().to_str().unwrap(), PASSWORD).args(args))
     }
 
     /// The pack files in the repository and their sizes.
@@ -264,4 +254,14 @@ async fn a_backup_saving_many_index_files_names_each_pack_once_and_restores() {
     assert_eq!(case.assert_each_pack_indexed_once(), packs.div_ceil(2) + added);
     case.restic(&["check", "--read-data"]);
     assert_restores(&repo, &case, &second.snapshot_id).await;
+}
+
+#[test]
+fn owners_are_named_from_the_system_databases() {
+    let mut names = super::Names::default();
+    assert_eq!(names.user(0).as_deref(), Some("root"));
+    assert_eq!(names.group(0).as_deref(), Some("root"));
+    // An id no entry has: no name (restic then shows the number).
+    assert_eq!(names.user(3_999_999_999), None);
+    assert_eq!(names.group(3_999_999_999), None);
 }

@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod hooked_store;
+mod restic_cli;
+pub use restic_cli::{restic_cmd, run_ok};
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -222,31 +224,6 @@ impl ResticCase {
         std::fs::create_dir(&volume).unwrap();
         Some(ResticCase { restic, repo_dir, repo, repo_path, work, volume })
     }
-}
-
-/// `restic` with the repository and password in its environment.
-pub fn restic_cmd(restic: &Path, repo: &str, password: &str) -> std::process::Command {
-    let mut cmd = std::process::Command::new(restic);
-    cmd.env("RESTIC_REPOSITORY", repo)
-        .env("RESTIC_PASSWORD", password)
-        .env(
-            "RESTIC_CACHE_DIR",
-            std::env::temp_dir().join("stowage-restic-test-cache"),
-        )
-        .arg("--no-cache");
-    cmd
-}
-
-/// Runs it, failing the test with its output when it fails; returns stdout.
-pub fn run_ok(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().expect("restic runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A volume of restore edge cases: an empty file, a file whose chunks repeat, a mostly-zero
