@@ -57,25 +57,35 @@ fn pipeline(
         if selection.includes_item(item).is_err() || !seen.insert(&item.item_ref()) {
             continue;
         }
-        let mut item = item.clone();
-        if let Some(session) = session.as_mut() {
-            let ritem = Item {
-                id: object_ref(&item),
-                object: std::mem::take(&mut item.object),
-            };
-            if !session.filter(&ritem).included() {
-                continue;
-            }
-            let outcome = session.item_actions(ritem);
-            assert!(outcome.issues.is_empty(), "{:?}", outcome.issues);
-            item.object = outcome.item.object;
-        }
-        std::hint::black_box(stowage_pipeline::related::related(&item));
-        writer.add_item(&item).unwrap();
+        let item = match session.as_mut() {
+            Some(session) => extended(session, item.clone()),
+            None => Some(item.clone()),
+        };
+        write(&mut writer, item);
     }
     let n = writer.items_written();
     writer.finish().unwrap();
     n
+}
+
+/// The item after the item filters and actions, `None` when a filter left it out.
+fn extended(session: &mut Session, mut item: stowage_pipeline::Item) -> Option<stowage_pipeline::Item> {
+    let ritem = Item { id: object_ref(&item), object: std::mem::take(&mut item.object) };
+    if !session.filter(&ritem).included() {
+        return None;
+    }
+    let outcome = session.item_actions(ritem);
+    assert!(outcome.issues.is_empty(), "{:?}", outcome.issues);
+    item.object = outcome.item.object;
+    Some(item)
+}
+
+/// The last stages: related objects (looked up, not fetched) and the archive.
+fn write(writer: &mut ArchiveWriter<std::io::Sink>, item: Option<stowage_pipeline::Item>) {
+    if let Some(item) = item {
+        std::hint::black_box(stowage_pipeline::related::related(&item));
+        writer.add_item(&item).unwrap();
+    }
 }
 
 /// Items per hand-over to the extension stage, and at most how many wait for it (the server's
@@ -89,12 +99,6 @@ const STAGE_QUEUE: usize = 256;
 fn pipeline_staged(items: &[stowage_pipeline::Item], selection: &ResourceSelection, session: Session) -> u64 {
     let mut writer = ArchiveWriter::new(std::io::sink()).unwrap();
     let mut seen = stowage_pipeline::seen::SeenItems::default();
-    let write = |writer: &mut ArchiveWriter<std::io::Sink>, item: Option<stowage_pipeline::Item>| {
-        if let Some(item) = item {
-            std::hint::black_box(stowage_pipeline::related::related(&item));
-            writer.add_item(&item).unwrap();
-        }
-    };
     std::thread::scope(|scope| {
         // Batches of items each way: one hand-over (and at most one wake-up) per batch.
         let (to_stage, stage_in) = std::sync::mpsc::sync_channel::<Vec<stowage_pipeline::Item>>(STAGE_QUEUE / STAGE_BATCH);
@@ -102,19 +106,7 @@ fn pipeline_staged(items: &[stowage_pipeline::Item], selection: &ResourceSelecti
         scope.spawn(move || {
             let mut session = session;
             for batch in stage_in {
-                let out = batch
-                    .into_iter()
-                    .map(|mut item| {
-                        let ritem = Item { id: object_ref(&item), object: std::mem::take(&mut item.object) };
-                        if !session.filter(&ritem).included() {
-                            return None;
-                        }
-                        let outcome = session.item_actions(ritem);
-                        assert!(outcome.issues.is_empty(), "{:?}", outcome.issues);
-                        item.object = outcome.item.object;
-                        Some(item)
-                    })
-                    .collect();
+                let out = batch.into_iter().map(|item| extended(&mut session, item)).collect();
                 if stage_out.send(out).is_err() {
                     return;
                 }
