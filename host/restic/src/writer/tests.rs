@@ -24,17 +24,56 @@ use restic_cli::{restic_cmd, run_ok};
 
 /// Hooks under which pack writes fail from the `fail_from`-th on (counting from 0), as if the
 /// agent died there; they cancel `cancel` first when one is set (the backup canceled while a
-/// pack was on its way).
+/// pack was on its way). Tree reads from the `hold_from`-th on (counting from 0) wait until
+/// an index file is written, as if the store were slow there.
 #[derive(Debug)]
 struct Dying {
     packs: AtomicUsize,
     fail_from: AtomicUsize,
     cancel: Mutex<Option<CancellationToken>>,
+    reads: AtomicUsize,
+    hold_from: AtomicUsize,
+    index_files: AtomicUsize,
+    /// For each read held: whether an index file was written while it waited (false: it gave
+    /// up after [`HOLD_AT_MOST`]).
+    held: Mutex<Vec<bool>>,
+}
+
+/// How long a held read waits for an index file at most.
+const HOLD_AT_MOST: Duration = Duration::from_secs(30);
+
+impl Dying {
+    fn new() -> Dying {
+        Dying {
+            packs: AtomicUsize::new(0),
+            fail_from: AtomicUsize::new(usize::MAX),
+            cancel: Mutex::default(),
+            reads: AtomicUsize::new(0),
+            hold_from: AtomicUsize::new(usize::MAX),
+            index_files: AtomicUsize::new(0),
+            held: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Hooks for Dying {
+    async fn read_range(&self, _key: &str, _len: u64) {
+        if self.reads.fetch_add(1, Ordering::SeqCst) < self.hold_from.load(Ordering::SeqCst) {
+            return;
+        }
+        let before = self.index_files.load(Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.index_files.load(Ordering::SeqCst) == before && start.elapsed() < HOLD_AT_MOST {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.held.lock().unwrap().push(self.index_files.load(Ordering::SeqCst) > before);
+    }
+
     async fn write(&self, key: &str, _len: u64) -> StorageResult<()> {
+        if key.contains("/index/") {
+            self.index_files.fetch_add(1, Ordering::SeqCst);
+        }
         let fail_from = self.fail_from.load(Ordering::SeqCst);
         if !key.contains("/data/") || self.packs.fetch_add(1, Ordering::SeqCst) < fail_from {
             return Ok(());
@@ -71,7 +110,7 @@ impl Case {
         fs.create_root().await.unwrap();
         let store = Arc::new(HookedStore {
             inner: Arc::new(fs),
-            hooks: Dying { packs: AtomicUsize::new(0), fail_from: AtomicUsize::new(usize::MAX), cancel: Mutex::default() },
+            hooks: Dying::new(),
         });
         let volume = dir.path().join("volume");
         std::fs::create_dir(&volume).unwrap();
@@ -254,6 +293,44 @@ async fn a_backup_saving_many_index_files_names_each_pack_once_and_restores() {
     assert_eq!(case.assert_each_pack_indexed_once(), packs.div_ceil(2) + added);
     case.restic(&["check", "--read-data"]);
     assert_restores(&repo, &case, &second.snapshot_id).await;
+}
+
+/// Packs that have waited [`IndexEvery::age`] are indexed even when no other pack comes to
+/// wake the uploader: a backup held up after writing one (here by a slow read of the parent's
+/// tree of the directory after a changed file) still leaves it indexed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pack_is_indexed_when_its_time_is_up_while_the_backup_is_held_up() {
+    let Some(case) = Case::new().await else { return };
+    // 12 MiB of noise: one full data pack (8 MiB and a little) and the rest, which waits in
+    // the packer until the end. "big" is walked before "z".
+    std::fs::write(case.volume.join("big"), noise(12 << 20, 70)).unwrap();
+    std::fs::create_dir(case.volume.join("z")).unwrap();
+    std::fs::write(case.volume.join("z/small"), b"small").unwrap();
+    let every = IndexEvery {
+        packs: usize::MAX,
+        age: Duration::from_millis(300),
+    };
+    let repo = case.repo(every).await;
+    back_up(&repo, &case.volume, CancellationToken::new()).await.unwrap();
+    // An unchanged backup reads the same parent trees as the next one: the last is z's.
+    let start = case.store.reads.load(Ordering::SeqCst);
+    back_up(&repo, &case.volume, CancellationToken::new()).await.unwrap();
+    let reads = case.store.reads.load(Ordering::SeqCst) - start;
+    assert!(reads >= 2, "the volume's tree and z's: {reads}");
+
+    std::fs::write(case.volume.join("big"), noise(12 << 20, 71)).unwrap();
+    let index_files = case.assert_each_pack_indexed_once();
+    let start = case.store.reads.load(Ordering::SeqCst);
+    case.store.hold_from.store(start + reads - 1, Ordering::SeqCst);
+    let third = back_up(&repo, &case.volume, CancellationToken::new()).await.unwrap();
+    assert_eq!(third.files_changed, 1, "{third:?}");
+    // Without the timer, the full pack would wait for the end of the walk, which waits for
+    // the read: the read would give up.
+    assert_eq!(*case.store.held.lock().unwrap(), [true], "z's tree read waited for an index file, and one came");
+    // That index file, and the one of the rest (the last data pack and the tree pack).
+    assert_eq!(case.assert_each_pack_indexed_once(), index_files + 2);
+    case.restic(&["check", "--read-data"]);
+    assert_restores(&repo, &case, &third.snapshot_id).await;
 }
 
 #[test]
