@@ -27,6 +27,10 @@ struct Collector<'a, W: Write> {
     extensions: &'a mut Extensions,
     /// The extensions at work on a thread of their own, when there are any.
     stage: Option<ExtensionStage>,
+    /// Set when the stage's thread died: the backup takes no more items and fails.
+    stage_error: Option<StageStopped>,
+    /// Set while items back from the stage are being written (see [`Self::take_ready`]).
+    draining: bool,
     log: &'a OperationLog,
     writer: ArchiveWriter<W>,
     seen: SeenItems,
@@ -35,20 +39,42 @@ struct Collector<'a, W: Write> {
     listed: u32,
 }
 
-impl<W: Write> Collector<'_, W> {
+impl<'a, W: Write> Collector<'a, W> {
+    fn new(
+        plan: &'a BackupPlan,
+        extensions: &'a mut Extensions,
+        stage: Option<ExtensionStage>,
+        log: &'a OperationLog,
+        writer: ArchiveWriter<W>,
+    ) -> Self {
+        Collector {
+            plan,
+            extensions,
+            stage,
+            stage_error: None,
+            draining: false,
+            log,
+            writer,
+            seen: SeenItems::default(),
+            related: VecDeque::new(),
+            out: BackupOutcome::default(),
+            listed: 0,
+        }
+    }
+
     fn take(&mut self, mut item: Item) {
+        if self.stage_error.is_some() {
+            return;
+        }
         let item_ref = item.item_ref();
         if !self.seen.insert(&item_ref) {
             return;
         }
         if let Some(stage) = self.stage.as_mut() {
             if let Err(e) = stage.send(item) {
-                self.stage_failed(e);
+                return self.stage_failed(e);
             }
-            while let Some(staged) = self.stage.as_mut().and_then(ExtensionStage::ready) {
-                self.staged(staged);
-            }
-            return;
+            return self.take_ready();
         }
         // Extensions come after the built-in filters and actions.
         if let Err(why) = self.extensions.filter(&mut item, &mut self.out.outcome) {
@@ -62,6 +88,20 @@ impl<W: Write> Collector<'_, W> {
                 self.take(extra);
             }
         }
+    }
+
+    /// Writes the items the stage is done with. The items they add go to the stage from
+    /// within; only the outermost call takes what is ready, so the depth of calls does not
+    /// grow with the items in flight.
+    fn take_ready(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        while let Some(staged) = self.stage.as_mut().and_then(ExtensionStage::ready) {
+            self.staged(staged);
+        }
+        self.draining = false;
     }
 
     /// An item back from the extension stage: written, or logged as excluded.
@@ -82,21 +122,41 @@ impl<W: Write> Collector<'_, W> {
 
     /// Waits for the items still in the extension stage, and writes them and what they add.
     fn settle(&mut self) {
-        loop {
-            let Some(stage) = self.stage.as_mut() else { return };
+        let draining = std::mem::replace(&mut self.draining, true);
+        while let Some(stage) = self.stage.as_mut() {
             match stage.next() {
                 Ok(Some(staged)) => self.staged(staged),
-                Ok(None) => return,
-                Err(e) => return self.stage_failed(e),
+                Ok(None) => break,
+                Err(e) => self.stage_failed(e),
             }
         }
+        self.draining = draining;
     }
 
-    /// The stage's thread died (a bug): its items in flight are lost, the backup says so, and
-    /// the rest of the items go without extensions.
+    /// The stage's thread died (a bug). Its items in flight are lost, and the items after them
+    /// would go unfiltered and unchanged (what an exclusion filter keeps out of backups would
+    /// be in this one): the backup takes no more items and fails.
     fn stage_failed(&mut self, e: StageStopped) {
-        self.out.outcome.error(None, e.to_string());
+        self.stage_error.get_or_insert(e);
         self.stage = None;
+    }
+
+    /// Ends the extension stage, if there is one, and gives the extensions back for the
+    /// report; an error when the stage died.
+    fn finish_stage(&mut self) -> anyhow::Result<()> {
+        if let Some(stage) = self.stage.take() {
+            match stage.finish() {
+                Ok(extensions) => *self.extensions = extensions,
+                Err(e) => self.stage_failed(e),
+            }
+        }
+        match self.stage_error.take() {
+            None => Ok(()),
+            Some(e) => anyhow::bail!(
+                "{e}; the backup stopped there, since the items after it would have missed their extensions. \
+                 This is a bug: please report it with the server's log. A new backup may succeed"
+            ),
+        }
     }
 
     fn write(&mut self, item: Item) {
@@ -132,19 +192,9 @@ pub async fn collect_and_write(
 ) -> anyhow::Result<BackupOutcome> {
     let writer = ArchiveWriter::new(BufWriter::new(file))?;
     let stage = if extensions.is_active() { Some(ExtensionStage::start(extensions.take())?) } else { None };
-    let mut c = Collector {
-        plan,
-        extensions,
-        stage,
-        log,
-        writer,
-        seen: SeenItems::default(),
-        related: VecDeque::new(),
-        out: BackupOutcome::default(),
-        listed: 0,
-    };
+    let mut c = Collector::new(plan, extensions, stage, log, writer);
     let mut last_progress = Instant::now();
-    for d in &plan.resources {
+    'resources: for d in &plan.resources {
         if plan.selection.includes_resource(&d.info).is_err() {
             continue;
         }
@@ -170,20 +220,20 @@ pub async fn collect_and_write(
                 report_progress(ctx, plan, &c).await;
                 last_progress = Instant::now();
             }
+            if c.stage_error.is_some() {
+                break 'resources;
+            }
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
                 _ => break,
             }
         }
     }
-    take_namespaces(ctx, &mut c).await;
-    take_related(ctx, &mut c).await;
-    if let Some(stage) = c.stage.take() {
-        match stage.finish() {
-            Ok(extensions) => *c.extensions = extensions,
-            Err(e) => c.out.outcome.error(None, e.to_string()),
-        }
+    if c.stage_error.is_none() {
+        take_namespaces(ctx, &mut c).await;
+        take_related(ctx, &mut c).await;
     }
+    c.finish_stage()?;
     let mut sink = c.writer.finish()?;
     sink.flush()?;
     c.log.info(format!("backed up {} items ({} listed)", c.out.items, c.listed));
@@ -225,6 +275,9 @@ async fn take_related<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
         c.settle();
         c.related.pop_front()
     }) {
+        if c.stage_error.is_some() {
+            break;
+        }
         if c.seen.contains(&rel.target) {
             continue;
         }
@@ -254,6 +307,97 @@ async fn take_related<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
                 format!("{} is referenced ({:?}) but does not exist", rel.target, rel.relation),
             ),
             Err(e) => c.out.outcome.error(rel.target.namespace.as_deref(), format!("getting {}: {e}", rel.target)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::stage::Staged;
+    use serde_json::json;
+    use stowage_api::BackupStorageLocation;
+    use stowage_pipeline::{ApiResourceInfo, Outcome, ResourceSelection, SelectionOptions};
+
+    fn configmaps() -> ApiResourceInfo {
+        ApiResourceInfo::new("", "v1", "configmaps", "ConfigMap", true)
+    }
+
+    fn configmap(n: u32) -> Item {
+        Item::new(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{n}"), "namespace": "shop"}}), &configmaps())
+            .unwrap()
+    }
+
+    fn plan() -> BackupPlan {
+        BackupPlan {
+            name: "b".into(),
+            location: BackupStorageLocation::new("default", Default::default()),
+            selection: ResourceSelection::resolve(&SelectionOptions::default(), &[configmaps()]).unwrap(),
+            resources: Vec::new(),
+            ttl: Duration::from_secs(3600),
+            default_volumes_to_fs_backup: false,
+            pod_volume_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// A stage that dies (a bug) on cm-100: the items after it would miss their extensions, so
+    /// none of them is written and the backup fails, naming the panic.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_backup_whose_extension_stage_dies_takes_no_more_items_and_fails() {
+        let plan = plan();
+        let log = OperationLog::new("backup", "b");
+        let mut extensions = Extensions::inactive();
+        let stage = ExtensionStage::spawn(Extensions::inactive(), |_, item| {
+            assert_ne!(item.name, "cm-100", "a bug in the stage");
+            Staged { verdict: Ok(Vec::new()), item, outcome: Outcome::default() }
+        })
+        .unwrap();
+        let mut c = Collector::new(&plan, &mut extensions, Some(stage), &log, ArchiveWriter::new(Vec::new()).unwrap());
+        for n in 0..300 {
+            c.take(configmap(n));
+        }
+        c.settle();
+        let err = c.finish_stage().unwrap_err().to_string();
+        assert!(err.contains("extension stage stopped") && err.contains("a bug in the stage"), "{err}");
+        // Only items of the batch the stage finished (cm-0 to cm-63), if any, are written.
+        let written = c.out.resource_list.get("v1/ConfigMap").cloned().unwrap_or_default();
+        assert_eq!(written.len(), c.out.items as usize);
+        for name in &written {
+            let n: u32 = name.trim_start_matches("shop/cm-").parse().unwrap();
+            assert!(n < 64, "{name} was written after the stage died: {written:?}");
+        }
+    }
+
+    /// Items come back from the stage in order, with the items their actions add taken after
+    /// them, however many batches are in flight.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn items_and_what_their_actions_add_are_written_in_order_through_many_batches() {
+        let plan = plan();
+        let log = OperationLog::new("backup", "b");
+        let mut extensions = Extensions::inactive();
+        // Every item adds one (cm-N adds cm-(N+10000)), which the stage sees too.
+        let stage = ExtensionStage::spawn(Extensions::inactive(), |_, item| {
+            let n: u32 = item.name.trim_start_matches("cm-").parse().unwrap();
+            let additional = if n < 10_000 { vec![configmap(n + 10_000)] } else { Vec::new() };
+            std::thread::sleep(Duration::from_micros(20));
+            Staged { verdict: Ok(additional), item, outcome: Outcome::default() }
+        })
+        .unwrap();
+        let mut c = Collector::new(&plan, &mut extensions, Some(stage), &log, ArchiveWriter::new(Vec::new()).unwrap());
+        for n in 0..2_000 {
+            c.take(configmap(n));
+        }
+        c.settle();
+        c.finish_stage().unwrap();
+        let written = &c.out.resource_list["v1/ConfigMap"];
+        assert_eq!(written.len(), 4_000);
+        // Each item is written before the one it added, and the listed ones in their order.
+        let at: std::collections::HashMap<&str, usize> = written.iter().enumerate().map(|(i, w)| (w.as_str(), i)).collect();
+        let position = |n: u32| at[format!("shop/cm-{n}").as_str()];
+        let listed: Vec<usize> = (0..2_000).map(position).collect();
+        assert!(listed.windows(2).all(|w| w[0] < w[1]), "listed items in order");
+        for n in 0..2_000 {
+            assert!(position(n) < position(n + 10_000), "cm-{n} before what it added");
         }
     }
 }

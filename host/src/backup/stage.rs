@@ -55,24 +55,20 @@ pub(super) struct StageStopped(String);
 impl ExtensionStage {
     /// Starts the stage with the operation's extensions. Host calls the extensions make are
     /// run on the tokio runtime current here.
-    pub fn start(mut extensions: Extensions) -> std::io::Result<ExtensionStage> {
+    pub fn start(extensions: Extensions) -> std::io::Result<ExtensionStage> {
+        Self::spawn(extensions, run_one)
+    }
+
+    /// Starts the stage's thread, which puts each item through `each`.
+    pub(super) fn spawn(
+        mut extensions: Extensions,
+        mut each: impl FnMut(&mut Extensions, Item) -> Staged + Send + 'static,
+    ) -> std::io::Result<ExtensionStage> {
         let (input, batches) = crossbeam_channel::bounded::<Vec<Item>>(QUEUE);
         let (done, output) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new().name("backup-extensions".into()).spawn(move || {
             for batch in batches {
-                let staged: Vec<Staged> = batch
-                    .into_iter()
-                    .map(|mut item| {
-                        let mut outcome = Outcome::default();
-                        match extensions.filter(&mut item, &mut outcome) {
-                            Err(why) => Staged { verdict: Err(why), item, outcome },
-                            Ok(()) => {
-                                let (item, additional) = extensions.item_actions(item, &mut outcome);
-                                Staged { verdict: Ok(additional), item, outcome }
-                            }
-                        }
-                    })
-                    .collect();
+                let staged: Vec<Staged> = batch.into_iter().map(|item| each(&mut extensions, item)).collect();
                 if done.send(staged).is_err() {
                     break;
                 }
@@ -151,14 +147,26 @@ impl ExtensionStage {
         debug_assert_eq!(self.in_flight, 0, "items still in the stage");
         self.input = None;
         let thread = self.thread.take().expect("finished once");
-        tokio::task::block_in_place(|| thread.join()).map_err(|panic| StageStopped(panic_message(&panic)))
+        tokio::task::block_in_place(|| thread.join()).map_err(|panic| StageStopped(panic_message(&*panic)))
     }
 
     /// Why the stage's thread is gone: the message of its panic.
     fn stopped(&mut self) -> StageStopped {
         match self.thread.take().map(|t| tokio::task::block_in_place(|| t.join())) {
-            Some(Err(panic)) => StageStopped(panic_message(&panic)),
+            Some(Err(panic)) => StageStopped(panic_message(&*panic)),
             _ => StageStopped("its thread ended".into()),
+        }
+    }
+}
+
+/// The item filters, then (when they keep it) the item actions.
+fn run_one(extensions: &mut Extensions, mut item: Item) -> Staged {
+    let mut outcome = Outcome::default();
+    match extensions.filter(&mut item, &mut outcome) {
+        Err(why) => Staged { verdict: Err(why), item, outcome },
+        Ok(()) => {
+            let (item, additional) = extensions.item_actions(item, &mut outcome);
+            Staged { verdict: Ok(additional), item, outcome }
         }
     }
 }

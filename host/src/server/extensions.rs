@@ -344,9 +344,14 @@ impl Extensions {
         Extensions { session: Some(session), resources: Vec::new() }
     }
 
+    /// No extensions: every item passes unchanged.
+    pub fn inactive() -> Extensions {
+        Extensions { session: None, resources: Vec::new() }
+    }
+
     /// Moves the extensions out (to another thread), leaving inactive ones in their place.
     pub fn take(&mut self) -> Extensions {
-        std::mem::replace(self, Extensions { session: None, resources: Vec::new() })
+        std::mem::replace(self, Extensions::inactive())
     }
 
     fn object_ref(item: &Item) -> ObjectRef {
