@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use e2e::{wait_for, Env, NS};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 fn extensions_dir() -> PathBuf {
@@ -234,14 +234,21 @@ fn extension_test_runs_offline_against_an_item_file() {
     assert!(text.contains("changes") && text.contains("fast-ssd") && text.contains("/spec/storageClassName"), "{text}");
 }
 
-/// Extensions run on a thread of their own during a backup: a backup with a slow action takes
-/// the same items as one without it, plus what the action adds, including the objects named by
-/// items still in the extension stage when listing ends (the claim's volume).
+/// Extensions run on a thread of their own during a backup: a backup of several batches of
+/// items with a slow action takes the same items as one without it, plus what the action adds,
+/// including the objects named by items still in the extension stage when listing ends (the
+/// claim's volume).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_through_the_extension_stage_takes_related_and_added_items() {
     let mut env = Env::start().await;
     env.start_server();
     e2e::apps::deploy_nginx(&env, e2e::apps::NGINX).await;
+    // Several batches' worth of items, so that the stage has a queue of them.
+    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), e2e::apps::NGINX);
+    for n in 0..300 {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("filler-{n}")}, "data": {"n": n.to_string()}})).unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
     // Slow on purpose (a few milliseconds an item), so that items are still in the stage when
     // the listing ends.
     let mark = json!({"apiVersion": "v1", "kind": "ConfigMap",
