@@ -112,7 +112,12 @@ pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        // Restores and `extension test` run extensions on these threads.
+        .thread_stack_size(stowage_runtime::EXTENSION_STACK_SIZE)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 #[cfg(test)]

@@ -66,6 +66,12 @@ mod session;
 mod source;
 mod wasm;
 
+/// The stack a thread that runs extensions needs. Scripts may build values nested as deep as
+/// their size limits allow (100,000 arrays in one another), and the script engine clones and
+/// drops them recursively: on a default 2 MiB stack that overflows and aborts the process.
+/// The memory is reserved, not used, until a script goes that deep.
+pub const EXTENSION_STACK_SIZE: usize = 256 << 20;
+
 pub use config::{
     Capabilities, ConfigError, ExecGrant, ExtensionConfig, MemoryLimit, OnError, DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_LIMIT, MAX_TIMEOUT_SECONDS,

@@ -316,6 +316,17 @@ pub(crate) fn to_rhai(value: &Value) -> Dynamic {
 
 /// Native Rhai values as JSON; fails on values JSON cannot hold (functions, timestamps, NaN).
 pub(crate) fn from_rhai(value: &Dynamic) -> Result<Value, String> {
+    from_rhai_at(value, 0)
+}
+
+/// Arrays and maps nested deeper than this do not become JSON (serde_json reads no deeper
+/// either); the recursion stays bounded whatever a script builds.
+const MAX_DEPTH: usize = 128;
+
+fn from_rhai_at(value: &Dynamic, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("a value nested deeper than {MAX_DEPTH} levels has no JSON form"));
+    }
     if value.is_unit() {
         return Ok(Value::Null);
     }
@@ -339,14 +350,14 @@ pub(crate) fn from_rhai(value: &Dynamic) -> Result<Value, String> {
     if let Ok(a) = value.as_array_ref() {
         return a
             .iter()
-            .map(from_rhai)
+            .map(|v| from_rhai_at(v, depth + 1))
             .collect::<Result<_, _>>()
             .map(Value::Array);
     }
     if let Ok(m) = value.as_map_ref() {
         return m
             .iter()
-            .map(|(k, v)| Ok((k.to_string(), from_rhai(v)?)))
+            .map(|(k, v)| Ok((k.to_string(), from_rhai_at(v, depth + 1)?)))
             .collect::<Result<_, _>>()
             .map(Value::Object);
     }

@@ -17,7 +17,7 @@ use crate::script::{ScriptInstance, ScriptOutput};
 use crate::selector::ResourceSelector;
 use crate::source::{ExtensionId, ExtensionKind};
 use crate::wasm::{
-    json_text, to_wit_context, wit_item, ActionCall, CallError, Change, WasmInstance, WitContext, WitItem,
+    identity_in, json_text, to_wit_context, wit_item, ActionCall, CallError, Change, WasmInstance, WitContext, WitItem,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -301,6 +301,9 @@ impl Session {
             let mut record = ItemRecord::new(phase);
             match result.and_then(|output| self.check_output(index, &outcome.item, output)) {
                 Ok(ActionCall { change, additional, skip }) => {
+                    // Only a restore item action may skip an item (a backup's item action
+                    // asking to would stop the actions after it).
+                    let skip = skip && kind == ExtensionKind::RestoreItemAction;
                     let patch = match change {
                         Change::Unchanged => Vec::new(),
                         Change::Patch { id, patch } => {
@@ -499,16 +502,41 @@ impl Session {
         Ok(())
     }
 
-    /// Refuses output outside a namespaced extension's scope.
+    /// Refuses output outside a namespaced extension's scope, an item made into another kind,
+    /// and an added item whose object says another identity than the item beside it. The host
+    /// goes by what the objects say, so their identity is checked as well as the one stated.
     fn check_output(&self, index: usize, current: &Item, output: ActionCall) -> Result<ActionCall, CallError> {
         let scope = &self.slots[index].extension.scope;
-        let id = output.change.id().unwrap_or(&current.id);
-        for produced in std::iter::once(id).chain(output.additional.iter().map(|i| &i.id)) {
+        let refuse = |m: String| Err(CallError::Returned(m));
+        let stated = output.change.id().unwrap_or(&current.id);
+        let object_says = match &output.change {
+            Change::Unchanged => None,
+            Change::Patch { id, patch } => Some(identity_in(id.as_ref().unwrap_or(&current.id), patch)),
+            Change::Replace { item, .. } => Some(identity_in(&item.id, &item.object)),
+        };
+        for after in std::iter::once(stated).chain(&object_says) {
+            if after.group != current.id.group || after.kind != current.id.kind {
+                return refuse(format!(
+                    "returned {} as a {}{}: an item action changes an object, it does not make it another kind",
+                    current.id,
+                    after.kind,
+                    if after.group.is_empty() { String::new() } else { format!(".{}", after.group) }
+                ));
+            }
+        }
+        for added in &output.additional {
+            let says = identity_in(&added.id, &added.object);
+            if says != added.id {
+                return refuse(format!("added {} whose object says it is {says}", added.id));
+            }
+        }
+        let produced = std::iter::once(stated).chain(&object_says).chain(output.additional.iter().map(|i| &i.id));
+        for produced in produced {
             if produced.kind.is_empty() || produced.name.is_empty() {
-                return Err(CallError::Returned("returned an item without a kind or name".into()));
+                return refuse("returned an item without a kind or name".into());
             }
             if !scope.allows(&produced.namespace) {
-                return Err(CallError::Returned(format!("returned {produced} outside its {scope}")));
+                return refuse(format!("returned {produced} outside its {scope}"));
             }
         }
         Ok(output)

@@ -340,3 +340,61 @@ fn sessions_can_move_to_another_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Session>();
 }
+
+/// Namespaced Rhai item actions in shop, each trying to reach out of it through what it
+/// returns rather than through host calls.
+fn escaping(name: &str, body: &str) -> ExtensionSource {
+    source("shop", name, ExtensionKind::ItemAction, Module::Rhai(format!("fn execute(ctx, item) {{ {body} }}")), "")
+}
+
+#[test]
+fn a_namespaced_action_may_not_move_items_out_of_its_namespace_through_their_objects() {
+    let registry = registry();
+    // The item's object says kube-system, the item beside it still says shop.
+    registry.upsert(escaping("a-move", r#"item.object.metadata.namespace = "kube-system"; item"#)).unwrap();
+    // An added ConfigMap stated in shop whose object says bank.
+    registry.upsert(escaping("b-add", r#"
+        let cm = #{ apiVersion: "v1", kind: "ConfigMap", metadata: #{ name: "x", namespace: "bank" } };
+        #{ item: item, additional_items: [#{ group: "", version: "v1", kind: "ConfigMap", namespace: "shop", name: "x", object: cm }] }"#)).unwrap();
+    // The item made into another kind.
+    registry.upsert(escaping("c-kind", r#"item.object.kind = "ClusterRoleBinding"; item.object.apiVersion = "rbac.authorization.k8s.io/v1"; item"#)).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(outcome.item, pod("shop", "web"), "every change refused");
+    assert!(outcome.additional.is_empty(), "{:?}", outcome.additional);
+    let messages: Vec<&str> = outcome.issues.iter().map(|i| i.message.as_str()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(messages[0].contains("shop/a-move") && messages[0].contains("outside its namespace shop"), "{}", messages[0]);
+    assert!(messages[1].contains("shop/b-add") && messages[1].contains("whose object says it is ConfigMap bank/x"), "{}", messages[1]);
+    assert!(messages[2].contains("shop/c-kind") && messages[2].contains("does not make it another kind"), "{}", messages[2]);
+}
+
+#[test]
+fn a_backup_item_action_cannot_skip_the_actions_after_it() {
+    let registry = registry();
+    registry.upsert(escaping("a-skip", "#{ item: item, skip: true }")).unwrap();
+    registry.upsert(rhai_action("stowage", "z-annotate", "annotate.rhai", "")).unwrap();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert!(outcome.skipped_by.is_none(), "{:?}", outcome.skipped_by);
+    assert!(outcome.item.object["metadata"]["annotations"].is_object(), "the action after it ran: {}", outcome.item.object);
+}
+
+/// A script's value nested deep (here 20,000 arrays in one another, well within the size
+/// limits) does not bring the process down on a thread with [`EXTENSION_STACK_SIZE`], as the
+/// server's threads have: on a default 2 MiB stack this aborts the test process.
+#[test]
+fn deeply_nested_script_values_do_not_overflow_the_stack() {
+    let registry = registry();
+    let script = "fn execute(ctx, item) { let v = 1; for i in 0..20000 { v = [v]; } item.object.deep = v; item }";
+    registry.upsert(source("shop", "deep", ExtensionKind::ItemAction, Module::Rhai(script.into()), "timeoutSeconds: 300\n")).unwrap();
+    let snapshot = registry.snapshot();
+    let outcome = std::thread::Builder::new()
+        .stack_size(EXTENSION_STACK_SIZE)
+        .spawn(move || with_session(&snapshot, RecordingHost::new(), |s| s.item_actions(pod("shop", "web"))))
+        .unwrap()
+        .join()
+        .unwrap();
+    let messages: Vec<&str> = outcome.issues.iter().map(|i| i.message.as_str()).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("nested deeper than 128 levels"), "{messages:?}");
+    assert_eq!(outcome.item, pod("shop", "web"));
+}

@@ -66,15 +66,18 @@ impl ExtensionStage {
     ) -> std::io::Result<ExtensionStage> {
         let (input, batches) = crossbeam_channel::bounded::<Vec<Item>>(QUEUE);
         let (done, output) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new().name("backup-extensions".into()).spawn(move || {
-            for batch in batches {
-                let staged: Vec<Staged> = batch.into_iter().map(|item| each(&mut extensions, item)).collect();
-                if done.send(staged).is_err() {
-                    break;
+        let thread = std::thread::Builder::new()
+            .name("backup-extensions".into())
+            .stack_size(stowage_runtime::EXTENSION_STACK_SIZE)
+            .spawn(move || {
+                for batch in batches {
+                    let staged: Vec<Staged> = batch.into_iter().map(|item| each(&mut extensions, item)).collect();
+                    if done.send(staged).is_err() {
+                        break;
+                    }
                 }
-            }
-            extensions
-        })?;
+                extensions
+            })?;
         Ok(ExtensionStage {
             input: Some(input),
             output,

@@ -379,6 +379,17 @@ impl Extensions {
             .iter()
             .find(|d| d.info.group == added.id.group && d.info.kind == added.id.kind)
             .ok_or_else(|| format!("the cluster serves no {} {}", added.id.group, added.id.kind))?;
+        // The object is what gets written and created: it must be the kind stated, and a
+        // cluster-scoped kind has no namespace (a namespaced extension's items are checked to be
+        // in its namespace by what they state).
+        let says = |pointer: &str| added.object.pointer(pointer).and_then(serde_json::Value::as_str);
+        let group_of = |api_version: &str| api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned();
+        if says("/kind").is_some_and(|k| k != d.info.kind) || says("/apiVersion").is_some_and(|v| group_of(v) != d.info.group) {
+            return Err(format!("its object is a {} {}", says("/apiVersion").unwrap_or_default(), says("/kind").unwrap_or_default()));
+        }
+        if !d.info.namespaced && (!added.id.namespace.is_empty() || says("/metadata/namespace").is_some_and(|n| !n.is_empty())) {
+            return Err(format!("{} is cluster-scoped, but the item is given namespace {}", d.info.kind, added.id.namespace));
+        }
         Item::new(added.object, &d.info).map_err(|e| e.to_string())
     }
 
@@ -484,6 +495,44 @@ pub fn runs(report: &ExtensionReport) -> Vec<Value> {
 mod tests {
     use super::*;
     use stowage_runtime::{ExtensionId, ExtensionKind, ExtensionSource, Module};
+
+    /// What an extension adds is written and created as its object says: an object of another
+    /// kind than stated, or a cluster-scoped one given a namespace, is left out.
+    #[test]
+    fn added_items_are_the_kind_they_say_and_cluster_scoped_ones_have_no_namespace() {
+        let discovered = |group: &str, plural: &str, kind: &str, namespaced: bool| {
+            let info = stowage_pipeline::ApiResourceInfo::new(group, "v1", plural, kind, namespaced);
+            let api = kube::api::ApiResource {
+                group: group.into(),
+                version: "v1".into(),
+                api_version: info.api_version(),
+                kind: kind.into(),
+                plural: plural.into(),
+            };
+            Discovered { info, api }
+        };
+        let mut extensions = Extensions::inactive();
+        extensions.resources = vec![
+            discovered("", "configmaps", "ConfigMap", true),
+            discovered("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false),
+        ];
+        let added = |group: &str, kind: &str, namespace: &str, object: serde_json::Value| stowage_runtime::Item {
+            id: ObjectRef { group: group.into(), version: "v1".into(), kind: kind.into(), namespace: namespace.into(), name: "x".into() },
+            object,
+        };
+        let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop"}});
+        let item = extensions.pipeline_item(added("", "ConfigMap", "shop", configmap)).unwrap();
+        assert_eq!((item.kind.as_str(), item.namespace.as_deref()), ("ConfigMap", Some("shop")));
+
+        let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "x"}});
+        let rbac = "rbac.authorization.k8s.io";
+        let e = extensions.pipeline_item(added(rbac, "ClusterRoleBinding", "shop", binding.clone())).unwrap_err();
+        assert!(e.contains("ClusterRoleBinding is cluster-scoped, but the item is given namespace shop"), "{e}");
+        let e = extensions.pipeline_item(added("", "ConfigMap", "shop", binding.clone())).unwrap_err();
+        assert!(e.contains("its object is a rbac.authorization.k8s.io/v1 ClusterRoleBinding"), "{e}");
+        // An administrator's extension may add one, without a namespace.
+        extensions.pipeline_item(added(rbac, "ClusterRoleBinding", "", binding)).unwrap();
+    }
 
     #[test]
     fn a_backup_may_only_name_loaded_active_extensions() {
