@@ -416,13 +416,80 @@ impl Agent {
 
 /// `.stowage/<restore-uid>` in the volume: the restore helper's signal. The directory is open to
 /// every user, as the helper runs as whatever user the pod's security context says and removes it.
+///
+/// What is in the volume is the application's, restored from its backup: `.stowage` may be a
+/// symlink (say to the node's `/var/lib/kubelet`) or a file. Only a real directory is used,
+/// anything else in its place is removed first, and neither the directory nor the marker is
+/// reached through a symlink: the agent runs as root.
 fn write_marker(volume: &std::path::Path, restore_uid: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = volume.join(names::RESTORE_MARKER_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
-    let marker = dir.join(restore_uid);
-    std::fs::write(&marker, b"").map_err(|e| anyhow::anyhow!("writing {}: {e}", marker.display()))?;
-    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666))?;
+    let context = |what: &str, e: std::io::Error| anyhow::anyhow!("{what} {}: {e}", dir.display());
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => std::fs::remove_file(&dir).map_err(|e| context("removing what is not a directory at", e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(context("reading", e)),
+    }
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(context("creating", e)),
+        _ => {}
+    }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&dir)
+        .map_err(|e| context("opening", e))?;
+    handle.set_permissions(std::fs::Permissions::from_mode(0o777)).map_err(|e| context("opening up", e))?;
+    // Through the handle: the directory just checked, whatever is at its path by now.
+    let marker = std::path::PathBuf::from(format!("/proc/self/fd/{}/{restore_uid}", handle.as_raw_fd()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&marker)
+        .map_err(|e| context(&format!("writing {restore_uid} in"), e))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o666)).map_err(|e| context("opening up the marker in", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// A restored volume whose `.stowage` is a symlink elsewhere, or a file: the marker goes
+    /// into a real directory of that name, and nothing outside the volume is touched.
+    #[test]
+    fn the_restore_marker_never_goes_through_what_the_volume_holds_in_its_place() {
+        let root = tempfile::tempdir().unwrap();
+        let (volume, outside) = (root.path().join("volume"), root.path().join("outside"));
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = volume.join(names::RESTORE_MARKER_DIR);
+        std::os::unix::fs::symlink(&outside, &dir).unwrap();
+
+        write_marker(&volume, "uid-1").unwrap();
+        assert_eq!(mode(&outside), 0o700, "the symlink's target keeps its mode");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside the volume");
+        assert!(std::fs::symlink_metadata(&dir).unwrap().is_dir(), "a real directory in its place");
+        assert_eq!((mode(&dir), mode(&dir.join("uid-1"))), (0o777, 0o666));
+
+        // A file in its place, and a directory already there.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        write_marker(&volume, "uid-2").unwrap();
+        write_marker(&volume, "uid-3").unwrap();
+        let mut markers: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        markers.sort();
+        assert_eq!(markers, ["uid-2", "uid-3"]);
+    }
 }
