@@ -33,7 +33,7 @@ use rustic_core::{
     FileType, Id, IndexedFullStatus, LsOptions, Progress, ReadBackend, Repository, RusticError,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::num::NonZeroU32;
@@ -178,7 +178,7 @@ impl Restore<'_> {
                 self.check_cancel()?;
             }
             let (rel, node) = item.map_err(self.err)?;
-            self.check_inside(&rel)?;
+            self.check_inside(&rel, &node.name())?;
             let path = target.join(&rel);
             match &node.node_type {
                 NodeType::Dir => self.ensure_dir(&path)?,
@@ -214,8 +214,8 @@ impl Restore<'_> {
     /// Refuses a path that would leave the target (`..`, an absolute path): a snapshot's
     /// names come from whoever wrote the repository. The metadata pass walks the same tree
     /// after this one has checked every path.
-    fn check_inside(&self, rel: &Path) -> Result<(), EngineError> {
-        if is_inside(rel) {
+    fn check_inside(&self, rel: &Path, name: &OsStr) -> Result<(), EngineError> {
+        if is_inside(rel) && names_itself(rel, name) {
             return Ok(());
         }
         Err(EngineError::Repository {
@@ -602,6 +602,13 @@ fn is_inside(rel: &Path) -> bool {
     rel.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
+/// Whether a node's path ends in the node's own name, as one component: a name that is empty,
+/// `.`, or holds a `/` would make the path go through (or stop at) another entry, such as a
+/// symlink restored just before it (`l -> /etc`, then a file named `l/passwd`).
+fn names_itself(rel: &Path, name: &OsStr) -> bool {
+    rel.file_name() == Some(name)
+}
+
 fn is_zero(data: &[u8]) -> bool {
     let words = data.chunks_exact(16);
     let tail = words.remainder();
@@ -731,6 +738,18 @@ fn set_metadata(path: &Path, node: &Node, warnings: &MetaWarnings) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_path_must_end_in_the_node_s_own_name() {
+        let ok = |rel: &str, name: &str| is_inside(Path::new(rel)) && names_itself(Path::new(rel), OsStr::new(name));
+        assert!(ok("data/l", "l"));
+        assert!(ok("a/b/c.txt", "c.txt"));
+        // What a tree whose node names were tampered with would give.
+        assert!(!ok("data/l/passwd", "l/passwd"), "a name with a slash");
+        assert!(!ok("data", ""), "an empty name");
+        assert!(!ok("data", "."), "a dot");
+        assert!(!ok("data/..", ".."), "two dots");
+    }
+
     use super::*;
 
     fn piece(offset: u32, length: u32, file: u32, at: u64) -> Piece {

@@ -11,6 +11,9 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Denied host calls recorded per call at most (a guest may call again and again).
+const MAX_DENIALS: usize = 100;
 use std::panic::AssertUnwindSafe;
 use tokio::runtime::Handle;
 
@@ -157,8 +160,35 @@ impl Gate {
         } else {
             format!("{call} {target} denied: {reason}")
         };
-        self.denials.lock().unwrap().push(Denial { call: call.into(), target, reason });
+        let mut denials = self.denials.lock().unwrap();
+        // A guest can call again and again: what is recorded stays bounded.
+        if denials.len() < MAX_DENIALS {
+            let target = target.chars().take(256).collect();
+            denials.push(Denial { call: call.into(), target, reason });
+        }
         message
+    }
+
+    /// Refuses names that are not one path segment of the API: the host puts them into request
+    /// paths, where `web/ephemeralcontainers` or `web/exec?container=other` would reach another
+    /// subresource or container than the one checked. `may_be_empty` is for a namespace that
+    /// may be left out.
+    fn check_names(&self, call: &str, target: &str, names: &[(&str, &str, bool)]) -> Result<(), String> {
+        for &(what, name, may_be_empty) in names {
+            let valid = if name.is_empty() {
+                may_be_empty
+            } else {
+                name.len() <= 253
+                    && name != "."
+                    && name != ".."
+                    && !name.chars().any(|c| matches!(c, '/' | '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control())
+            };
+            if !valid {
+                let shown: String = name.chars().take(64).collect();
+                return Err(self.deny(call, target.chars().take(256).collect(), format!("{what} {shown:?} is not a valid Kubernetes name")));
+            }
+        }
+        Ok(())
     }
 
     fn check_scope(&self, call: &str, target: &str, namespace: &str) -> Result<(), String> {
@@ -191,6 +221,7 @@ impl Gate {
         if !self.capabilities.may_read(&object.group, &object.kind) {
             return Err(self.deny(call, target, format!("capability kubeRead does not include {}", object.kind)));
         }
+        self.check_names(call, &target, &[("namespace", &object.namespace, true), ("name", &object.name, false)])?;
         self.check_scope(call, &target, &object.namespace)?;
         self.block_on(call, None, self.host.kube_get(object))
     }
@@ -201,6 +232,7 @@ impl Gate {
         if !self.capabilities.may_read(&kind.group, &kind.kind) {
             return Err(self.deny(call, target, format!("capability kubeRead does not include {}", kind.kind)));
         }
+        self.check_names(call, &target, &[("namespace", namespace, true)])?;
         self.check_scope(call, &target, namespace)?;
         self.block_on(call, None, self.host.kube_list(kind, namespace, label_selector))
     }
@@ -211,6 +243,7 @@ impl Gate {
         if !self.capabilities.may_write(&object.group, &object.kind) {
             return Err(self.deny(call, target, format!("capability kubeWrite does not include {}", object.kind)));
         }
+        self.check_names(call, &target, &[("namespace", &object.namespace, true), ("name", &object.name, false)])?;
         self.check_scope(call, &target, &object.namespace)?;
         self.block_on(call, None, self.host.kube_patch(object, merge_patch))
     }
@@ -221,6 +254,7 @@ impl Gate {
         if !self.capabilities.may_write(&object.group, &object.kind) {
             return Err(self.deny(call, target, format!("capability kubeWrite does not include {}", object.kind)));
         }
+        self.check_names(call, &target, &[("namespace", &object.namespace, true), ("name", &object.name, false)])?;
         self.check_scope(call, &target, &object.namespace)?;
         self.block_on(call, None, self.host.kube_scale(object, replicas))
     }
@@ -235,6 +269,8 @@ impl Gate {
                 format!("capability exec does not include container {}", request.container),
             ));
         }
+        let names = [("namespace", request.namespace.as_str(), false), ("pod", &request.pod, false), ("container", &request.container, false)];
+        self.check_names(call, &target, &names)?;
         self.check_scope(call, &target, &request.namespace)?;
         let remaining = self.deadline().saturating_duration_since(Instant::now());
         request.timeout = request.timeout.min(remaining);

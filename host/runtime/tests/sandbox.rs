@@ -398,3 +398,27 @@ fn deeply_nested_script_values_do_not_overflow_the_stack() {
     assert!(messages[0].contains("nested deeper than 128 levels"), "{messages:?}");
     assert_eq!(outcome.item, pod("shop", "web"));
 }
+
+/// Names go into the API's request paths: one that is not a single path segment (a
+/// subresource, a query) is denied before the host is called, however the capability reads.
+#[test]
+fn names_that_would_reach_another_path_are_denied() {
+    let registry = registry();
+    let config = |name: &str| {
+        format!("capabilities:\n  kubeRead: [pods]\n  kubeWrite: [pods]\nparameters:\n  target-kind: Pod\n  target-namespace: shop\n  target-name: {name:?}\n")
+    };
+    registry.upsert(rhai_action("stowage", "a", "kube-calls.rhai", &config("web/ephemeralcontainers"))).unwrap();
+    registry.upsert(rhai_action("stowage", "b", "kube-calls.rhai", &config("web?container=other"))).unwrap();
+    registry.upsert(rhai_action("stowage", "c", "kube-calls.rhai", &config(".."))).unwrap();
+    let host = RecordingHost::new();
+    let report = with_session(&registry.snapshot(), host.clone(), |s| {
+        s.item_actions(pod("shop", "web"));
+        s.report()
+    });
+    assert!(host.calls().is_empty(), "the host was called: {:?}", host.calls());
+    for record in &report.extensions {
+        assert_eq!(record.counts.denied, 2, "{record:?}");
+        let reasons: Vec<&str> = record.items[0].denied.iter().map(|d| d.reason.as_str()).collect();
+        assert!(reasons.iter().all(|r| r.contains("is not a valid Kubernetes name")), "{reasons:?}");
+    }
+}
