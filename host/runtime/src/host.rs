@@ -11,11 +11,11 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use std::panic::AssertUnwindSafe;
+use tokio::runtime::Handle;
 
 /// Denied host calls recorded per call at most (a guest may call again and again).
 const MAX_DENIALS: usize = 100;
-use std::panic::AssertUnwindSafe;
-use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
