@@ -93,6 +93,9 @@ pub const RESTORE_UID: Key = Key::new("stowage.io/restore-uid", &["velero.io/res
 pub const SCHEDULE_NAME: Key = Key::new("stowage.io/schedule-name", &["velero.io/schedule-name"]);
 /// On Backups: the location they are stored in (used by sync).
 pub const STORAGE_LOCATION: Key = Key::new("stowage.io/storage-location", &["velero.io/storage-location"]);
+/// On Backups garbage collection could not delete: why (`LocationReadOnly`, `LocationNotFound`,
+/// `LocationUnavailable`); removed once it can.
+pub const GC_FAILURE: Key = Key::new("stowage.io/gc-failure", &["velero.io/gc-failure"]);
 /// On PodVolumeBackups: the PVC whose data it holds, so incremental chains survive reschedules.
 pub const PVC_UID: Key = Key::new("stowage.io/pvc-uid", &["velero.io/pvc-uid"]);
 
@@ -195,6 +198,7 @@ pub fn all() -> Vec<Key> {
         RESTORE_UID,
         SCHEDULE_NAME,
         STORAGE_LOCATION,
+        GC_FAILURE,
         PVC_UID,
         EXCLUDE_FROM_BACKUP,
         BACKUP_VOLUMES,

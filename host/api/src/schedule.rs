@@ -22,6 +22,7 @@ use crate::serde_util::is_false;
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Next Run", type_ = "date", json_path = ".status.nextRun"),
     printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -36,12 +37,46 @@ pub struct ScheduleSpec {
     /// A paused schedule creates no backups.
     #[serde(default, skip_serializing_if = "is_false")]
     pub paused: bool,
-    /// Do not take a backup as soon as the schedule is created or unpaused.
+    /// Whether to wait for the first due time after the schedule is created or unpaused.
+    /// Unset means true: no backup is taken until the schedule says so. `false` takes one
+    /// backup at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_immediately: Option<bool>,
     /// Make the schedule the owner of its backups, so deleting it deletes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_owner_references_in_backup: Option<bool>,
+    /// How many of the schedule's backups to keep, counted like restic's `forget --keep-*`;
+    /// applied after each run, on top of each backup's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+impl ScheduleSpec {
+    /// Whether the first run waits for the first due time (the default).
+    pub fn skips_immediately(&self) -> bool {
+        self.skip_immediately.unwrap_or(true)
+    }
+}
+
+/// Count-based retention: a backup is kept when any rule keeps it (restic's semantics).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep the newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
 }
 
 /// Whether a schedule is valid and creating backups.
@@ -58,12 +93,22 @@ pub enum SchedulePhase {
 pub struct ScheduleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<SchedulePhase>,
-    /// When the last backup was created.
+    /// The due time of the run the last backup was created for (its name carries it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<Time>,
-    /// When a backup was last skipped (because the previous one was still running).
+    /// The due time of the last run skipped because the schedule's previous backup was still
+    /// running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_skipped: Option<Time>,
+    /// When the next backup is due (unset while paused or invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Time>,
+    /// When the schedule was seen paused; set while it is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Time>,
+    /// When the schedule was last seen unpaused: runs due before it are not made up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
 }
