@@ -189,6 +189,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         metrics_address: "127.0.0.1:0".parse()?,
         default_volumes_to_fs_backup: false,
         location_check_period: Some(Duration::from_secs(1)),
+        garbage_collection_frequency: crate::gc::DEFAULT_FREQUENCY,
         pod_volume_timeout: Duration::from_secs(120),
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
         namespaced_extension_capabilities: stowage_runtime::Capabilities {

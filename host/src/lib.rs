@@ -8,6 +8,8 @@ pub mod commands;
 pub mod crdgen;
 pub mod demo;
 pub mod discovery;
+pub mod gc;
 pub mod install;
 pub mod restore;
+pub mod schedules;
 pub mod server;

@@ -136,6 +136,13 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             return Ok(());
         }
     };
+    if restore.spec.backup_name.is_none() {
+        // A restore of a schedule's latest backup records which backup that was, as Velero
+        // does: `describe` shows it, and deleting the backup finds its restores.
+        let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let spec = json!({"spec": {"backupName": v.backup.name_any()}});
+        api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&spec)).await?;
+    }
     ctx.patch_status::<Restore>(&name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
     log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
     let result = async {

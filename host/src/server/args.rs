@@ -18,6 +18,11 @@ pub struct ServerArgs {
     /// How often storage locations are checked and synced (Go duration; default 30s).
     #[arg(long, value_parser = parse_period)]
     pub location_check_period: Option<std::time::Duration>,
+    /// How often expired backups are looked for (Go duration), besides when each expires; also
+    /// how often one that could not be deleted (its location ReadOnly, missing or unavailable)
+    /// is retried.
+    #[arg(long, value_parser = parse_period, default_value = "1h")]
+    pub garbage_collection_frequency: std::time::Duration,
     /// How long the pod volume backups of one backup (or restores of one restore) may take
     /// (Go duration); a Backup's `stowage.io/pod-volume-timeout` annotation overrides it.
     #[arg(long, value_parser = parse_period, default_value = "4h")]
@@ -59,7 +64,8 @@ mod tests {
     #[test]
     fn flags_parse() {
         let h = Harness::try_parse_from(["server", "-n", "backup", "--metrics-address", "127.0.0.1:9000",
-            "--location-check-period", "2s"]).unwrap();
+            "--location-check-period", "2s", "--garbage-collection-frequency", "10m"]).unwrap();
+        assert_eq!(h.args.garbage_collection_frequency, std::time::Duration::from_secs(600));
         assert_eq!(h.args.namespace, "backup");
         assert_eq!(h.args.location_check_period, Some(std::time::Duration::from_secs(2)));
         assert!(Harness::try_parse_from(["server", "--location-check-period", "soon"]).is_err());

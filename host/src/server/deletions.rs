@@ -1,5 +1,6 @@
-//! DeleteBackupRequests: remove one backup's data from its storage location, then the Backup
-//! object — and nothing that belongs to another backup.
+//! DeleteBackupRequests: remove one backup's data from its storage location (its directory,
+//! its volume snapshots, its restores' directories), its restores and PodVolumeBackups, then
+//! the Backup object — and nothing that belongs to another backup.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,9 @@ pub async fn delete_backup(ctx: &Context, name: &str) -> anyhow::Result<()> {
     // The trailing slash keeps `nightly` from matching `nightly-2`'s files.
     let prefix = format!("{}/", StoreLayout::new(None).backup_dir(name).trim_end_matches('/'));
     store.delete_prefix(&prefix).await?;
+    let removed = crate::gc::owned::remove(ctx, store.as_ref(), name).await?;
+    tracing::info!(backup = name, "deleting: removed {} restore(s) and {} pod volume backup(s)",
+        removed.restores, removed.pod_volume_backups);
     backups.delete(name, &DeleteParams::default()).await?;
     Ok(())
 }

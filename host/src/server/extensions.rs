@@ -150,6 +150,8 @@ pub async fn watch(ctx: Arc<Context>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+        let quarantined = ctx.extensions.states().iter().filter(|s| s.state == stowage_runtime::State::Quarantined).count();
+        ctx.metrics.extensions_quarantined.set(quarantined as i64);
     }
 }
 

@@ -79,6 +79,7 @@ async fn validate_and_sync(ctx: &Context, api: &Api<BackupStorageLocation>, loc:
         Ok(store) => (LocationPhase::Available, None, Some(store)),
         Err(e) => (LocationPhase::Unavailable, Some(format!("{e:#}")), None),
     };
+    ctx.metrics.schedules.location(&name, phase == LocationPhase::Available);
     let mut status = json!({"phase": phase, "lastValidationTime": now(), "message": message});
     if let Some(store) = store {
         let period = loc.spec.backup_sync_period.as_deref().map(stowage_api::duration::parse);

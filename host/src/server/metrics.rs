@@ -33,6 +33,10 @@ pub struct Metrics {
     pub extension_calls: Family<Labels, Counter>,
     /// How long extension calls took, by extension.
     pub extension_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Extensions loaded from ConfigMaps that are quarantined (broken) now.
+    pub extensions_quarantined: Gauge,
+    /// Per-schedule and garbage-collection metrics.
+    pub schedules: crate::schedules::metrics::ScheduleMetrics,
 }
 
 fn extension_durations() -> Histogram {
@@ -63,6 +67,8 @@ impl Metrics {
             restore_items: Gauge::default(),
             extension_calls: Family::default(),
             extension_duration: Family::new_with_constructor(extension_durations),
+            extensions_quarantined: Gauge::default(),
+            schedules: Default::default(),
         };
         let r = &mut registry;
         r.register("backup_attempt", "Backups started", m.backup_attempts.clone());
@@ -82,6 +88,8 @@ impl Metrics {
         r.register("restore_items", "Items in the last restore", m.restore_items.clone());
         r.register("extension_calls", "Extension calls, by extension and outcome", m.extension_calls.clone());
         r.register("extension_duration_seconds", "Time an extension call took", m.extension_duration.clone());
+        r.register("extensions_quarantined", "Extensions quarantined because they failed to load", m.extensions_quarantined.clone());
+        m.schedules.register(r);
         Metrics { registry, ..m }
     }
 

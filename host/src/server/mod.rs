@@ -1,5 +1,5 @@
-//! `stowage server`: the controllers for backups, restores, storage locations, deletions and
-//! downloads, and the metrics endpoint.
+//! `stowage server`: the controllers for backups, restores, schedules, garbage collection,
+//! storage locations, deletions and downloads, and the metrics endpoint.
 
 mod args;
 pub mod deletions;
@@ -79,6 +79,8 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         () = deletions::run(ctx.clone()) => {}
         () = extensions::watch(ctx.clone()) => {}
         () = downloads::run(ctx.clone()) => {}
+        () = crate::schedules::run(ctx.clone()) => {}
+        () = crate::gc::run(ctx.clone(), args.garbage_collection_frequency) => {}
         r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
     }
     Ok(())
