@@ -41,6 +41,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore backups; list and describe restores and read their logs.
     Restore(RestoreArgs),
+    /// Take backups on a schedule; list, describe, pause, unpause and delete schedules.
+    Schedule(crate::commands::schedule::ScheduleArgs),
     /// Add and list the storage locations backups are kept in.
     BackupLocation(LocationArgs),
     /// Reach volume backup repositories with the restic CLI.
@@ -98,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),
         Command::Backup(args) => runtime()?.block_on(crate::commands::backup::run(args, &cli.cluster)),
         Command::Restore(args) => runtime()?.block_on(crate::commands::restore::run(args, &cli.cluster)),
+        Command::Schedule(args) => runtime()?.block_on(crate::commands::schedule::run(args, &cli.cluster)),
         Command::BackupLocation(args) => runtime()?.block_on(crate::commands::location::run(args, &cli.cluster)),
     }
 }

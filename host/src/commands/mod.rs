@@ -1,4 +1,4 @@
-//! The day-to-day commands: `stowage backup ...`, `stowage restore ...`,
+//! The day-to-day commands: `stowage backup ...`, `stowage restore ...`, `stowage schedule ...`,
 //! `stowage backup-location ...`. Each talks to the cluster only through Stowage's custom
 //! resources (and the Secrets the server serves downloads in), never to the object store.
 
@@ -10,6 +10,7 @@ pub mod location;
 pub mod output;
 pub mod repo;
 pub mod restore;
+pub mod schedule;
 pub mod selector;
 pub mod wait;
 

@@ -19,6 +19,27 @@ pub struct CreateArgs {
     #[arg(required_unless_present = "from_schedule")]
     pub name: Option<String>,
     #[command(flatten)]
+    pub settings: BackupSettings,
+    /// Labels to put on the backup (KEY=VALUE,...).
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub labels: Vec<String>,
+    /// Take the backup's settings from this schedule's template (other settings flags are
+    /// not allowed with it).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub from_schedule: Option<String>,
+    /// Wait until the backup has finished, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the created backup.
+    #[arg(short, long, value_enum)]
+    pub output: Option<ObjectFormat>,
+}
+
+/// What a backup covers and how it is kept: the flags `backup create` and `schedule create`
+/// share.
+#[derive(Debug, clap::Args)]
+pub struct BackupSettings {
+    #[command(flatten)]
     pub filters: FilterArgs,
     /// How long to keep the backup (Go duration: 720h, 72h30m) [default: 720h].
     #[arg(long, value_parser = filters::parse_duration)]
@@ -35,23 +56,10 @@ pub struct CreateArgs {
     /// loaded and active.
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     pub extensions: Vec<String>,
-    /// Labels to put on the backup (KEY=VALUE,...).
-    #[arg(long, value_name = "KEY=VALUE,...")]
-    pub labels: Vec<String>,
-    /// Take the backup's settings from this schedule's template (other settings flags are
-    /// not allowed with it).
-    #[arg(long, value_name = "SCHEDULE")]
-    pub from_schedule: Option<String>,
-    /// Wait until the backup has finished, showing its progress.
-    #[arg(long)]
-    pub wait: bool,
-    /// Print the created backup.
-    #[arg(short, long, value_enum)]
-    pub output: Option<ObjectFormat>,
 }
 
-impl CreateArgs {
-    /// The spec the flags ask for (everything but what a schedule provides).
+impl BackupSettings {
+    /// The spec the flags ask for.
     pub fn spec(&self) -> Result<BackupSpec, String> {
         self.filters.check()?;
         crate::commands::filters::check_extension_names(&self.extensions)?;
@@ -72,13 +80,24 @@ impl CreateArgs {
         })
     }
 
-    fn check_from_schedule(&self) -> Result<(), String> {
-        let settings = self.filters.any()
+    /// Whether any setting was given.
+    pub fn any(&self) -> bool {
+        self.filters.any()
             || self.ttl.is_some()
             || self.storage_location.is_some()
             || self.default_volumes_to_fs_backup.is_some()
-            || !self.extensions.is_empty();
-        if settings {
+            || !self.extensions.is_empty()
+    }
+}
+
+impl CreateArgs {
+    /// The spec the flags ask for (everything but what a schedule provides).
+    pub fn spec(&self) -> Result<BackupSpec, String> {
+        self.settings.spec()
+    }
+
+    fn check_from_schedule(&self) -> Result<(), String> {
+        if self.settings.any() {
             return Err("--from-schedule takes every setting from the schedule's template; drop the other \
                         flags (only NAME, --labels, --wait and -o go with it)"
                 .into());
@@ -103,7 +122,7 @@ impl CreateArgs {
         };
         filters::check_name("backup name", &name).map_err(anyhow::Error::msg)?;
         if let Some(location) = &spec.storage_location {
-            check_location(ctx, location).await?;
+            check_location(ctx, location, "backups").await?;
         }
 
         let mut backup = Backup::new(&name, spec);
@@ -144,11 +163,11 @@ async fn create(ctx: &Context, backup: &Backup) -> anyhow::Result<Backup> {
 }
 
 /// Fails early, with what to do, when the location does not exist or cannot be written.
-async fn check_location(ctx: &Context, location: &str) -> anyhow::Result<()> {
+pub async fn check_location(ctx: &Context, location: &str, what: &str) -> anyhow::Result<()> {
     let bsl = ctx.get::<BackupStorageLocation>("storage location", location, "stowage backup-location get").await?;
     if bsl.spec.access_mode() == AccessMode::ReadOnly {
         anyhow::bail!(
-            "storage location {location:?} is ReadOnly: backups cannot be written to it; choose a ReadWrite \
+            "storage location {location:?} is ReadOnly: {what} cannot be written to it; choose a ReadWrite \
              location (`stowage backup-location get`)"
         );
     }

@@ -14,7 +14,7 @@ use stowage_api::labels;
 use stowage_api::requests::{DeleteBackupRequest, DeleteBackupRequestSpec, DownloadTargetKind};
 use stowage_api::Backup;
 
-pub use create::CreateArgs;
+pub use create::{check_location, BackupSettings, CreateArgs};
 pub use describe::{describe, BackupDetails};
 pub use table::table;
 
@@ -86,9 +86,16 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["names", "selector", "all"])))]
 pub struct DeleteArgs {
-    #[arg(required = true)]
+    /// Backups to delete.
     pub names: Vec<String>,
+    /// Delete the backups whose labels match, e.g. stowage.io/schedule-name=nightly.
+    #[arg(short = 'l', long, value_parser = selector::parse, conflicts_with = "names")]
+    pub selector: Option<LabelSelector>,
+    /// Delete every backup.
+    #[arg(long, conflicts_with_all = ["names", "selector"])]
+    pub all: bool,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub confirm: bool,
@@ -162,8 +169,13 @@ async fn run_download(ctx: &Context, args: DownloadArgs) -> anyhow::Result<()> {
 }
 
 async fn run_delete(ctx: &Context, args: DeleteArgs) -> anyhow::Result<()> {
-    let backups = list(ctx, &args.names, None).await?;
-    if !args.confirm && !confirm(&args.names)? {
+    let backups = list(ctx, &args.names, args.selector.as_ref()).await?;
+    if backups.is_empty() {
+        println!("No backups match; nothing to delete.");
+        return Ok(());
+    }
+    let names: Vec<String> = backups.iter().filter_map(|b| b.metadata.name.clone()).collect();
+    if !args.confirm && !confirm(&names)? {
         println!("Cancelled.");
         return Ok(());
     }
