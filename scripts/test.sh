@@ -24,6 +24,8 @@ if ! command -v moto_server >/dev/null; then
     log "installing moto[server]"
     python3 -m pip install --quiet 'moto[server]==5.*'
 fi
+# promtool (Debian's prometheus package): the alert rules in deploy/monitoring are tested with it.
+if ! command -v promtool >/dev/null; then log "installing promtool (prometheus)"; apt_install prometheus; fi
 # wasm32-wasip2: extensions are built as WASM components.
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
     log "adding the wasm32-wasip2 target"; rustup target add wasm32-wasip2
