@@ -46,7 +46,7 @@ fn schedule(name: &str) -> Labels {
 
 impl ScheduleMetrics {
     pub fn new() -> ScheduleMetrics {
-        ScheduleMetrics {
+        let m = ScheduleMetrics {
             attempts: Family::default(),
             successes: Family::default(),
             failures: Family::default(),
@@ -62,7 +62,16 @@ impl ScheduleMetrics {
             counted: Mutex::new(HashSet::new()),
             known: Mutex::new(HashSet::new()),
             started: Timestamp::now(),
+        };
+        // Known label values start at 0, so `increase()` sees the first one and panels and
+        // alerts find the series before anything happened.
+        for reason in ["expired", "retention"] {
+            let _ = m.gc_deletions.get_or_create(&vec![("reason".to_string(), reason.to_string())]);
         }
+        for reason in ["LocationReadOnly", "LocationNotFound", "LocationUnavailable"] {
+            let _ = m.gc_blocked.get_or_create(&vec![("reason".to_string(), reason.to_string())]);
+        }
+        m
     }
 
     /// Adds these metrics to the server's registry (prefixed `stowage_`).
@@ -147,7 +156,11 @@ impl ScheduleMetrics {
 
     /// Records an enabled schedule's cadence, for "overdue" alerts.
     pub fn enabled(&self, name: &str, interval: Option<std::time::Duration>, since: Timestamp) {
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+        if self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string()) {
+            for counter in [&self.attempts, &self.successes, &self.failures, &self.skipped] {
+                let _ = counter.get_or_create(&schedule(name));
+            }
+        }
         match interval {
             Some(i) => {
                 self.interval.get_or_create(&schedule(name)).set(i.as_secs() as i64);
