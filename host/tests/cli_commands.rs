@@ -215,6 +215,20 @@ async fn backups_restores_and_locations() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].spec.backup_name, "nginx-backup");
     assert_eq!(requests[0].metadata.labels.as_ref().unwrap()["stowage.io/backup-name"], "nginx-backup");
+
+    // delete by label selector: only the matching backups; and never with nothing named.
+    let mut scheduled = Backup::new("nightly-20240501030000", stowage_api::BackupSpec::default());
+    scheduled.metadata.labels = Some([("stowage.io/schedule-name".to_string(), "nightly".to_string())].into());
+    c.api::<Backup>().create(&PostParams::default(), &scheduled).await.unwrap();
+    let out = c.ok(&["backup", "delete", "-l", "stowage.io/schedule-name=nightly", "--confirm"]).await;
+    assert!(out.starts_with("Request to delete backup \"nightly-20240501030000\" submitted successfully."), "{out}");
+    assert!(!out.contains("nginx-backup"), "{out}");
+    let requests = c.api::<DeleteBackupRequest>().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(requests.len(), 2);
+    let err = c.fails(&["backup", "delete", "--confirm"]).await;
+    assert!(err.contains("required"), "{err}");
+    let err = c.fails(&["backup", "delete", "nginx-backup", "--all", "--confirm"]).await;
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 /// What the pretend server serves, per target kind: bytes, or an error message.
