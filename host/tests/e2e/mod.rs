@@ -196,12 +196,18 @@ impl Env {
 
     /// Starts the real `stowage server` binary against this cluster.
     pub fn start_server(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        self.start_server_with(&[]);
+    }
+
+    /// Starts the server with extra flags; its log is appended to (a restarted server's too).
+    pub fn start_server_with(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stowage"))
             .args(["server", "--kubeconfig"])
             .arg(&self.kubeconfig)
             .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
             .arg(self.metrics_address.to_string())
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -229,6 +235,14 @@ impl Env {
             .spawn()
             .expect("node agent binary runs");
         self.node_agent = Some(child);
+    }
+
+    /// Stops the server (as a crash would: killed).
+    pub fn stop_server(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn stop_node_agent(&mut self) {
