@@ -254,3 +254,35 @@ async fn an_expired_backup_in_a_read_only_location_is_labelled_and_kept() {
     assert!(requests.list(&ListParams::default()).await.unwrap().items.is_empty());
     assert!(reader.metrics().await.contains(r#"stowage_gc_blocked_backups{reason="LocationReadOnly"} 1"#));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_based_retention_deletes_the_oldest_scheduled_backups() {
+    let mut env = Env::start().await;
+    shop(&env).await;
+    env.start_server();
+    cli(&env, &["schedule", "create", "kept", "--schedule", "@every 2s", "--include-namespaces", "shop", "--keep-last", "2"]);
+    // Wait for the fifth run: by then retention has dropped the first ones.
+    let created: Timestamp =
+        env.get_in::<Schedule>(NS, "kept").await.unwrap()["metadata"]["creationTimestamp"].as_str().unwrap().parse().unwrap();
+    let fifth = created.checked_add(Duration::from_secs(10)).unwrap();
+    let first = format!("kept-{}", created.checked_add(Duration::from_secs(2)).unwrap().strftime("%Y%m%d%H%M%S"));
+    wait_for("the first scheduled backup to exist", 30, || async {
+        backups_of(&env, "kept").await.iter().any(|b| b.name_any() == first).then_some(())
+    }).await;
+    wait_for("the fifth run", 60, || async {
+        backups_of(&env, "kept").await.iter().any(|b| stamp("kept", &b.name_any()) >= fifth).then_some(())
+    }).await;
+    set_paused(&env, "kept", true).await;
+    let left = wait_for("retention to leave the newest backups", 60, || async {
+        let all = backups_of(&env, "kept").await;
+        (all.len() <= 3).then_some(all)
+    }).await;
+    let names: Vec<String> = left.iter().map(|b| b.name_any()).collect();
+    assert!(!names.contains(&first), "the oldest backup is deleted: {names:?}");
+    assert!(env.bucket_keys(&format!("backups/{first}/")).await.is_empty(), "with its files");
+    assert!(names.iter().any(|n| stamp("kept", n) >= fifth), "the newest stays: {names:?}");
+    let metrics = env.metrics().await;
+    let requested = metrics.lines().find_map(|l| l.strip_prefix(r#"stowage_gc_deletion_requests_total{reason="retention"} "#))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(requested.is_some_and(|n| n >= 2.0), "retention requested the deletions: {requested:?}\n{metrics}");
+}
