@@ -400,6 +400,8 @@ async fn deleting_a_backup_forgets_its_snapshots_and_keeps_the_others_restorable
     let ids: Vec<&str> = snapshots.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert!(!ids.contains(&s1.as_str()) && ids.contains(&s2.as_str()), "{ids:?}");
     restic(&env, ns, &["check"]);
+    assert!(pod_volume_backups(&env, "keep-1").await.is_empty(), "its PodVolumeBackups go with it");
+    assert_eq!(pod_volume_backups(&env, "keep-2").await.len(), 1, "the other backup's stay");
 
     env.delete_namespace_and_wait(ns).await;
     let status = env.restore("keep-restore", json!({"backupName": "keep-2"})).await;
