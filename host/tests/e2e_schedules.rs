@@ -286,3 +286,54 @@ async fn count_based_retention_deletes_the_oldest_scheduled_backups() {
         .and_then(|v| v.trim().parse::<f64>().ok());
     assert!(requested.is_some_and(|n| n >= 2.0), "retention requested the deletions: {requested:?}\n{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_due_while_the_previous_backup_runs_are_skipped_and_bad_schedules_say_why() {
+    let mut env = Env::start().await;
+    shop(&env).await;
+    env.start_server();
+    // A schedule the CLI would refuse, applied directly: FailedValidation, naming the field.
+    env.create::<Schedule>(json!({"metadata": {"name": "typo", "namespace": NS}, "spec": {"schedule": "0 3 * *"}})).await;
+    let status = wait_for("the invalid schedule's status", 30, || async {
+        let s = env.get_in::<Schedule>(NS, "typo").await?;
+        (s["status"]["phase"] == "FailedValidation").then(|| s["status"].clone())
+    }).await;
+    let errors = status["validationErrors"].to_string();
+    assert!(errors.contains("spec.schedule") && errors.contains("0 3 * * *"), "{status}");
+
+    cli(&env, &["schedule", "create", "busy", "--schedule", "@every 2s", "--include-namespaces", "shop"]);
+    let first = wait_for("a completed scheduled backup", 30, || async {
+        backups_of(&env, "busy").await.into_iter()
+            .find(|b| b.status.as_ref().and_then(|s| s.phase) == Some(stowage_api::BackupPhase::Completed))
+    }).await;
+    // The backup looks as if it were still running: the next runs are skipped, not queued.
+    let api: Api<Backup> = Api::namespaced(env.client.clone(), NS);
+    let set_phase = |phase: &'static str| {
+        let api = api.clone();
+        let name = first.name_any();
+        async move {
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": phase}}))).await.unwrap();
+        }
+    };
+    set_phase("InProgress").await;
+    let running_since = Timestamp::now();
+    let skipped = wait_for("a skipped run", 30, || async {
+        let s = env.get_in::<Schedule>(NS, "busy").await?;
+        let t: Timestamp = s["status"]["lastSkipped"].as_str()?.parse().ok()?;
+        (t > running_since).then_some(t)
+    }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let made_while_running: Vec<String> = backups_of(&env, "busy").await.iter().map(|b| b.name_any())
+        .filter(|n| stamp("busy", n) > running_since.checked_add(Duration::from_secs(1)).unwrap()).collect();
+    assert!(made_while_running.is_empty(), "no backup while the previous one runs: {made_while_running:?}");
+    let metrics = env.metrics().await;
+    assert!(!metrics.contains(r#"stowage_schedule_run_skipped_total{schedule="busy"} 0"#)
+        && metrics.contains(r#"stowage_schedule_run_skipped_total{schedule="busy"}"#), "{metrics}");
+    // Finished: the schedule carries on at its next due time; the skipped runs are not made up.
+    set_phase("Completed").await;
+    let finished = Timestamp::now();
+    let next = wait_for("a backup after the previous one finished", 30, || async {
+        backups_of(&env, "busy").await.into_iter().map(|b| stamp("busy", &b.name_any())).find(|t| *t > skipped)
+    }).await;
+    assert!(next >= finished.checked_sub(Duration::from_secs(1)).unwrap(), "the next run is a new one ({next}), not a skipped one made up (skipped {skipped}, finished {finished})");
+}
