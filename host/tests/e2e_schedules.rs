@@ -337,3 +337,34 @@ async fn runs_due_while_the_previous_backup_runs_are_skipped_and_bad_schedules_s
     }).await;
     assert!(next >= finished.checked_sub(Duration::from_secs(1)).unwrap(), "the next run is a new one ({next}), not a skipped one made up (skipped {skipped}, finished {finished})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_backup_whose_location_is_missing_is_labelled_then_collected_once_it_exists() {
+    let mut env = Env::start().await;
+    shop(&env).await;
+    env.start_server_with(&["--garbage-collection-frequency", "2s"]);
+    let status = env.backup("stray", json!({"includedNamespaces": ["shop"], "ttl": "1h"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let api: Api<Backup> = Api::namespaced(env.client.clone(), NS);
+    api.patch("stray", &PatchParams::default(), &Patch::Merge(json!({"spec": {"storageLocation": "archive"}}))).await.unwrap();
+    api.patch_status("stray", &PatchParams::default(), &Patch::Merge(json!({"status": {"expiration": "2020-01-01T00:00:00Z"}})))
+        .await
+        .unwrap();
+    wait_for("the LocationNotFound label", 30, || async {
+        let b = api.get_opt("stray").await.ok()??;
+        (b.labels().get("stowage.io/gc-failure").map(String::as_str) == Some("LocationNotFound")).then_some(())
+    }).await;
+    // Retried every period, quietly: one warning, not one per look.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(api.get_opt("stray").await.unwrap().is_some());
+    assert_eq!(env.server_log().matches("expired backup kept").count(), 1, "{}", env.server_log());
+    // The location appears (nothing else changes on the backup): the next look deletes it.
+    env.apply_location("archive", &env.bucket, false, "ReadWrite").await;
+    wait_for("the backup to be collected", 30, || async {
+        api.get_opt("stray").await.unwrap().is_none().then_some(())
+    }).await;
+    assert!(env.bucket_keys("backups/stray/").await.is_empty());
+    let metrics = env.metrics().await;
+    let runs = metrics.lines().find_map(|l| l.strip_prefix("stowage_gc_runs_total ")).and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(runs.is_some_and(|n| n >= 2.0), "{metrics}");
+}
