@@ -368,3 +368,37 @@ async fn an_expired_backup_whose_location_is_missing_is_labelled_then_collected_
     let runs = metrics.lines().find_map(|l| l.strip_prefix("stowage_gc_runs_total ")).and_then(|v| v.trim().parse::<f64>().ok());
     assert!(runs.is_some_and(|n| n >= 2.0), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_schedule_that_owns_its_backups_deletes_them_with_their_files() {
+    let mut env = Env::start().await;
+    shop(&env).await;
+    env.start_server();
+    cli(&env, &["schedule", "create", "owner", "--schedule", "@every 2s", "--include-namespaces", "shop",
+        "--use-owner-references-in-backup"]);
+    cli(&env, &["schedule", "create", "other", "--schedule", "@every 2s", "--include-namespaces", "shop"]);
+    let owned = wait_for("two completed backups of each schedule", 60, || async {
+        let done = |all: Vec<Backup>| all.into_iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(stowage_api::BackupPhase::Completed)).count();
+        let (o, t) = (backups_of(&env, "owner").await, backups_of(&env, "other").await);
+        (done(o.clone()) >= 2 && done(t) >= 2).then_some(o)
+    }).await;
+    for b in &owned {
+        let refs = b.metadata.owner_references.clone().unwrap_or_default();
+        assert!(refs.iter().any(|r| r.kind == "Schedule" && r.name == "owner" && r.controller == Some(true)), "{}: {refs:?}", b.name_any());
+    }
+    assert!(backups_of(&env, "other").await.iter().all(|b| b.metadata.owner_references.is_none()));
+    cli(&env, &["schedule", "pause", "other"]);
+    cli(&env, &["schedule", "delete", "owner", "--confirm"]);
+    wait_for("the schedule and its backups to be gone", 60, || async {
+        let gone = env.get_in::<Schedule>(NS, "owner").await.is_none() && backups_of(&env, "owner").await.is_empty();
+        gone.then_some(())
+    }).await;
+    for b in &owned {
+        assert!(env.bucket_keys(&format!("backups/{}/", b.name_any())).await.is_empty(), "{}'s files are deleted", b.name_any());
+    }
+    // Sync does not bring them back; the other schedule's backups stay.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(backups_of(&env, "owner").await.is_empty());
+    assert!(backups_of(&env, "other").await.len() >= 2);
+}

@@ -4,6 +4,7 @@
 
 pub mod cadence;
 pub mod metrics;
+pub mod owned;
 pub mod plan;
 pub mod retention;
 
@@ -113,6 +114,10 @@ fn is_running(backup: &Backup) -> bool {
 /// One reconcile: validate, follow pausing, decide, act, and say when to look again.
 async fn step(schedule: &Schedule, ctx: &Context) -> anyhow::Result<Action> {
     let name = schedule.name_any();
+    if schedule.metadata.deletion_timestamp.is_some() {
+        return owned::finalize(ctx, schedule, &backups_of(schedule, ctx).await?).await;
+    }
+    owned::sync_finalizer(ctx, schedule).await?;
     let status = schedule.status.clone().unwrap_or_default();
     let cadence = match validate(schedule) {
         Ok(c) => c,
