@@ -30,7 +30,7 @@ impl Blocked {
 pub enum Verdict {
     /// Not expired: look again at this time.
     Keep { expires: Timestamp },
-    /// Still running, being deleted, or without a TTL to go by: not garbage collection's.
+    /// Still running, or without a TTL to go by: not garbage collection's.
     NotMine,
     /// Expired: request its deletion.
     Delete,
@@ -52,9 +52,16 @@ pub fn expiration(backup: &Backup) -> Option<Timestamp> {
 /// `location` is the backup's location as found in the cluster (None: not found).
 pub fn verdict(backup: &Backup, location: Option<&BackupStorageLocation>, now: Timestamp) -> Verdict {
     let phase = backup.status.as_ref().and_then(|s| s.phase);
+    // Deleting: a deletion that failed half-way (its request says why) is tried again.
     let finished = matches!(
         phase,
-        Some(BackupPhase::Completed | BackupPhase::PartiallyFailed | BackupPhase::Failed | BackupPhase::FailedValidation)
+        Some(
+            BackupPhase::Completed
+                | BackupPhase::PartiallyFailed
+                | BackupPhase::Failed
+                | BackupPhase::FailedValidation
+                | BackupPhase::Deleting
+        )
     );
     if !finished || backup.metadata.deletion_timestamp.is_some() {
         return Verdict::NotMine;
@@ -128,8 +135,15 @@ mod tests {
         let rw = location("ReadWrite", None);
         let b = B::new(BackupPhase::InProgress).expires("2026-05-02T03:00:00Z");
         assert_eq!(verdict(&b.0, Some(&rw), ts("2026-06-01T00:00:00Z")), Verdict::NotMine);
-        let b = B::new(BackupPhase::Deleting).expires("2026-05-02T03:00:00Z");
+        let b = B::new(BackupPhase::WaitingForVolumes).expires("2026-05-02T03:00:00Z");
         assert_eq!(verdict(&b.0, Some(&rw), ts("2026-06-01T00:00:00Z")), Verdict::NotMine);
+    }
+
+    #[test]
+    fn a_deletion_that_failed_half_way_is_tried_again() {
+        let rw = location("ReadWrite", Some(LocationPhase::Available));
+        let b = B::new(BackupPhase::Deleting).expires("2026-05-02T03:00:00Z");
+        assert_eq!(verdict(&b.0, Some(&rw), ts("2026-06-01T00:00:00Z")), Verdict::Delete);
     }
 
     #[test]
