@@ -151,6 +151,9 @@ async fn shipped_extensions_change_filter_and_record_and_reload_without_a_restar
     let broken_row = text.lines().find(|l| l.contains("broken-filter")).unwrap_or_else(|| panic!("{text}"));
     assert!(broken_row.contains("Quarantined") && broken_row.contains("timeoutSecondz"), "{text}");
     assert!(text.lines().any(|l| l.contains("change-storage-class") && l.contains("Active") && l.contains("WASM")), "{text}");
+    // ... and counted, for the ExtensionQuarantined alert.
+    let metrics = env.metrics().await;
+    assert!(metrics.lines().any(|l| l == "stowage_extensions_quarantined 1"), "{metrics}");
 }
 
 /// An extension that never returns is stopped at its deadline on each item it is given; the
