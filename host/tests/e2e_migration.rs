@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service};
 use serde_json::{json, Value};
 use stowage_api::requests::{DeleteBackupRequest, DownloadRequest};
-use stowage_api::Backup;
+use stowage_api::{Backup, Restore};
 use kube::api::Api;
 use stowage_storage::ObjectStore;
 
@@ -225,8 +225,10 @@ async fn a_velero_backup_in_the_bucket_is_synced_and_restored() {
     let log = String::from_utf8(zstd::decode_all(&part[..]).unwrap()).unwrap();
     assert!(log.contains("Backup completed"), "{log}");
 
-    let status = env.restore("from-velero", json!({"backupName": name})).await;
+    // The latest backup of the Velero schedule (found by Velero's label), recorded on the restore.
+    let status = env.restore("from-velero", json!({"scheduleName": "velero-nightly"})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert_eq!(env.get_in::<Restore>(NS, "from-velero").await.unwrap()["spec"]["backupName"], name);
 
     let namespace = env.get_cluster::<Namespace>(ns).await.expect("the namespace is restored");
     assert_eq!(namespace["metadata"]["labels"]["team"], "payments");

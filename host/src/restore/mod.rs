@@ -34,8 +34,12 @@ async fn backup_of(ctx: &Context, restore: &Restore) -> Result<Backup, String> {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("backup {name:?} not found in namespace {}; list backups with `stowage backup get`", ctx.namespace)),
         (None, Some(schedule)) => {
-            let lp = ListParams::default().labels(&format!("{}={schedule}", stowage_api::labels::SCHEDULE_NAME.name));
-            let mut all = api.list(&lp).await.map_err(|e| e.to_string())?.items;
+            // Velero's label too: a Velero schedule's backups synced from the bucket count.
+            let mut all = Vec::new();
+            for key in stowage_api::labels::SCHEDULE_NAME.spellings() {
+                let lp = ListParams::default().labels(&format!("{key}={schedule}"));
+                all.extend(api.list(&lp).await.map_err(|e| e.to_string())?.items);
+            }
             all.retain(|b| b.status.as_ref().and_then(|s| s.phase) == Some(BackupPhase::Completed));
             all.sort_by_key(|b| b.metadata.creation_timestamp.clone().map(|t| t.0));
             all.pop().ok_or_else(|| format!("schedule {schedule:?} has no completed backup yet"))
