@@ -402,3 +402,32 @@ async fn deleting_a_schedule_that_owns_its_backups_deletes_them_with_their_files
     assert!(backups_of(&env, "owner").await.is_empty());
     assert!(backups_of(&env, "other").await.len() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_backup_exists_is_not_taken_again() {
+    let mut env = Env::start().await;
+    shop(&env).await;
+    env.start_server();
+    cli(&env, &["schedule", "create", "once", "--schedule", "@every 1h", "--include-namespaces", "shop",
+        "--skip-immediately=false"]);
+    let first = wait_for("the immediate backup", 30, || async {
+        let all = backups_of(&env, "once").await;
+        let s = env.get_in::<Schedule>(NS, "once").await?;
+        (all.len() == 1 && s["status"]["lastBackup"].is_string()).then(|| all[0].clone())
+    }).await;
+    let created: Timestamp =
+        env.get_in::<Schedule>(NS, "once").await.unwrap()["metadata"]["creationTimestamp"].as_str().unwrap().parse().unwrap();
+    assert_eq!(stamp("once", &first.name_any()), created, "skipImmediately: false backs up at creation");
+    // As if the server had stopped after creating the backup and before recording the run.
+    env.stop_server();
+    let api: Api<Schedule> = Api::namespaced(env.client.clone(), NS);
+    api.patch_status("once", &PatchParams::default(), &Patch::Merge(json!({"status": {"lastBackup": null}}))).await.unwrap();
+    env.start_server();
+    wait_for("the run to be recorded again", 30, || async {
+        env.get_in::<Schedule>(NS, "once").await?["status"]["lastBackup"].is_string().then_some(())
+    }).await;
+    let all = backups_of(&env, "once").await;
+    assert_eq!(all.len(), 1, "the run's backup exists: it is not taken twice: {:?}", all.iter().map(|b| b.name_any()).collect::<Vec<_>>());
+    assert_eq!(all[0].uid(), first.uid(), "the same backup");
+    assert!(env.server_log().contains("run already taken"), "{}", env.server_log());
+}
