@@ -3,6 +3,7 @@
 mod fixtures;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use fixtures::{ContainerBuilder, PodSpecBuilder, Sim};
 use k8s_openapi::api::core::v1::Pod;
@@ -175,4 +176,64 @@ async fn kubectl_exec_prints_stdout_and_propagates_the_exit_code() {
     let out = run(vec!["exec", "-i", "web", "--", "cat"], b"piped through\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped through\n", "{out:?}");
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_local_exec_timeout_is_configured_by_the_sim_config() {
+    assert_eq!(kube_sim::SimConfig::new("/x").exec_local_timeout, Duration::from_secs(600));
+    let sim = Sim::start_with(|c| {
+        c.exec_fallback = ExecFallback::RunLocal;
+        c.exec_local_timeout = Duration::from_secs(2);
+    })
+    .await;
+    assert_eq!(sim.sim.exec().local_timeout(), Duration::from_secs(2));
+    let pods = two_container_pod(&sim, "web").await;
+    let started = std::time::Instant::now();
+    let out = exec(&pods, "web", Some("app"), &["sh", "-c", "sleep 5; echo finished"], None).await.unwrap();
+    assert_eq!(exit_code(&out.status).as_deref(), Some("137"));
+    assert!(out.stderr.contains("timed out after 2s"), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A longer cap lets a command that outlives the old one finish.
+    sim.sim.exec().set_local_timeout(Duration::from_secs(10));
+    let out = exec(&pods, "web", Some("app"), &["sh", "-c", "sleep 3; echo finished"], None).await.unwrap();
+    assert_eq!(out.stdout, "finished\n");
+    assert_eq!(out.status.status.as_deref(), Some("Success"));
+}
+
+/// Whether the process lives (a zombie waiting to be reaped counts as gone).
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_kills_the_local_command_and_its_children() {
+    let sim = Sim::start_with(|c| c.exec_fallback = ExecFallback::RunLocal).await;
+    let pods = two_container_pod(&sim, "web").await;
+    let pod = pods.get("web").await.unwrap();
+    let pid_file = sim.rootfs(&pod, "app").join("sleep.pid");
+    let ap = AttachParams::default().stdout(true).stderr(true);
+    let script = "sleep 30 & echo $! > sleep.pid.tmp; mv sleep.pid.tmp sleep.pid; wait; touch finished";
+    let attached = pods.exec("web", vec!["sh", "-c", script], &ap).await.unwrap();
+    let pid = fixtures::eventually("the command started", || {
+        let pid_file = pid_file.clone();
+        async move { std::fs::read_to_string(&pid_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) }
+    })
+    .await;
+    assert!(alive(&pid));
+    // The client gives up, as on its own timeout: dropping the attached process closes the
+    // connection.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(attached);
+    fixtures::eventually("the background sleep killed", || {
+        let pid = pid.clone();
+        async move { (!alive(&pid)).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pid_file.with_file_name("finished").exists(), "the shell went on after its client left");
 }
