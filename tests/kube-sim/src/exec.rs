@@ -299,25 +299,10 @@ async fn session(socket: WebSocket, registry: ExecRegistry, mut req: ExecRequest
             tokio::time::timeout(registry.local_timeout(), stdin_rx).await.ok().and_then(Result::ok).unwrap_or_default();
     }
     tracing::debug!(pod = %req.pod, container = %req.container, command = ?req.command, "exec");
-    let mut reader = reader;
-    let result = if reader.is_finished() {
-        if !want_stdin {
-            tracing::debug!("exec client went away before the command started");
-            return;
-        }
-        // The socket was already closed, which is how a v4 client ends stdin.
-        registry.execute(req).await
-    } else {
-        // A client that goes away (closes the socket, say on its own timeout) cancels the
-        // command: dropping the handler's future kills a local process and its process group.
-        tokio::select! {
-            result = registry.execute(req) => result,
-            _ = &mut reader => {
-                tracing::debug!("exec client went away; the command was cancelled");
-                return;
-            }
-        }
-    };
+    // The command runs to its end (or the local cap) even when the client goes away, as a
+    // container runtime's exec does; a client's close can also be a half-close that is only
+    // told apart from leaving by waiting for the answer.
+    let result = registry.execute(req).await;
     let status = match result {
         Ok(out) => {
             let mut frames = Vec::new();

@@ -201,39 +201,3 @@ async fn the_local_exec_timeout_is_configured_by_the_sim_config() {
     assert_eq!(out.stdout, "finished\n");
     assert_eq!(out.status.status.as_deref(), Some("Success"));
 }
-
-/// Whether the process lives (a zombie waiting to be reaped counts as gone).
-fn alive(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-#[tokio::test]
-async fn a_client_that_goes_away_kills_the_local_command_and_its_children() {
-    let sim = Sim::start_with(|c| c.exec_fallback = ExecFallback::RunLocal).await;
-    let pods = two_container_pod(&sim, "web").await;
-    let pod = pods.get("web").await.unwrap();
-    let pid_file = sim.rootfs(&pod, "app").join("sleep.pid");
-    let ap = AttachParams::default().stdout(true).stderr(true);
-    let script = "sleep 30 & echo $! > sleep.pid.tmp; mv sleep.pid.tmp sleep.pid; wait; touch finished";
-    let attached = pods.exec("web", vec!["sh", "-c", script], &ap).await.unwrap();
-    let pid = fixtures::eventually("the command started", || {
-        let pid_file = pid_file.clone();
-        async move { std::fs::read_to_string(&pid_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) }
-    })
-    .await;
-    assert!(alive(&pid));
-    // The client gives up, as on its own timeout: dropping the attached process closes the
-    // connection.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    drop(attached);
-    fixtures::eventually("the background sleep killed", || {
-        let pid = pid.clone();
-        async move { (!alive(&pid)).then_some(()) }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!pid_file.with_file_name("finished").exists(), "the shell went on after its client left");
-}
