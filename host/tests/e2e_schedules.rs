@@ -95,7 +95,7 @@ async fn a_schedule_takes_named_backups_makes_up_downtime_once_and_pauses() {
     assert!(text.contains("Included namespaces:") && text.contains("team=web"), "{text}");
 
     // The server is down for ~5s (two or three runs): one catch-up backup, then on schedule.
-    env.stop_server();
+    env.kill_server();
     let before: BTreeSet<String> = backups_of(&env, "shop").await.iter().map(|b| b.name_any()).collect();
     let last_before = before.iter().map(|n| stamp("shop", n)).max().unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -224,7 +224,7 @@ async fn an_expired_backup_in_a_read_only_location_is_labelled_and_kept() {
     writer.start_server();
     let status = writer.backup("legacy", json!({"includedNamespaces": ["shop"], "ttl": "1h"})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", writer.server_log());
-    writer.stop_server();
+    writer.kill_server();
 
     // Another cluster reads the bucket as a ReadOnly location: the backup syncs in.
     let mut reader = writer.second_cluster("ReadOnly").await;
@@ -419,7 +419,7 @@ async fn a_run_whose_backup_exists_is_not_taken_again() {
         env.get_in::<Schedule>(NS, "once").await.unwrap()["metadata"]["creationTimestamp"].as_str().unwrap().parse().unwrap();
     assert_eq!(stamp("once", &first.name_any()), created, "skipImmediately: false backs up at creation");
     // As if the server had stopped after creating the backup and before recording the run.
-    env.stop_server();
+    env.kill_server();
     let api: Api<Schedule> = Api::namespaced(env.client.clone(), NS);
     api.patch_status("once", &PatchParams::default(), &Patch::Merge(json!({"status": {"lastBackup": null}}))).await.unwrap();
     env.start_server();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use e2e::apps::{self, NGINX};
-use e2e::{wait_for, Env, NS};
+use e2e::{claim_dir, restic, running_pods, wait_for, Env, NS};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{json, Value};
@@ -28,33 +28,6 @@ async fn sim_env() -> Option<Env> {
     env.start_server();
     env.start_node_agent();
     Some(env)
-}
-
-/// Where a claim's data is on the simulated node (the provisioned volume's directory).
-async fn claim_dir(env: &Env, ns: &str, claim: &str) -> PathBuf {
-    let pv = wait_for(&format!("claim {ns}/{claim} to be bound"), 30, || async {
-        let c = env.get_in::<PersistentVolumeClaim>(ns, claim).await?;
-        c["spec"]["volumeName"].as_str().map(String::from)
-    })
-    .await;
-    let dir = env.sim.as_ref().unwrap().kubelet_root().join("volumes").join(pv);
-    wait_for(&format!("the volume of {ns}/{claim} to exist"), 30, || async { dir.is_dir().then_some(()) }).await;
-    dir
-}
-
-/// The pods of `ns` once `count` of them are Running.
-async fn running_pods(env: &Env, ns: &str, count: usize) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    wait_for(&format!("{count} running pods in {ns}"), 60, || async {
-        let pods = api.list(&ListParams::default()).await.ok()?.items;
-        let running: Vec<Pod> = pods
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .collect();
-        (running.len() == count).then_some(running)
-    })
-    .await
 }
 
 /// An nginx-style access log: `lines` request lines, each a little different.
@@ -78,30 +51,6 @@ async fn app_with_state_volume(env: &Env, ns: &str) -> Pod {
 async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
     let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
     api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
-}
-
-/// Runs the `restic` CLI against a namespace's repository with the environment
-/// `stowage repo restic-env` prints; returns stdout.
-fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
-        .args(["repo", "restic-env", namespace, "-n", NS, "--kubeconfig"])
-        .arg(&env.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "restic-env: {}", String::from_utf8_lossy(&out.stderr));
-    let mut cmd = Command::new("restic");
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let (k, v) = line.trim_start_matches("export ").split_once('=').unwrap();
-        cmd.env(k, v.trim_matches('\''));
-    }
-    let out = cmd.args(["--no-cache", "--quiet"]).args(args).output().expect("the restic CLI is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "restic {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 async fn repository_bytes(env: &Env, namespace: &str) -> u64 {

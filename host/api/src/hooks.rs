@@ -152,7 +152,8 @@ pub struct InitRestoreHook {
     pub timeout: Option<String>,
 }
 
-/// How many hooks an operation ran and how many of them failed.
+/// How many hooks an operation ran and how many of them failed: every command (and every hook
+/// extension call) counts once.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HookStatus {
@@ -160,4 +161,55 @@ pub struct HookStatus {
     pub hooks_attempted: u32,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub hooks_failed: u32,
+    /// Each hook as it ran, the first [`HookStatus::MAX_RUNS`] of them (the operation's log has
+    /// every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<HookRun>,
+}
+
+impl HookStatus {
+    /// Runs listed in the status; more are counted, and logged, but not listed.
+    pub const MAX_RUNS: usize = 200;
+
+    /// Counts a run, and lists it while there is room.
+    pub fn record(&mut self, run: HookRun) {
+        self.hooks_attempted += 1;
+        if run.failed() {
+            self.hooks_failed += 1;
+        }
+        if self.runs.len() < Self::MAX_RUNS {
+            self.runs.push(run);
+        }
+    }
+}
+
+/// One hook as it ran.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRun {
+    /// The pod, as `namespace/name`.
+    pub pod: String,
+    /// Empty for a hook extension.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// `pre`, `post` or `post-restore`.
+    pub phase: String,
+    /// Where it was declared: `annotation`, `spec <hook set>` or `extension <namespace>/<name>`.
+    pub hook: String,
+    /// The command's exit code; none when it could not be started or timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_millis: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Run by a server that started after the one that owed it had stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_restart: bool,
+}
+
+impl HookRun {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }

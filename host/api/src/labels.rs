@@ -189,6 +189,14 @@ pub const INIT_RESTORE_HOOK: InitRestoreHookKeys = InitRestoreHookKeys {
     timeout: Key::new("init.hook.restore.stowage.io/timeout", &["init.hook.restore.velero.io/timeout"]),
 };
 
+/// Pod annotation: hook extensions to run on the pod (comma-separated; `name` is looked up in the
+/// pod's namespace, then in Stowage's; `namespace/name` names one outright), besides those whose
+/// `appliesTo` selects the pod.
+pub const HOOK_EXTENSIONS: Key = Key::new("hooks.stowage.io/extensions", &[]);
+/// Prefix of the pod annotations that give the hook extensions a parameter
+/// (`hooks.stowage.io/param.databases: shop`).
+pub const HOOK_PARAMETER_PREFIX: &str = "hooks.stowage.io/param.";
+
 /// Every key above, for documentation and for checks that none is misspelt.
 pub fn all() -> Vec<Key> {
     let mut keys = vec![
@@ -205,6 +213,7 @@ pub fn all() -> Vec<Key> {
         BACKUP_VOLUMES_EXCLUDES,
         EXTENSION,
         POD_VOLUME_RESTORE,
+        HOOK_EXTENSIONS,
     ];
     for hook in [PRE_BACKUP_HOOK, POST_BACKUP_HOOK] {
         keys.extend([hook.container, hook.command, hook.on_error, hook.timeout]);
@@ -268,12 +277,13 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for key in &all {
             assert!(key.name.contains("stowage.io/"), "{}", key.name);
+            assert!(!key.name.starts_with(HOOK_PARAMETER_PREFIX), "{}", key.name);
             for spelling in key.spellings() {
                 assert!(seen.insert(spelling), "{spelling} listed twice");
                 let (prefix, name) = spelling.split_once('/').unwrap();
                 assert!(!prefix.is_empty() && !name.is_empty() && name.len() <= 63, "{spelling}");
             }
-            if key.name != EXTENSION.name {
+            if key.name != EXTENSION.name && key.name != HOOK_EXTENSIONS.name {
                 let velero = key.name.replace("stowage.io", "velero.io");
                 assert_eq!(key.aliases[0], velero, "{}", key.name);
             }

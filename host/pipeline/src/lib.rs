@@ -11,6 +11,7 @@
 //! - [`Outcome`]: warnings and errors keyed by namespace, apart from any plan.
 
 pub mod archive;
+pub mod hooks;
 #[cfg(any(test, feature = "builders"))]
 pub mod builders;
 mod error;

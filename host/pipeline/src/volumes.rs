@@ -94,6 +94,93 @@ pub fn dedupe<'a>(selections: impl IntoIterator<Item = (&'a Item, &'a VolumeSele
     out
 }
 
+/// Pods whose volumes are backed up together, between their hooks: pods that mount a common
+/// claim (an RWX volume shared by replicas) form one group, every other pod a group of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodGroup {
+    /// Indices into the pods given to [`groups`], in their order.
+    pub pods: Vec<usize>,
+    pub volumes: Vec<GroupVolume>,
+}
+
+/// One volume of a group, copied once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupVolume {
+    /// The pods that selected it for backup, with the volume as each names it; it is copied
+    /// through the first of them that runs.
+    pub from: Vec<(usize, PodVolume)>,
+    /// Every pod of the group that mounts it.
+    pub mounted_by: Vec<usize>,
+}
+
+fn claims_of(pod: &Item) -> Vec<String> {
+    let volumes = pod.object.pointer("/spec/volumes").and_then(Value::as_array);
+    volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str).map(String::from))
+        .collect()
+}
+
+/// Groups pods by the claims they share (see [`PodGroup`]); groups come in the order of their
+/// first pod.
+pub fn groups(pods: &[(Item, VolumeSelection)]) -> Vec<PodGroup> {
+    // Union-find over pods, joined through (namespace, claim).
+    let mut parent: Vec<usize> = (0..pods.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_with_claim: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let claims: Vec<Vec<String>> = pods.iter().map(|(p, _)| claims_of(p)).collect();
+    for (i, (pod, _)) in pods.iter().enumerate() {
+        let ns = pod.namespace.clone().unwrap_or_default();
+        for claim in &claims[i] {
+            match first_with_claim.get(&(ns.clone(), claim.clone())) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first_with_claim.insert((ns.clone(), claim.clone()), i);
+                }
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, PodGroup> = BTreeMap::new();
+    for i in 0..pods.len() {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_insert_with(|| PodGroup { pods: Vec::new(), volumes: Vec::new() }).pods.push(i);
+    }
+    let mut out: Vec<PodGroup> = by_root.into_values().collect();
+    for group in &mut out {
+        let mut volumes: BTreeMap<String, GroupVolume> = BTreeMap::new();
+        let mut order = Vec::new();
+        for &i in &group.pods {
+            for v in &pods[i].1.backup {
+                let key = match &v.claim {
+                    Some(c) => format!("claim {c}"),
+                    None => format!("pod {}/{}", pods[i].0.name, v.name),
+                };
+                let entry = volumes.entry(key.clone()).or_insert_with(|| {
+                    order.push(key.clone());
+                    let mounted_by = match &v.claim {
+                        Some(c) => group.pods.iter().copied().filter(|&j| claims[j].contains(c)).collect(),
+                        None => vec![i],
+                    };
+                    GroupVolume { from: Vec::new(), mounted_by }
+                });
+                entry.from.push((i, v.clone()));
+            }
+        }
+        group.volumes = order.iter().filter_map(|k| volumes.remove(k)).collect();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +237,34 @@ mod tests {
         let all = dedupe([(&a, &sa), (&b, &sb)]);
         assert_eq!(all.len(), 1);
         assert_eq!(all[&("app".to_string(), "shared".to_string())].0.name, "a");
+    }
+
+    #[test]
+    fn pods_sharing_a_claim_are_one_group_and_their_claim_is_copied_once() {
+        let with = |name: &str, claim: &str, opted: bool| {
+            let mut b = ItemBuilder::pod("app", name).pvc_volume("data", claim);
+            if opted {
+                b = b.annotate("backup.stowage.io/backup-volumes", "data");
+            }
+            b.build()
+        };
+        let pods: Vec<(Item, VolumeSelection)> = [with("a", "shared", false), with("b", "own", true), with("c", "shared", true), with("d", "shared", true)]
+            .into_iter()
+            .map(|p| {
+                let sel = select(&p, false);
+                (p, sel)
+            })
+            .collect();
+        let g = groups(&pods);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].pods, vec![0, 2, 3], "a, c and d share the claim");
+        assert_eq!(g[0].volumes.len(), 1, "the shared claim once");
+        assert_eq!(g[0].volumes[0].mounted_by, vec![0, 2, 3]);
+        assert_eq!(g[0].volumes[0].from.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2, 3], "a did not opt in");
+        assert_eq!(g[1].pods, vec![1]);
+        assert_eq!(g[1].volumes[0].from[0].1.claim.as_deref(), Some("own"));
+        let other_ns = ItemBuilder::pod("other", "e").pvc_volume("data", "shared").build();
+        let sel = select(&other_ns, false);
+        assert_eq!(groups(&[pods[0].clone(), (other_ns, sel)]).len(), 2, "a claim name is per namespace");
     }
 }

@@ -356,9 +356,16 @@ impl Session {
         outcome
     }
 
-    /// Runs one hook extension on a target in a fresh instance.
+    /// Runs one hook extension on a target in a fresh instance. `parameters` are added to the
+    /// extension's own (and win over them): a pod's `hooks.stowage.io/param.<key>` annotations.
     #[allow(clippy::result_large_err, reason = "hooks are called a few times per operation")]
-    pub fn run_hook(&mut self, extension: &ExtensionId, phase: HookPhase, target: &ObjectRef) -> Result<(), ItemIssue> {
+    pub fn run_hook(
+        &mut self,
+        extension: &ExtensionId,
+        phase: HookPhase,
+        target: &ObjectRef,
+        parameters: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ItemIssue> {
         let index = self
             .slots
             .iter()
@@ -382,11 +389,12 @@ impl Session {
             Err(message) => Err(CallError::Trapped(message)),
             Ok(()) => {
                 let slot = &mut self.slots[index];
-                let parameters = &slot.extension.config.parameters;
+                let mut merged = slot.extension.config.parameters.clone();
+                merged.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
                 match &mut slot.instance.as_mut().unwrap().0 {
-                    Instance::Wasm(i) => i.hook(&to_wit_context(&self.context, phase.into(), parameters), target),
+                    Instance::Wasm(i) => i.hook(&to_wit_context(&self.context, phase.into(), &merged), target),
                     Instance::Rhai(i) => {
-                        i.hook(crate::script::context_map(&self.context, phase.into(), parameters), phase, target)
+                        i.hook(crate::script::context_map(&self.context, phase.into(), &merged), phase, target)
                     }
                 }
             }

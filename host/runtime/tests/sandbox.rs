@@ -210,9 +210,9 @@ fn hooks_run_in_fresh_instances_with_checked_capabilities() {
     let id = ExtensionId::new("stowage", "freeze");
     let (pre, post, restore, report) = with_session(&registry.snapshot(), host.clone(), |s| {
         (
-            s.run_hook(&id, HookPhase::PreBackup, &target),
-            s.run_hook(&id, HookPhase::PostBackup, &target),
-            s.run_hook(&id, HookPhase::PostRestore, &target),
+            s.run_hook(&id, HookPhase::PreBackup, &target, &Default::default()),
+            s.run_hook(&id, HookPhase::PostBackup, &target, &Default::default()),
+            s.run_hook(&id, HookPhase::PostRestore, &target, &Default::default()),
             s.report(),
         )
     });
@@ -227,6 +227,19 @@ fn hooks_run_in_fresh_instances_with_checked_capabilities() {
     let logs = host.logs.lock().unwrap().clone();
     assert_eq!(logs, vec!["stowage/freeze Info pre-backup on db-0: done", "stowage/freeze Info post-restore: db-0 found=true"]);
     assert_eq!(report.extensions[0].counts.calls, 3);
+}
+
+#[test]
+fn a_hooks_parameters_given_by_the_pod_win_over_its_configs() {
+    let registry = registry();
+    let config = "capabilities:\n  exec: [{container: db}]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
+    registry.upsert(source("stowage", "freeze", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
+    let host = RecordingHost::new();
+    let target = ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() };
+    let id = ExtensionId::new("stowage", "freeze");
+    let from_pod = [("command".to_string(), "sync -f /data".to_string())].into();
+    with_session(&registry.snapshot(), host.clone(), |s| s.run_hook(&id, HookPhase::PreBackup, &target, &from_pod)).unwrap();
+    assert_eq!(host.calls(), vec!["exec shop/db-0 db sync -f /data"]);
 }
 
 #[test]

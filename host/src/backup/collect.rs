@@ -15,9 +15,9 @@ use stowage_pipeline::{GroupResource, Item};
 use super::stage::{ExtensionStage, StageStopped, Staged};
 use super::{BackupOutcome, BackupPlan};
 use crate::discovery::{self, Discovered};
-use crate::server::oplog::OperationLog;
-use crate::server::extensions::Extensions;
-use crate::server::Context;
+use crate::oplog::OperationLog;
+use crate::extensions::Extensions;
+use crate::context::Context;
 
 const PAGE: u32 = 500;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -166,7 +166,7 @@ impl<'a, W: Write> Collector<'a, W> {
             return;
         }
         self.related.extend(related(&item));
-        self.out.volume_candidates.observe(&item, self.plan.default_volumes_to_fs_backup);
+        self.out.volume_candidates.observe(&item, self.plan.default_volumes_to_fs_backup, self.plan.any_pod_may_have_hooks);
         let key = format!("{}/{}", item.api_version(), item.kind);
         let entry = match &item.namespace {
             Some(ns) => format!("{ns}/{}", item.name),
@@ -337,6 +337,8 @@ mod tests {
             ttl: Duration::from_secs(3600),
             default_volumes_to_fs_backup: false,
             pod_volume_timeout: Duration::from_secs(60),
+            hook_specs: stowage_pipeline::hooks::BackupHookSpecs::compile(&Default::default()).unwrap(),
+            any_pod_may_have_hooks: false,
         }
     }
 

@@ -18,10 +18,13 @@ use stowage_pipeline::{Outcome, ResourceSelection, SelectionOptions};
 use stowage_storage::ObjectStore;
 
 use crate::discovery::{self, Discovered};
-use crate::server::extensions::Extensions;
+use crate::hooks::backup::BackupHookRunner;
+use stowage_pipeline::hooks::BackupHookSpecs;
+use crate::extensions::Extensions;
 use stowage_runtime::OperationKind;
-use crate::server::oplog::OperationLog;
-use crate::server::{locations, Context};
+use crate::oplog::OperationLog;
+use crate::context::Context;
+use crate::locations;
 
 /// Everything a backup resolved before it started collecting; never changed afterwards.
 pub struct BackupPlan {
@@ -34,6 +37,11 @@ pub struct BackupPlan {
     pub default_volumes_to_fs_backup: bool,
     /// How long the pod volume backups may take.
     pub pod_volume_timeout: std::time::Duration,
+    /// The hook sets of `spec.hooks`, checked.
+    pub hook_specs: BackupHookSpecs,
+    /// Whether any pod may have hooks without saying so in its annotations: the backup has hook
+    /// sets, or hook extensions are loaded.
+    pub any_pod_may_have_hooks: bool,
 }
 
 /// What a backup run produced, apart from the plan.
@@ -56,7 +64,8 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
     let name = backup.name_any();
     let mut errors = Vec::new();
     let ttl = backup.spec.ttl_duration().map_err(|e| errors.push(format!("spec.ttl: {e}"))).ok();
-    let pod_volume_timeout = volumes::timeout_of(backup, ctx.pod_volume_timeout).map_err(|e| errors.push(e)).ok();
+    let pod_volume_timeout = crate::podvolumes::timeout_of(backup, ctx.pod_volume_timeout).map_err(|e| errors.push(e)).ok();
+    let hook_specs = BackupHookSpecs::compile(&backup.spec.hooks).map_err(|e| errors.extend(e)).ok();
     let location = match locations::resolve(ctx, backup.spec.storage_location.as_deref()).await {
         Ok(l) => Some(l),
         Err(e) => {
@@ -69,7 +78,7 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
             errors.push(format!("backup {name:?}: {e}"));
         }
     }
-    errors.extend(crate::server::extensions::check_requested(&ctx.extensions, &ctx.namespace, &backup.spec.extensions));
+    errors.extend(crate::extensions::check_requested(&ctx.extensions, &ctx.namespace, &backup.spec.extensions));
     let resources = match discovery::discover(&ctx.client).await {
         Ok(r) => r,
         Err(e) => return Err(vec![format!("discovering the cluster's resources: {e:#}")]),
@@ -94,11 +103,24 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
         },
         _ => None,
     };
-    match (errors.is_empty(), location, selection, ttl, store, pod_volume_timeout) {
-        (true, Some(location), Some(selection), Some(ttl), Some(store), Some(pod_volume_timeout)) => {
+    match (errors.is_empty(), location, selection, ttl, store, pod_volume_timeout, hook_specs) {
+        (true, Some(location), Some(selection), Some(ttl), Some(store), Some(pod_volume_timeout), Some(hook_specs)) => {
             let default_volumes_to_fs_backup =
                 backup.spec.default_volumes_to_fs_backup.unwrap_or(ctx.default_volumes_to_fs_backup);
-            Ok((BackupPlan { name, location, selection, resources, ttl, default_volumes_to_fs_backup, pod_volume_timeout }, store))
+            let any_pod_may_have_hooks = !backup.spec.hooks.is_empty()
+                || ctx.extensions.snapshot().of_kind(stowage_runtime::ExtensionKind::Hook).next().is_some();
+            let plan = BackupPlan {
+                name,
+                location,
+                selection,
+                resources,
+                ttl,
+                default_volumes_to_fs_backup,
+                pod_volume_timeout,
+                hook_specs,
+                any_pod_may_have_hooks,
+            };
+            Ok((plan, store))
         }
         _ => Err(errors),
     }
@@ -145,8 +167,13 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
         collected.extension_report = extensions.report();
         let candidates = std::mem::take(&mut collected.volume_candidates);
         if !candidates.is_empty() {
+            let hooks = BackupHookRunner::new(&ctx, &backup, &plan.hook_specs, plan.resources.clone(), &log);
             collected.pod_volume_backups =
-                volumes::back_up(&ctx, &plan, &backup, store.clone(), candidates, &log, &mut collected.outcome).await?;
+                volumes::back_up(&ctx, &plan, &backup, store.clone(), candidates, &hooks, &log, &mut collected.outcome).await?;
+            if let Some(hook_report) = hooks.extension_report().await {
+                let report = collected.extension_report.get_or_insert_with(Default::default);
+                report.extensions.extend(hook_report.extensions);
+            }
         }
         upload::upload(&ctx, store.as_ref(), &plan, &collected, archive.path(), &log).await?;
         anyhow::Ok(collected)

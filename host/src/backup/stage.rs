@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use stowage_pipeline::{Item, Outcome};
 
-use crate::server::extensions::Extensions;
+use crate::extensions::Extensions;
 
 /// Items are handed over in batches of this many, each way: one hand-over (and at most one
 /// wake-up of the other thread) per batch, not per item, which would cost more than a cheap
@@ -185,7 +185,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::extensions::registry;
+    use crate::extensions::registry;
     use serde_json::json;
     use std::sync::Arc;
     use stowage_pipeline::ApiResourceInfo;

@@ -11,8 +11,9 @@ use stowage_api::Backup;
 use stowage_storage::ObjectStore;
 
 use super::{BackupOutcome, BackupPlan};
-use crate::server::oplog::{compress_json, OperationLog};
-use crate::server::{locations, Context};
+use crate::oplog::{compress_json, OperationLog};
+use crate::context::Context;
+use crate::locations;
 
 pub async fn upload_log(store: &dyn ObjectStore, name: &str, log: &OperationLog) -> anyhow::Result<()> {
     let key = StoreLayout::new(None).backup_file(name, BackupFile::Log);
@@ -44,7 +45,7 @@ pub async fn upload(
     let mut extension_runs = Vec::new();
     if let Some(report) = &done.extension_report {
         store.put(&layout.backup_file(name, BackupFile::Extensions), Bytes::from(report.to_json_zst()?)).await?;
-        extension_runs = crate::server::extensions::runs(report);
+        extension_runs = crate::extensions::runs(report);
     }
     log.outcome(&done.outcome);
     let phase = if done.outcome.error_count() > 0 { "PartiallyFailed" } else { "Completed" };

@@ -1,31 +1,35 @@
-//! Pod volume backups (DESIGN §6): for each selected volume of a running pod, one
-//! PodVolumeBackup for the node agent on the pod's node; the backup waits for them (up to its
-//! timeout) and records their results in `<backup>-podvolumebackups.json.zst`.
+//! Pod volumes and hooks (DESIGN §4, §6): pods are taken in groups (pods sharing a claim are one
+//! group); for each, its pre hooks run, then one PodVolumeBackup per selected volume of a
+//! running pod goes to the node agent on the pod's node and is waited for (up to the backup's
+//! timeout), then its post hooks run. The results go to `<backup>-podvolumebackups.json.zst`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
-use stowage_api::podvolume::{PodVolumePhase, PodVolumeStatus};
+use stowage_api::podvolume::PodVolumePhase;
 use stowage_api::podvolume::PodVolumeBackupSpec;
 use stowage_api::{labels, Backup, PodVolumeBackup};
-use stowage_pipeline::volumes::{self, PodVolume, VolumeSelection};
+use futures::StreamExt;
+use stowage_pipeline::volumes::{self, PodGroup, PodVolume, VolumeSelection};
 use stowage_pipeline::{Item, Outcome};
 use stowage_storage::ObjectStore;
 
 use super::BackupPlan;
-use crate::server::oplog::OperationLog;
-use crate::server::{repositories, Context};
+use crate::oplog::OperationLog;
+use crate::context::Context;
+use crate::hooks::backup::{BackupHookRunner, PodHooks};
+use crate::podvolumes::{generate_name, wait_for_volumes, POLL};
+use crate::repositories;
 
-/// Annotation on a Backup: how long its pod volume backups may take (Go duration).
-pub const TIMEOUT_ANNOTATION: &str = "stowage.io/pod-volume-timeout";
-/// How often the backup looks at its PodVolumeBackups while it waits.
-const POLL: Duration = Duration::from_secs(1);
+/// How many groups of pods have their hooks run and volumes backed up at once.
+const GROUPS_AT_ONCE: usize = 4;
+/// Label on PodVolumeBackups: the group of pods (see `volumes::groups`) they belong to.
+const GROUP_LABEL: &str = "stowage.io/volume-group";
 
 /// The pods seen while collecting, with the volumes each asks to have copied.
 #[derive(Default)]
@@ -34,42 +38,57 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    /// Looks at one collected item; only pods matter.
-    pub fn observe(&mut self, item: &Item, default_volumes_to_fs_backup: bool) {
+    /// Looks at one collected item; only pods matter: those with volumes to copy, and those
+    /// that may have hooks (`any_may_have_hooks`: the backup has hook sets or hook extensions
+    /// are loaded; otherwise only pods with hook annotations).
+    pub fn observe(&mut self, item: &Item, default_volumes_to_fs_backup: bool, any_may_have_hooks: bool) {
         if !item.group.is_empty() || item.resource != "pods" {
             return;
         }
         let selection = volumes::select(item, default_volumes_to_fs_backup);
-        if !selection.backup.is_empty() || !selection.skipped.is_empty() {
+        if !selection.backup.is_empty() || !selection.skipped.is_empty() || any_may_have_hooks || has_hook_annotations(&item.object) {
             self.pods.push((item.clone(), selection));
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pods.iter().all(|(_, s)| s.backup.is_empty())
+        self.pods.is_empty()
     }
 }
 
-/// A Backup's or Restore's pod volume timeout: its annotation, else the server's default.
-pub fn timeout_of(operation: &impl ResourceExt, default: Duration) -> Result<Duration, String> {
-    match operation.annotations().get(TIMEOUT_ANNOTATION) {
-        None => Ok(default),
-        Some(v) => stowage_api::duration::parse(v)
-            .map_err(|e| format!("annotation {TIMEOUT_ANNOTATION}={v:?}: {e}; use a duration such as 30m or 4h")),
-    }
+fn has_hook_annotations(pod: &Value) -> bool {
+    let hooks = [labels::PRE_BACKUP_HOOK.command, labels::POST_BACKUP_HOOK.command, labels::HOOK_EXTENSIONS];
+    hooks.iter().any(|k| k.item_annotation(pod).is_some())
 }
 
 fn owner(backup: &Backup) -> Option<OwnerReference> {
     backup.controller_owner_ref(&())
 }
 
-/// Creates the PodVolumeBackups, waits for them, and returns them as they ended.
+/// What the groups share while they run.
+struct Shared<'a> {
+    ctx: &'a Context,
+    plan: &'a BackupPlan,
+    backup: &'a Backup,
+    backup_uid: String,
+    store: Arc<dyn ObjectStore>,
+    hooks: &'a BackupHookRunner<'a>,
+    log: &'a OperationLog,
+    /// Each namespace's repository, once ensured.
+    repositories: tokio::sync::Mutex<BTreeMap<String, Result<String, String>>>,
+}
+
+/// For each group of pods: their pre hooks, then their volumes (PodVolumeBackups for the node
+/// agents, waited for up to the backup's timeout), then their post hooks. Returns the
+/// PodVolumeBackups as they ended.
+#[allow(clippy::too_many_arguments)]
 pub async fn back_up(
     ctx: &Context,
     plan: &BackupPlan,
     backup: &Backup,
     store: Arc<dyn ObjectStore>,
     candidates: Candidates,
+    hooks: &BackupHookRunner<'_>,
     log: &OperationLog,
     outcome: &mut Outcome,
 ) -> anyhow::Result<Vec<PodVolumeBackup>> {
@@ -78,64 +97,52 @@ pub async fn back_up(
             log.info(format!("pod {}/{}: volume {volume:?} is not backed up: {why}", pod.namespace.as_deref().unwrap_or(""), pod.name));
         }
     }
-    let unique = volumes::dedupe(candidates.pods.iter().map(|(p, s)| (p, s)));
-    if unique.is_empty() {
+    let pods = candidates.pods;
+    let pod_hooks: Vec<PodHooks> = pods.iter().map(|(p, _)| hooks.hooks_of(&p.object, outcome)).collect();
+    // Groups with hooks run a few at a time, so that no application waits long between its
+    // pre and post hooks for node agents busy with other groups; the volumes of pods without
+    // hooks all go at once, as one group.
+    let (hooked, plain): (Vec<PodGroup>, Vec<PodGroup>) = volumes::groups(&pods)
+        .into_iter()
+        .filter(|g| !g.volumes.is_empty() || g.pods.iter().any(|&i| !pod_hooks[i].is_empty()))
+        .partition(|g| g.pods.iter().any(|&i| !pod_hooks[i].is_empty()));
+    let plain = plain.into_iter().reduce(|mut all, g| {
+        all.pods.extend(g.pods);
+        all.volumes.extend(g.volumes);
+        all
+    });
+    let groups: Vec<(usize, PodGroup)> = plain.into_iter().chain(hooked).enumerate().collect();
+    if groups.is_empty() {
         return Ok(Vec::new());
     }
-    let backup_uid = backup.uid().unwrap_or_default();
+    ctx.patch_status::<Backup>(&plan.name, json!({"phase": "WaitingForVolumes"})).await?;
+    let shared = Shared {
+        ctx,
+        plan,
+        backup,
+        backup_uid: backup.uid().unwrap_or_default(),
+        store,
+        hooks,
+        log,
+        repositories: Default::default(),
+    };
+    let selector = format!("{}={}", labels::BACKUP_UID.name, shared.backup_uid);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let run_groups = async {
+        let runs: Vec<_> = groups.iter().map(|(id, g)| run_group(&shared, *id, g, &pods, &pod_hooks)).collect();
+        let outcomes: Vec<Outcome> = futures::stream::iter(runs).buffer_unordered(GROUPS_AT_ONCE).collect().await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outcomes
+    };
+    let (outcomes, ()) = futures::join!(run_groups, report_counts(ctx, &plan.name, &selector, &done));
+    for o in outcomes {
+        outcome.merge(o);
+    }
+    if let Some(status) = hooks.ledger.status() {
+        ctx.patch_status::<Backup>(&plan.name, json!({"hookStatus": status})).await?;
+    }
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let mut created = 0usize;
-    let mut repositories: BTreeMap<String, Result<String, String>> = BTreeMap::new();
-    for ((ns, _), (pod, volume)) in &unique {
-        let pod_ref = format!("{ns}/{}", pod.name);
-        let phase = pod.object.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Unknown");
-        let node = pod.object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
-        if phase != "Running" || node.is_empty() {
-            outcome.warn(Some(ns), format!("pod {pod_ref} is {phase}, not Running on a node: volume {:?} is not backed up", volume.name));
-            continue;
-        }
-        let repo = match repositories.get(ns) {
-            Some(r) => r.clone(),
-            None => {
-                let r = repositories::ensure(ctx, &plan.location, store.clone(), ns)
-                    .await
-                    .map(|r| r.spec.restic_identifier)
-                    .map_err(|e| format!("{e:#}"));
-                repositories.insert(ns.clone(), r.clone());
-                r
-            }
-        };
-        let repo = match repo {
-            Ok(r) => r,
-            Err(e) => {
-                outcome.error(Some(ns), format!("pod volume {pod_ref}/{}: {e}", volume.name));
-                continue;
-            }
-        };
-        let pvb = match pod_volume_backup(ctx, plan, backup, &backup_uid, pod, volume, node, &repo).await {
-            Ok(p) => p,
-            Err(e) => {
-                outcome.error(Some(ns), format!("pod volume {pod_ref}/{}: {e:#}", volume.name));
-                continue;
-            }
-        };
-        match api.create(&PostParams::default(), &pvb).await {
-            Ok(p) => {
-                created += 1;
-                log.info(format!("pod volume {pod_ref}/{} on node {node}: PodVolumeBackup {}", volume.name, p.name_any()));
-            }
-            Err(e) => outcome.error(Some(ns), format!("pod volume {pod_ref}/{}: creating its PodVolumeBackup: {e}", volume.name)),
-        }
-    }
-    if created == 0 {
-        return Ok(Vec::new());
-    }
-    ctx.patch_status::<Backup>(&plan.name, json!({"phase": "WaitingForVolumes", "podVolumeBackupsAttempted": created}))
-        .await?;
-    let selector = format!("{}={backup_uid}", labels::BACKUP_UID.name);
-    let counts = ("podVolumeBackupsCompleted", "podVolumeBackupsFailed");
-    let done = wait_for_volumes::<PodVolumeBackup, Backup>(ctx, &plan.name, counts, &selector, created, plan.pod_volume_timeout, log)
-        .await?;
+    let done = api.list(&ListParams::default().labels(&selector)).await?.items;
     for pvb in &done {
         let status = pvb.status.clone().unwrap_or_default();
         let ns = pvb.spec.pod.namespace.as_deref();
@@ -157,6 +164,141 @@ pub async fn back_up(
         }
     }
     Ok(done)
+}
+
+/// Keeps the Backup's volume counts current while the groups run, and once more at the end.
+async fn report_counts(ctx: &Context, backup: &str, selector: &str, done: &std::sync::atomic::AtomicBool) {
+    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let lp = ListParams::default().labels(selector);
+    let mut reported = None;
+    loop {
+        let last = done.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(list) = api.list(&lp).await {
+            let phase = |p: &PodVolumeBackup| p.status.as_ref().and_then(|s| s.phase);
+            let completed = list.items.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
+            let failed = list.items.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
+            let counts = (list.items.len(), completed, failed);
+            if reported != Some(counts) && counts.0 > 0 {
+                reported = Some(counts);
+                let status = json!({"podVolumeBackupsAttempted": counts.0, "podVolumeBackupsCompleted": completed, "podVolumeBackupsFailed": failed});
+                let _ = ctx.patch_status::<Backup>(backup, status).await;
+            }
+        }
+        if last {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One group: pre hooks, volumes, post hooks (owed once the pre hooks started).
+async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(Item, VolumeSelection)], hooks: &[PodHooks]) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut members = Vec::new();
+    for &i in &group.pods {
+        let current = match hooks[i].is_empty() {
+            true => None,
+            false => match shared.hooks.current(&hooks[i].pod).await {
+                Ok(Some(p)) => Some(p),
+                Ok(None) => {
+                    outcome.warn(Some(&hooks[i].pod.namespace), format!("pod {} is gone: its hooks are not run", hooks[i].pod));
+                    None
+                }
+                Err(e) => {
+                    outcome.error(Some(&hooks[i].pod.namespace), format!("pod {}: reading it to run its hooks: {e}", hooks[i].pod));
+                    None
+                }
+            },
+        };
+        members.push((hooks[i].clone(), current));
+    }
+    let position = |pod: usize| group.pods.iter().position(|&p| p == pod).unwrap_or(usize::MAX);
+    let mut owing = Vec::new();
+    let failed = shared.hooks.pre(&members, &mut owing, &mut outcome).await;
+    let mut created = 0;
+    for v in &group.volumes {
+        let stopped_by = v.mounted_by.iter().find(|&&p| failed.contains(&position(p)));
+        let (first, volume) = &v.from[0];
+        let ns = pods[*first].0.namespace.clone().unwrap_or_default();
+        if let Some(&p) = stopped_by {
+            outcome.error(
+                Some(&ns),
+                format!("pod volume {ns}/{}/{} is not backed up: a pre hook of pod {} failed", pods[*first].0.name, volume.name, hooks[p].pod),
+            );
+            continue;
+        }
+        let running = |pod: &Item| {
+            pod.object.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+                && pod.object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        };
+        let Some((pod, volume)) = v.from.iter().map(|(i, v)| (&pods[*i].0, v)).find(|(p, _)| running(p)) else {
+            let pod = &pods[*first].0;
+            let phase = pod.object.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Unknown");
+            outcome.warn(Some(&ns), format!("pod {ns}/{} is {phase}, not Running on a node: volume {:?} is not backed up", pod.name, volume.name));
+            continue;
+        };
+        if create_backup(shared, id, pod, volume, &mut outcome).await {
+            created += 1;
+        }
+    }
+    if created > 0 {
+        let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
+        let waited =
+            wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, created, shared.plan.pod_volume_timeout, shared.log).await;
+        if let Err(e) = waited {
+            outcome.error(None, format!("waiting for the pod volume backups: {e:#}"));
+        }
+    }
+    shared.hooks.post(&members, &owing, &mut outcome).await;
+    outcome
+}
+
+/// Creates the PodVolumeBackup of one volume; false (with the reason on `outcome`) when none
+/// could be created.
+async fn create_backup(shared: &Shared<'_>, group: usize, pod: &Item, volume: &PodVolume, outcome: &mut Outcome) -> bool {
+    let ns = pod.namespace.clone().unwrap_or_default();
+    let pod_ref = format!("{ns}/{}", pod.name);
+    let node = pod.object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    let repo = {
+        let mut repositories = shared.repositories.lock().await;
+        match repositories.get(&ns) {
+            Some(r) => r.clone(),
+            None => {
+                let r = repositories::ensure(shared.ctx, &shared.plan.location, shared.store.clone(), &ns)
+                    .await
+                    .map(|r| r.spec.restic_identifier)
+                    .map_err(|e| format!("{e:#}"));
+                repositories.insert(ns.clone(), r.clone());
+                r
+            }
+        }
+    };
+    let repo = match repo {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.error(Some(&ns), format!("pod volume {pod_ref}/{}: {e}", volume.name));
+            return false;
+        }
+    };
+    let mut pvb = match pod_volume_backup(shared.ctx, shared.plan, shared.backup, &shared.backup_uid, pod, volume, node, &repo).await {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.error(Some(&ns), format!("pod volume {pod_ref}/{}: {e:#}", volume.name));
+            return false;
+        }
+    };
+    pvb.metadata.labels.get_or_insert_with(Default::default).insert(GROUP_LABEL.to_string(), group.to_string());
+    let api: Api<PodVolumeBackup> = Api::namespaced(shared.ctx.client.clone(), &shared.ctx.namespace);
+    match api.create(&PostParams::default(), &pvb).await {
+        Ok(p) => {
+            shared.log.info(format!("pod volume {pod_ref}/{} on node {node}: PodVolumeBackup {}", volume.name, p.name_any()));
+            true
+        }
+        Err(e) => {
+            outcome.error(Some(&ns), format!("pod volume {pod_ref}/{}: creating its PodVolumeBackup: {e}", volume.name));
+            false
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -219,96 +361,3 @@ async fn pod_volume_backup(
     })
 }
 
-/// `<operation>-`, short enough for the API server to append its random suffix.
-pub fn generate_name(operation: &str) -> String {
-    let head = match operation.char_indices().nth(57) {
-        Some((i, _)) => &operation[..i],
-        None => operation,
-    };
-    format!("{head}-")
-}
-
-/// A PodVolumeBackup or PodVolumeRestore, as [`wait_for_volumes`] waits for it.
-pub(crate) trait VolumeOperation:
-    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-{
-    fn volume_status(&self) -> Option<&PodVolumeStatus>;
-    /// Why it is canceled when it is still running `after` the operation's timeout, and what
-    /// to do about it.
-    fn timed_out(&self, after: &str) -> String;
-}
-
-impl VolumeOperation for PodVolumeBackup {
-    fn volume_status(&self) -> Option<&PodVolumeStatus> {
-        self.status.as_ref()
-    }
-
-    fn timed_out(&self, after: &str) -> String {
-        let unseen = self.status.as_ref().and_then(|s| s.phase).is_none();
-        format!(
-            "timed out after {after} (node {}{}); raise the backup's {TIMEOUT_ANNOTATION} annotation or the server's --pod-volume-timeout if the volume is large",
-            self.spec.node,
-            if unseen { ", whose node agent never picked it up" } else { "" }
-        )
-    }
-}
-
-/// Waits until every volume operation labelled `selector` has ended (at least `expected` of
-/// them), or `timeout` passes: then the unfinished ones are canceled (their node agents stop
-/// and release the repository) and say why. The operation `owner` (a Backup or Restore, `O`)
-/// shows the counts in its status fields `counts` (completed, failed) as they change.
-pub(crate) async fn wait_for_volumes<K: VolumeOperation, O>(
-    ctx: &Context,
-    owner: &str,
-    counts: (&str, &str),
-    selector: &str,
-    expected: usize,
-    timeout: Duration,
-    log: &OperationLog,
-) -> anyhow::Result<Vec<K>>
-where
-    O: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let lp = ListParams::default().labels(selector);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let phase = |p: &K| p.volume_status().and_then(|s| s.phase);
-    let mut reported = (usize::MAX, usize::MAX);
-    loop {
-        let all = api.list(&lp).await?.items;
-        let completed = all.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
-        let failed = all.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
-        if (completed, failed) != reported {
-            reported = (completed, failed);
-            let _ = ctx.patch_status::<O>(owner, json!({counts.0: completed, counts.1: failed})).await;
-        }
-        if all.len() >= expected && completed + failed == all.len() {
-            return Ok(all);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let after = humantime::format_duration(timeout).to_string();
-            for p in all.iter().filter(|p| !phase(p).is_some_and(PodVolumePhase::is_terminal)) {
-                let message = p.timed_out(&after);
-                log.error(format!("{} {}: {message}", K::kind(&()), p.name_any()));
-                let status = PodVolumeStatus {
-                    phase: Some(PodVolumePhase::Canceled),
-                    message: Some(message),
-                    completion_timestamp: Some(crate::server::locations::now()),
-                    ..p.volume_status().cloned().unwrap_or_default()
-                };
-                let _ = ctx.patch_status::<K>(&p.name_any(), serde_json::to_value(&status)?).await;
-            }
-            let all = api.list(&lp).await?.items;
-            let failed = all.iter().filter(|p| phase(p) != Some(PodVolumePhase::Completed)).count();
-            let _ = ctx.patch_status::<O>(owner, json!({counts.0: all.len() - failed, counts.1: failed})).await;
-            return Ok(all);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}

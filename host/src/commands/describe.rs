@@ -98,14 +98,28 @@ pub fn phase(phase: Option<String>, logs_command: &str) -> String {
     }
 }
 
+/// The hook counts, then each hook as it ran (pod, container, phase, exit code, duration).
 pub fn hook_status(status: Option<&HookStatus>) -> String {
-    match status {
-        Some(s) if s.hooks_attempted > 0 => aligned(
-            0,
-            &[("Hooks attempted", s.hooks_attempted.to_string()), ("Hooks failed", s.hooks_failed.to_string())],
-        ),
-        _ => String::new(),
+    let Some(s) = status.filter(|s| s.hooks_attempted > 0) else { return String::new() };
+    let mut out = aligned(0, &[("Hooks attempted", s.hooks_attempted.to_string()), ("Hooks failed", s.hooks_failed.to_string())]);
+    if s.runs.is_empty() {
+        return out;
     }
+    out += "Hook runs:\n";
+    for r in &s.runs {
+        let result = match &r.error {
+            None => "succeeded".to_string(),
+            Some(e) => format!("failed: {}", e.lines().next().unwrap_or_default()),
+        };
+        let container = if r.container.is_empty() { String::new() } else { format!(" container {}", r.container) };
+        let restart = if r.after_restart { " (after a server restart)" } else { "" };
+        let seconds = r.duration_millis as f64 / 1000.0;
+        out += &format!("  {} hook ({}) pod {}{container}: {result}, {seconds:.1}s{restart}\n", r.phase, r.hook, r.pod);
+    }
+    if (s.hooks_attempted as usize) > s.runs.len() {
+        out += &format!("  ... and {} more in the log\n", s.hooks_attempted as usize - s.runs.len());
+    }
+    out
 }
 
 /// Which extensions ran, with the digest of the code that ran (provenance).

@@ -20,7 +20,7 @@ use stowage_api::requests::{DeleteBackupRequestPhase, DeleteBackupRequestSpec};
 use stowage_api::{labels, Backup, BackupStorageLocation, DeleteBackupRequest};
 
 use self::verdict::Verdict;
-use crate::server::Context;
+use crate::context::Context;
 
 /// Velero's default.
 pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(3600);

@@ -7,7 +7,7 @@ use stowage_api::layout::StoreLayout;
 use stowage_api::{labels, PodVolumeBackup, Restore};
 use stowage_storage::ObjectStore;
 
-use crate::server::Context;
+use crate::context::Context;
 
 /// What was removed.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use stowage_pipeline::restore::transform::{decide_volume, transform, VolumeDecis
 use stowage_pipeline::{Item, Outcome};
 
 use super::volumes::Restorer;
-use crate::server::extensions::Extensions;
+use crate::extensions::Extensions;
 use crate::discovery::{self, Discovered};
-use crate::server::oplog::OperationLog;
-use crate::server::Context;
+use crate::oplog::OperationLog;
+use crate::context::Context;
+use crate::hooks::restore::RestoreHookRunner;
 
 #[derive(Default)]
 pub struct Applied {
@@ -26,6 +27,8 @@ pub struct Applied {
     pub restored: u32,
     /// `apiVersion/Kind` -> `namespace/name` of what was created or updated.
     pub resource_list: BTreeMap<String, Vec<String>>,
+    /// The hooks that ran (None: none).
+    pub hook_status: Option<stowage_api::hooks::HookStatus>,
     /// What the extensions did (None: no extension was active).
     pub extension_report: Option<stowage_runtime::ExtensionReport>,
 }
@@ -60,6 +63,7 @@ pub async fn apply_all(
     plan: &RestorePlan,
     archive: &ExtractedArchive,
     volumes_restorer: &mut Restorer,
+    hooks: &mut RestoreHookRunner<'_>,
     extensions: &mut Extensions,
     log: &OperationLog,
 ) -> anyhow::Result<Applied> {
@@ -127,8 +131,12 @@ pub async fn apply_all(
                 }
             }
             volumes_restorer.prepare(&source_namespace, &mut item);
+            let pod_hooks = hooks.prepare(&mut item, &mut done.outcome);
             match create_or_compare(ctx, plan, &d, &item, &mut done).await {
-                Some(Created::New(obj)) => volumes_restorer.created(ctx, &source_namespace, &item, &obj, &mut done.outcome).await,
+                Some(Created::New(obj)) => {
+                    hooks.created(&obj, pod_hooks);
+                    volumes_restorer.created(ctx, &source_namespace, &item, &obj, &mut done.outcome).await
+                }
                 Some(Created::Existing) => volumes_restorer.existing(&source_namespace, &item, &mut done.outcome),
                 None => {}
             }

@@ -20,9 +20,12 @@ use stowage_pipeline::restore::plan::{plan, ModifierSource, RestoreOptions, Rest
 use stowage_storage::ObjectStore;
 
 use crate::discovery;
-use crate::server::extensions::{self, Extensions};
-use crate::server::oplog::{compress_json, OperationLog};
-use crate::server::{locations, velero, Context};
+use crate::hooks::restore::RestoreHookRunner;
+use stowage_pipeline::hooks::RestoreHookSpecs;
+use crate::extensions::{self, Extensions};
+use crate::oplog::{compress_json, OperationLog};
+use crate::context::Context;
+use crate::{locations, velero};
 
 /// The backup a restore reads: named, or the latest completed one of a schedule.
 async fn backup_of(ctx: &Context, restore: &Restore) -> Result<Backup, String> {
@@ -56,6 +59,7 @@ struct Validated {
     pod_volume_timeout: std::time::Duration,
     /// The cluster's types when the restore started (what extensions' host calls reach).
     resources: Vec<discovery::Discovered>,
+    hook_specs: RestoreHookSpecs,
 }
 
 async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<String>> {
@@ -69,7 +73,7 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
             phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "not started".into())
         )]);
     }
-    let unknown = crate::server::extensions::check_requested(&ctx.extensions, &ctx.namespace, &restore.spec.extensions);
+    let unknown = crate::extensions::check_requested(&ctx.extensions, &ctx.namespace, &restore.spec.extensions);
     if !unknown.is_empty() {
         return Err(unknown);
     }
@@ -88,8 +92,9 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
     }
     let plan = plan(&options, &known).map_err(|e| vec![e.to_string()])?;
     let pod_volume_timeout =
-        crate::backup::volumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
-    Ok(Validated { plan, backup, location, store, pod_volume_timeout, resources })
+        crate::podvolumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
+    let hook_specs = RestoreHookSpecs::compile(&restore.spec.hooks)?;
+    Ok(Validated { plan, backup, location, store, pod_volume_timeout, resources, hook_specs })
 }
 
 /// The backup's archive: Stowage's `tar.zst`, or Velero's `tar.gz` for a backup Velero wrote.
@@ -153,18 +158,25 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any())
             .await
             .map_err(|e| anyhow::anyhow!("reading the archive of backup {:?}: {e:#}", v.backup.name_any()))?;
-        let volume_backups = volumes::load(v.store.as_ref(), &v.backup.name_any())
+        let volume_backups = crate::podvolumes::load(v.store.as_ref(), &v.backup.name_any())
             .await
             .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
         let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
         let uid = restore.metadata.uid.clone().unwrap_or_default();
         let mut extensions =
             Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, (&name, &uid), &restore.spec.extensions, v.resources.clone(), &log);
-        let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &mut extensions, &log).await?;
+        let mut hooks = RestoreHookRunner::new(&ctx, &restore, &v.hook_specs, v.resources.clone(), &log);
+        let mut done = apply::apply_all(&ctx, &v.plan, &archive, &mut restorer, &mut hooks, &mut extensions, &log).await?;
         done.extension_report = extensions.report();
         if restorer.created > 0 {
             let uid = restore.metadata.uid.clone().unwrap_or_default();
             volumes::wait(&ctx, &name, &uid, restorer.created, v.pod_volume_timeout, &log, &mut done.outcome).await?;
+        }
+        hooks.run(v.pod_volume_timeout, &mut done.outcome).await;
+        done.hook_status = hooks.ledger.status();
+        if let Some(hook_report) = hooks.extension_report().await {
+            let report = done.extension_report.get_or_insert_with(Default::default);
+            report.extensions.extend(hook_report.extensions);
         }
         anyhow::Ok(done)
     }
@@ -188,7 +200,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             ctx.metrics.restore_items.set(i64::from(done.restored));
             let runs = done.extension_report.as_ref().map(extensions::runs).unwrap_or_default();
             ctx.patch_status::<Restore>(&name, json!({"phase": phase, "completionTimestamp": locations::now(),
-                "extensions": runs,
+                "extensions": runs, "hookStatus": done.hook_status,
                 "warnings": done.outcome.warning_count(), "errors": done.outcome.error_count(),
                 "progress": {"totalItems": done.total, "itemsRestored": done.restored}})).await?;
         }

@@ -4,7 +4,6 @@
 //! timeout, and never hangs forever.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
@@ -12,17 +11,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use stowage_api::layout::{BackupFile, StoreLayout};
-use stowage_api::podvolume::{PodVolumePhase, PodVolumeStatus};
+use stowage_api::podvolume::PodVolumePhase;
 use stowage_api::podvolume::PodVolumeRestoreSpec;
 use stowage_api::{labels, PodVolumeBackup, PodVolumeRestore, Restore};
 use stowage_pipeline::restore::helper::RestoreHelper;
 use stowage_pipeline::{Item, Outcome};
-use stowage_storage::ObjectStore;
 
-use crate::backup::volumes::{generate_name, wait_for_volumes, VolumeOperation, TIMEOUT_ANNOTATION};
-use crate::server::oplog::OperationLog;
-use crate::server::Context;
+use crate::podvolumes::{generate_name, wait_for_volumes};
+use crate::oplog::OperationLog;
+use crate::context::Context;
 
 /// The volume backups of a backup, by (source namespace, pod name).
 #[derive(Default)]
@@ -35,19 +32,6 @@ pub struct Restorer {
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     /// PodVolumeRestores created so far.
     pub created: usize,
-}
-
-/// The backup's `-podvolumebackups.json.zst`; none (a backup without volume data) is empty.
-pub async fn load(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<Vec<PodVolumeBackup>> {
-    let key = StoreLayout::new(None).backup_file(backup, BackupFile::PodVolumeBackups);
-    let data = match store.get(&key).await {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut text = Vec::new();
-    zstd::Decoder::new(&data[..])?.read_to_end(&mut text)?;
-    serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{key} is not a list of PodVolumeBackups: {e}"))
 }
 
 impl Restorer {
@@ -168,22 +152,6 @@ async fn helper_config(ctx: &Context, log: &OperationLog) -> RestoreHelper {
     RestoreHelper::new(&ctx.restore_helper_image)
 }
 
-impl VolumeOperation for PodVolumeRestore {
-    fn volume_status(&self) -> Option<&PodVolumeStatus> {
-        self.status.as_ref()
-    }
-
-    fn timed_out(&self, after: &str) -> String {
-        let pod = format!("{}/{}", self.spec.pod.namespace.as_deref().unwrap_or(""), self.spec.pod.name.as_deref().unwrap_or(""));
-        match self.status.as_ref().and_then(|s| s.phase) {
-            None | Some(PodVolumePhase::New) => format!(
-                "timed out after {after}: no node agent restored it — is pod {pod} scheduled, is its restore-wait init container running, and is a node agent running on its node?"
-            ),
-            _ => format!("timed out after {after} while restoring; raise the restore's {TIMEOUT_ANNOTATION} annotation if the volume is large"),
-        }
-    }
-}
-
 /// Waits for the restore's PodVolumeRestores to end; those still running at the timeout are
 /// canceled with a message saying where they were stuck.
 pub async fn wait(
@@ -199,7 +167,7 @@ pub async fn wait(
     let selector = format!("{}={restore_uid}", labels::RESTORE_UID.name);
     let counts = ("podVolumeRestoresCompleted", "podVolumeRestoresFailed");
     let all: Vec<PodVolumeRestore> =
-        wait_for_volumes::<_, Restore>(ctx, restore, counts, &selector, expected, timeout, log).await?;
+        wait_for_volumes::<_, Restore>(ctx, Some((restore, counts)), &selector, expected, timeout, log).await?;
     let mut completed = 0;
     for p in &all {
         let what = format!(

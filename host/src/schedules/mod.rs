@@ -25,7 +25,7 @@ use stowage_api::{labels, Backup, BackupPhase, Schedule};
 
 use self::cadence::Cadence;
 use self::plan::{Decision, ScheduleState};
-use crate::server::Context;
+use crate::context::Context;
 
 pub async fn run(ctx: Arc<Context>) {
     let schedules: Api<Schedule> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -106,7 +106,7 @@ pub fn validate(schedule: &Schedule) -> Result<Cadence, Vec<String>> {
 /// Backups still running: a new run would overlap them.
 fn is_running(backup: &Backup) -> bool {
     let phase = backup.status.as_ref().and_then(|s| s.phase);
-    crate::server::locations::synced_from(backup).is_none()
+    crate::locations::synced_from(backup).is_none()
         && backup.metadata.deletion_timestamp.is_none()
         && !matches!(phase, Some(p) if p.is_terminal() || p == BackupPhase::Deleting)
 }

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::{Backup, Schedule};
 
-use crate::server::Context;
+use crate::context::Context;
 
 pub const FINALIZER: &str = "stowage.io/delete-owned-backups";
 

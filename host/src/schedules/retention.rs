@@ -11,7 +11,7 @@ use stowage_api::schedule::Retention;
 use stowage_api::{Backup, BackupPhase, Schedule};
 
 use super::cadence::Cadence;
-use crate::server::Context;
+use crate::context::Context;
 
 /// A backup as retention sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

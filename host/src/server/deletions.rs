@@ -15,7 +15,8 @@ use stowage_api::layout::StoreLayout;
 use stowage_api::requests::DeleteBackupRequestPhase;
 use stowage_api::{Backup, BackupPhase, DeleteBackupRequest};
 
-use super::{locations, Context};
+use crate::context::Context;
+use crate::locations;
 
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<DeleteBackupRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -82,7 +83,7 @@ async fn forget_snapshots(
     store: Arc<dyn stowage_storage::ObjectStore>,
     backup: &str,
 ) -> anyhow::Result<()> {
-    let pvbs = crate::restore::volumes::load(store.as_ref(), backup).await?;
+    let pvbs = crate::podvolumes::load(store.as_ref(), backup).await?;
     let mut by_namespace: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for pvb in pvbs {
         if let (Some(ns), Some(id)) = (pvb.spec.pod.namespace.clone(), pvb.status.and_then(|s| s.snapshot_id)) {

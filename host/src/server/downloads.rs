@@ -19,7 +19,8 @@ use stowage_api::requests::{DownloadRequestPhase, DownloadTarget};
 use stowage_api::{Backup, DownloadRequest, Restore};
 use stowage_storage::ObjectStore;
 
-use super::{locations, velero, Context};
+use crate::context::Context;
+use crate::{locations, velero};
 
 /// One Secret per chunk keeps each well under the 1 MiB object limit after base64.
 pub const CHUNK: usize = 700 * 1024;

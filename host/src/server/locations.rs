@@ -5,53 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::{BackupFile, StoreLayout};
-use stowage_api::location::{AccessMode, LocationPhase};
+use stowage_api::location::LocationPhase;
 use stowage_api::{Backup, BackupPhase, BackupStorageLocation};
 use stowage_storage::ObjectStore;
 
-use super::{velero, Context};
-
-/// Annotation on Backups created by sync: the storage location they were found in.
-pub const SYNCED_FROM: &str = "stowage.io/synced-from";
+use crate::context::Context;
+use crate::locations::{now, open, synced_from, SYNCED_FROM};
+use crate::velero;
 
 /// How often locations are checked and synced when they do not say.
 const DEFAULT_PERIOD: Duration = Duration::from_secs(30);
-
-pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// The location named, or the default one when `name` is None.
-pub async fn resolve(ctx: &Context, name: Option<&str>) -> anyhow::Result<BackupStorageLocation> {
-    let api: Api<BackupStorageLocation> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    match name {
-        Some(n) => api.get_opt(n).await?.ok_or_else(|| {
-            anyhow::anyhow!(
-                "storage location {n:?} does not exist in namespace {}; create it with `stowage backup-location create`",
-                ctx.namespace
-            )
-        }),
-        None => {
-            let all = api.list(&ListParams::default()).await?;
-            all.items.into_iter().find(|l| l.spec.default).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no default storage location in namespace {}; name one with --storage-location or mark one `default: true`",
-                    ctx.namespace
-                )
-            })
-        }
-    }
-}
-
-/// Opens the object store behind a location, with the credentials its Secret holds.
-pub async fn open(ctx: &Context, loc: &BackupStorageLocation) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    stowage_access::open_location(&ctx.client, &ctx.namespace, loc).await
-}
 
 /// Checks every location now and then, records the result in its status, and syncs backups.
 pub async fn run(ctx: Arc<Context>) {
@@ -111,7 +78,7 @@ pub struct Synced {
 }
 
 /// Creates Backup objects for backups present in the bucket but not in the cluster: Stowage's,
-/// and Velero's (see [`super::velero`]). A backup that cannot be synced is logged and skipped;
+/// and Velero's (see [`crate::velero`]). A backup that cannot be synced is logged and skipped;
 /// it never keeps the others from syncing. Backups this location's sync created whose data
 /// has since gone from the bucket (deleted from another cluster) are removed, as Velero does.
 pub async fn sync(ctx: &Context, location: &str, store: &dyn ObjectStore) -> anyhow::Result<Synced> {
@@ -156,11 +123,6 @@ pub async fn sync(ctx: &Context, location: &str, store: &dyn ObjectStore) -> any
     Ok(done)
 }
 
-/// The location a Backup was synced from, for Backups that sync created (and that are never
-/// run here).
-pub fn synced_from(backup: &Backup) -> Option<&str> {
-    backup.metadata.annotations.as_ref()?.get(SYNCED_FROM).map(String::as_str)
-}
 
 /// A backup's object as stored, or None while it is incomplete (metadata is uploaded last).
 async fn stored_backup(layout: &StoreLayout, store: &dyn ObjectStore, name: &str) -> anyhow::Result<Option<Backup>> {
@@ -209,13 +171,3 @@ async fn write_synced_status(backups: &Api<Backup>, name: &str, stored: &Backup)
     Ok(())
 }
 
-/// Refuses to write to a ReadOnly location, with a message that says what to do.
-pub fn ensure_writable(loc: &BackupStorageLocation) -> Result<(), String> {
-    if loc.spec.access_mode() == AccessMode::ReadOnly {
-        return Err(format!(
-            "storage location {:?} is ReadOnly; use a ReadWrite location",
-            loc.metadata.name.as_deref().unwrap_or_default()
-        ));
-    }
-    Ok(())
-}

@@ -6,52 +6,15 @@ pub mod deletions;
 pub mod downloads;
 pub mod extensions;
 pub mod locations;
-pub mod metrics;
-pub mod oplog;
 mod operations;
-pub mod repositories;
-pub mod velero;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use args::ServerArgs;
 
 use crate::cluster::ClusterArgs;
-
-/// What every controller shares.
-pub struct Context {
-    pub client: kube::Client,
-    /// The namespace Stowage's own objects live in.
-    pub namespace: String,
-    pub metrics: Arc<metrics::Metrics>,
-    /// How often locations are checked and synced (None: the default).
-    pub location_period: Option<Duration>,
-    pub default_volumes_to_fs_backup: bool,
-    /// How long a backup's or restore's pod volumes may take, unless it says otherwise.
-    pub pod_volume_timeout: Duration,
-    /// The image of the init container that holds restored pods until their volumes are back.
-    pub restore_helper_image: String,
-    /// Repositories are created and initialised one at a time.
-    pub repository_lock: tokio::sync::Mutex<()>,
-    /// The extensions loaded from ConfigMaps; each operation takes a snapshot when it starts.
-    pub extensions: stowage_runtime::Registry,
-}
-
-impl Context {
-    /// Merges `status` into the status of one of Stowage's objects in its namespace.
-    pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<K, kube::Error>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &self.namespace);
-        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
-        api.patch_status(name, &kube::api::PatchParams::default(), &patch).await
-    }
-}
+use crate::context::Context;
+use crate::metrics;
 
 pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
     let client = cluster.client().await?;
@@ -64,11 +27,19 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         pod_volume_timeout: args.pod_volume_timeout,
         restore_helper_image: args.restore_helper_image.clone(),
         repository_lock: tokio::sync::Mutex::new(()),
-        extensions: extensions::registry(
+        extensions: crate::extensions::registry(
             &args.namespace,
             args.namespaced_extension_capabilities.clone(),
         )?,
     });
+    if let Err(e) = extensions::load_all(&ctx).await {
+        tracing::warn!("loading the extension ConfigMaps: {e:#}");
+    }
+    // Post hooks a stopped server owed run first: a filesystem left frozen or a database left
+    // locked cannot wait for anything else.
+    if let Err(e) = crate::hooks::journal::pay_owed(&ctx).await {
+        tracing::error!("running the post hooks owed by interrupted backups: {e:#}");
+    }
     operations::fail_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);
     tokio::select! {

@@ -12,7 +12,8 @@ use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::{Backup, BackupPhase, Restore, RestorePhase};
 
-use super::{locations, Context};
+use crate::context::Context;
+use crate::locations;
 
 const INTERRUPTED: &str = "the server restarted while this was in progress; nothing was left running. Create it again";
 

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ClusterResourceScope, NamespaceResourceScope};
 use kube::Client;
 use kube_sim::{KubeSim, SimConfig};
@@ -90,8 +90,12 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-async fn start_sim(dir: &Path) -> (KubeSim, PathBuf) {
+async fn start_sim(dir: &Path, exec_local: bool) -> (KubeSim, PathBuf) {
     let mut config = SimConfig::new(dir.join("kubelet"));
+    if exec_local {
+        // `kubectl exec` and hooks run as local processes in the container's stand-in directory.
+        config.exec_fallback = kube_sim::ExecFallback::RunLocal;
+    }
     // Restored pods' init container runs as the real helper binary.
     config.images.insert("stowage/restore-helper".into(), workspace_binary("stowage-restore-helper"));
     let sim = KubeSim::start(config).await.unwrap();
@@ -114,11 +118,21 @@ fn free_port() -> SocketAddr {
 impl Env {
     /// A cluster with a fresh bucket as its default, ReadWrite location.
     pub async fn start() -> Env {
+        Env::start_cluster(false).await
+    }
+
+    /// The same, where commands exec'd into containers (hooks) run as local processes in the
+    /// container's stand-in directory, its mount paths linked to the pod's volumes.
+    pub async fn start_with_local_exec() -> Env {
+        Env::start_cluster(true).await
+    }
+
+    async fn start_cluster(exec_local: bool) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (sim, kubeconfig) = match std::env::var_os("STOWAGE_E2E_KUBECONFIG") {
             Some(path) => (None, PathBuf::from(path)),
             None => {
-                let (sim, path) = start_sim(dir.path()).await;
+                let (sim, path) = start_sim(dir.path(), exec_local).await;
                 (Some(sim), path)
             }
         };
@@ -135,7 +149,7 @@ impl Env {
     /// the access mode given: the cluster a backup migrates to.
     pub async fn second_cluster(&self, access_mode: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let (sim, kubeconfig) = start_sim(dir.path()).await;
+        let (sim, kubeconfig) = start_sim(dir.path(), false).await;
         let client = client_for(&kubeconfig).await;
         let env = Env {
             sim: Some(sim),
@@ -194,7 +208,15 @@ impl Env {
         api.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(&bsl)).await.unwrap();
     }
 
-    /// Starts the real `stowage server` binary against this cluster.
+    /// Stops the server at once (SIGKILL): nothing it had running gets to finish.
+    pub fn kill_server(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the real `stowage server` binary against this cluster (appending to its log).
     pub fn start_server(&mut self) {
         self.start_server_with(&[]);
     }
@@ -235,14 +257,6 @@ impl Env {
             .spawn()
             .expect("node agent binary runs");
         self.node_agent = Some(child);
-    }
-
-    /// Stops the server (as a crash would: killed).
-    pub fn stop_server(&mut self) {
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 
     pub fn stop_node_agent(&mut self) {
@@ -391,6 +405,57 @@ impl Env {
         })
         .await
     }
+}
+
+/// Where a claim's data is on the simulated node (the provisioned volume's directory).
+pub async fn claim_dir(env: &Env, ns: &str, claim: &str) -> PathBuf {
+    let pv = wait_for(&format!("claim {ns}/{claim} to be bound"), 30, || async {
+        let c = env.get_in::<PersistentVolumeClaim>(ns, claim).await?;
+        c["spec"]["volumeName"].as_str().map(String::from)
+    })
+    .await;
+    let dir = env.sim.as_ref().unwrap().kubelet_root().join("volumes").join(pv);
+    wait_for(&format!("the volume of {ns}/{claim} to exist"), 30, || async { dir.is_dir().then_some(()) }).await;
+    dir
+}
+
+/// The pods of `ns` once `count` of them are Running.
+pub async fn running_pods(env: &Env, ns: &str, count: usize) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    wait_for(&format!("{count} running pods in {ns}"), 60, || async {
+        let pods = api.list(&ListParams::default()).await.ok()?.items;
+        let running: Vec<Pod> = pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        (running.len() == count).then_some(running)
+    })
+    .await
+}
+
+/// Runs the `restic` CLI against a namespace's repository with the environment
+/// `stowage repo restic-env` prints; returns stdout.
+pub fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["repo", "restic-env", namespace, "-n", NS, "--kubeconfig"])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restic-env: {}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new("restic");
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (k, v) = line.trim_start_matches("export ").split_once('=').unwrap();
+        cmd.env(k, v.trim_matches('\''));
+    }
+    let out = cmd.args(["--no-cache", "--quiet"]).args(args).output().expect("the restic CLI is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "restic {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

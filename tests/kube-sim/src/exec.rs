@@ -112,7 +112,8 @@ impl Default for ExecRegistry {
 
 impl ExecRegistry {
     pub fn new(fallback: ExecFallback) -> Self {
-        let inner = Inner { fallback, local_timeout: Duration::from_secs(60), handlers: Vec::new(), history: Vec::new() };
+        let inner =
+            Inner { fallback, local_timeout: crate::DEFAULT_EXEC_LOCAL_TIMEOUT, handlers: Vec::new(), history: Vec::new() };
         ExecRegistry { inner: Arc::new(Mutex::new(inner)) }
     }
 
@@ -124,9 +125,14 @@ impl ExecRegistry {
         self.inner.lock().unwrap().fallback = fallback;
     }
 
-    /// How long a locally run command may take before it is killed (exit code 137).
+    /// How long a locally run command may take before it is killed (exit code 137); set from
+    /// [`crate::SimConfig::exec_local_timeout`] when the simulator starts.
     pub fn set_local_timeout(&self, timeout: Duration) {
         self.inner.lock().unwrap().local_timeout = timeout;
+    }
+
+    pub fn local_timeout(&self) -> Duration {
+        self.inner.lock().unwrap().local_timeout
     }
 
     /// Answers execs into `namespace`/`pod`/`container` (each may be `"*"`) with `handler`.
@@ -286,11 +292,18 @@ async fn session(socket: WebSocket, registry: ExecRegistry, mut req: ExecRequest
             let _ = tx.send(stdin);
         }
     });
+    // Only a command that asked for stdin waits for it (until the client closes it), and no
+    // longer than the command itself may run.
     if want_stdin {
-        req.stdin = tokio::time::timeout(Duration::from_secs(60), stdin_rx).await.ok().and_then(Result::ok).unwrap_or_default();
+        req.stdin =
+            tokio::time::timeout(registry.local_timeout(), stdin_rx).await.ok().and_then(Result::ok).unwrap_or_default();
     }
     tracing::debug!(pod = %req.pod, container = %req.container, command = ?req.command, "exec");
-    let status = match registry.execute(req).await {
+    // The command runs to its end (or the local cap) even when the client goes away, as a
+    // container runtime's exec does; a client's close can also be a half-close that is only
+    // told apart from leaving by waiting for the answer.
+    let result = registry.execute(req).await;
+    let status = match result {
         Ok(out) => {
             let mut frames = Vec::new();
             if params.stdout {

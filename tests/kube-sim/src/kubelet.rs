@@ -5,6 +5,7 @@ pub mod layout;
 pub mod process;
 
 mod env;
+mod probe;
 mod status;
 mod volumes;
 mod worker;

@@ -28,8 +28,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use exec::{ExecFallback, ExecOutput, ExecRegistry, ExecRequest};
+
+/// The default of [`SimConfig::exec_local_timeout`].
+pub const DEFAULT_EXEC_LOCAL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How a simulator is started.
 #[derive(Clone, Debug)]
@@ -47,6 +51,10 @@ pub struct SimConfig {
     pub images: HashMap<String, PathBuf>,
     /// What `pods/exec` does for a container that has no registered handler.
     pub exec_fallback: ExecFallback,
+    /// How long a `pods/exec` command run as a local process may take before it is killed
+    /// (exit code 137). A real cluster has no such cap; this only keeps a stuck test from
+    /// leaving processes behind.
+    pub exec_local_timeout: Duration,
     /// Whether to run the scheduler, kubelet, provisioner and workload controllers.
     pub run_controllers: bool,
 }
@@ -59,6 +67,7 @@ impl SimConfig {
             nodes: vec!["node-1".to_string()],
             images: HashMap::new(),
             exec_fallback: ExecFallback::Deny,
+            exec_local_timeout: DEFAULT_EXEC_LOCAL_TIMEOUT,
             run_controllers: true,
         }
     }
@@ -79,6 +88,7 @@ impl KubeSim {
         std::fs::create_dir_all(&config.kubelet_root)?;
         let config = Arc::new(config);
         let exec = ExecRegistry::new(config.exec_fallback.clone());
+        exec.set_local_timeout(config.exec_local_timeout);
         let state = server::AppState::new(config.clone(), exec.clone());
         state.bootstrap()?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;

@@ -27,6 +27,9 @@ struct Args {
     /// Run `kubectl exec` commands as local processes in the container's stand-in directory.
     #[arg(long)]
     exec_local: bool,
+    /// How long a command run by `--exec-local` may take before it is killed (e.g. 90s, 10m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    exec_local_timeout: std::time::Duration,
     /// Serve the API only: no scheduler, kubelet, provisioner or workload controllers.
     #[arg(long)]
     no_controllers: bool,
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     config.nodes = args.nodes;
     config.images = args.images.into_iter().collect::<HashMap<_, _>>();
     config.exec_fallback = if args.exec_local { ExecFallback::RunLocal } else { ExecFallback::Deny };
+    config.exec_local_timeout = args.exec_local_timeout;
     config.run_controllers = !args.no_controllers;
     let sim = KubeSim::start(config).await?;
     if let Some(path) = &args.kubeconfig_out {
@@ -56,4 +60,19 @@ async fn main() -> anyhow::Result<()> {
     println!("kube-sim serving on {}", sim.url());
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn exec_local_timeout_takes_a_duration_and_defaults_to_ten_minutes() {
+        let args = Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--exec-local-timeout", "90s"]).unwrap();
+        assert_eq!(args.exec_local_timeout, Duration::from_secs(90));
+        let args = Args::try_parse_from(["kube-sim", "--kubelet-root", "/x"]).unwrap();
+        assert_eq!(args.exec_local_timeout, kube_sim::DEFAULT_EXEC_LOCAL_TIMEOUT);
+        assert!(Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--exec-local-timeout", "soon"]).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 mod fixtures;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use fixtures::{ContainerBuilder, PodSpecBuilder, Sim};
 use k8s_openapi::api::core::v1::Pod;
@@ -175,4 +176,28 @@ async fn kubectl_exec_prints_stdout_and_propagates_the_exit_code() {
     let out = run(vec!["exec", "-i", "web", "--", "cat"], b"piped through\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped through\n", "{out:?}");
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_local_exec_timeout_is_configured_by_the_sim_config() {
+    assert_eq!(kube_sim::SimConfig::new("/x").exec_local_timeout, Duration::from_secs(600));
+    let sim = Sim::start_with(|c| {
+        c.exec_fallback = ExecFallback::RunLocal;
+        c.exec_local_timeout = Duration::from_secs(2);
+    })
+    .await;
+    assert_eq!(sim.sim.exec().local_timeout(), Duration::from_secs(2));
+    let pods = two_container_pod(&sim, "web").await;
+    let started = std::time::Instant::now();
+    let out = exec(&pods, "web", Some("app"), &["sh", "-c", "sleep 5; echo finished"], None).await.unwrap();
+    assert_eq!(exit_code(&out.status).as_deref(), Some("137"));
+    assert!(out.stderr.contains("timed out after 2s"), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A longer cap lets a command that outlives the old one finish.
+    sim.sim.exec().set_local_timeout(Duration::from_secs(10));
+    let out = exec(&pods, "web", Some("app"), &["sh", "-c", "sleep 3; echo finished"], None).await.unwrap();
+    assert_eq!(out.stdout, "finished\n");
+    assert_eq!(out.status.status.as_deref(), Some("Success"));
 }

@@ -17,7 +17,7 @@ use crate::item::{ApiResourceInfo, GroupResource, Item};
 pub use labels::LabelSelector;
 pub use resources::{is_never_included, ResourceName};
 
-use namespaces::NamespaceFilter;
+pub use namespaces::NamespaceFilter;
 use resources::ResourceFilter;
 
 /// The filters as a Backup or Restore spells them.

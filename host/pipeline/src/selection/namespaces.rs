@@ -5,7 +5,7 @@ use globset::{Glob, GlobMatcher};
 use super::{Exclusion, SelectionError};
 
 #[derive(Clone, Debug)]
-pub(crate) struct NamespaceFilter {
+pub struct NamespaceFilter {
     /// `None`: every namespace.
     included: Option<Vec<GlobMatcher>>,
     excluded: Vec<GlobMatcher>,
@@ -15,7 +15,7 @@ const INCLUDED: &str = "includedNamespaces";
 const EXCLUDED: &str = "excludedNamespaces";
 
 impl NamespaceFilter {
-    pub(crate) fn resolve(included: &[String], excluded: &[String]) -> Result<NamespaceFilter, SelectionError> {
+    pub fn resolve(included: &[String], excluded: &[String]) -> Result<NamespaceFilter, SelectionError> {
         if included.len() > 1 && included.iter().any(|n| n == "*") {
             return Err(SelectionError::StarWithOthers { field: INCLUDED });
         }
@@ -34,7 +34,7 @@ impl NamespaceFilter {
         self.included.is_none() && self.excluded.is_empty()
     }
 
-    pub(crate) fn check(&self, namespace: &str) -> Result<(), Exclusion> {
+    pub fn check(&self, namespace: &str) -> Result<(), Exclusion> {
         let matches = |globs: &[GlobMatcher]| globs.iter().any(|g| g.is_match(namespace));
         if matches(&self.excluded) {
             return Err(Exclusion::NamespaceExcluded { namespace: namespace.to_string() });

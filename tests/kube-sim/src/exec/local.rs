@@ -33,6 +33,8 @@ pub async fn run_local(req: &ExecRequest, timeout: Duration) -> Result<ExecOutpu
                 "OCI runtime exec failed: exec failed: unable to start container process: exec: {program:?}: {e}"
             )
         })?;
+    // Dropped before the end (the exec was cancelled): the whole group goes, not only `program`.
+    let group = GroupGuard(child.id());
     let pid = child.id();
     let mut stdin = child.stdin.take();
     let input = req.stdin.clone();
@@ -56,6 +58,7 @@ pub async fn run_local(req: &ExecRequest, timeout: Duration) -> Result<ExecOutpu
     if let Some(pid) = pid {
         kill_group(pid);
     }
+    group.disarm();
     let _ = child.kill().await;
     feed.abort();
     let stdout = read_out.await.unwrap_or_default();
@@ -64,6 +67,23 @@ pub async fn run_local(req: &ExecRequest, timeout: Duration) -> Result<ExecOutpu
         stderr.extend(format!("kube-sim: exec timed out after {}\n", humantime::format_duration(timeout)).bytes());
     }
     Ok(ExecOutput { stdout, stderr, exit_code: code })
+}
+
+/// Kills the process group led by its pid when dropped, unless disarmed.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_group(pid);
+        }
+    }
 }
 
 async fn read_all(src: Option<&mut (impl AsyncReadExt + Unpin)>) -> Vec<u8> {

@@ -30,6 +30,10 @@ pub struct Container {
     pub state: State,
     pub last_terminated: Option<Terminated>,
     pub restart_count: i32,
+    /// Whether the container has a readiness probe; without one it is ready while running.
+    pub probed: bool,
+    /// What its readiness probe last concluded (false until it first succeeds).
+    pub probe_ready: bool,
 }
 
 impl Container {
@@ -40,11 +44,18 @@ impl Container {
             state: State::Waiting { reason: reason.into(), message: None },
             last_terminated: None,
             restart_count: 0,
+            probed: false,
+            probe_ready: false,
         }
     }
 
     pub fn is_running(&self) -> bool {
         matches!(self.state, State::Running { .. })
+    }
+
+    /// Running, and its readiness probe (if any) says ready.
+    pub fn is_ready(&self) -> bool {
+        self.is_running() && (!self.probed || self.probe_ready)
     }
 
     pub fn exit_code(&self) -> Option<i32> {
@@ -56,6 +67,7 @@ impl Container {
 
     /// Records an exit; a container that will be restarted keeps it as `lastState`.
     pub fn exited(&mut self, t: Terminated, restarting: bool) {
+        self.probe_ready = false;
         if restarting {
             self.last_terminated = Some(t);
             self.restart_count += 1;
@@ -79,7 +91,7 @@ impl Container {
             "containerID": format!("kube-sim://{pod_uid}/{}", self.name),
             "state": state(&self.state),
             "lastState": self.last_terminated.as_ref().map(|t| json!({"terminated": terminated_json(t)})).unwrap_or(json!({})),
-            "ready": if init { matches!(self.exit_code(), Some(0)) } else { running },
+            "ready": if init { matches!(self.exit_code(), Some(0)) } else { self.is_ready() },
             "restartCount": self.restart_count,
         });
         if !init || running {
@@ -178,7 +190,7 @@ impl PodView {
             self.set("Initialized", false, Some("ContainersNotInitialized"), Some(msg));
         }
         let done = matches!(self.phase, "Succeeded" | "Failed");
-        let unready: Vec<&str> = self.main.iter().filter(|c| !c.is_running()).map(|c| c.name.as_str()).collect();
+        let unready: Vec<&str> = self.main.iter().filter(|c| !c.is_ready()).map(|c| c.name.as_str()).collect();
         let (ready, reason, message) = if done {
             (false, Some("PodCompleted"), None)
         } else if unready.is_empty() && initialized {
@@ -263,6 +275,23 @@ mod tests {
         let cs = &s.container_statuses.unwrap()[0];
         assert!(cs.ready && cs.started == Some(true) && cs.state.as_ref().unwrap().running.is_some());
         assert_eq!(s.init_container_statuses.unwrap()[0].state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code, 0);
+    }
+
+    #[test]
+    fn a_probed_container_is_ready_only_when_its_probe_says_so() {
+        let mut view = PodView::new("u", vec![], vec![Container::waiting("app", "nginx", "ContainerCreating")], pod_ip("u"), "h".into());
+        view.main[0].probed = true;
+        view.main[0].state = State::Running { started_at: now() };
+        view.phase = "Running";
+        let s: PodStatus = serde_json::from_value(view.render()).unwrap();
+        assert_eq!((condition(&s, "ContainersReady"), condition(&s, "Ready")), ("False".to_string(), "False".to_string()));
+        assert!(!s.container_statuses.unwrap()[0].ready);
+        view.main[0].probe_ready = true;
+        let s: PodStatus = serde_json::from_value(view.render()).unwrap();
+        assert_eq!((condition(&s, "ContainersReady"), condition(&s, "Ready")), ("True".to_string(), "True".to_string()));
+        assert!(s.container_statuses.unwrap()[0].ready);
+        view.main[0].exited(term(1), true);
+        assert!(!view.main[0].probe_ready);
     }
 
     #[test]

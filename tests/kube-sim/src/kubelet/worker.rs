@@ -12,8 +12,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::process::{self, is_stopped, until_stopped, Exit, ProcessSpec};
+use super::probe::{self, Readiness};
 use super::status::{self, PodView, State, Terminated};
 use super::{env, layout, volumes};
+use crate::exec::ExecRequest;
 use crate::SimConfig;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -155,32 +157,81 @@ impl Worker {
 
     async fn run_main(&mut self, containers: &[Container]) -> Result<(), &'static str> {
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+        let mut probes = Probes::new(containers.len());
         for (i, c) in containers.iter().enumerate() {
             self.view.main[i].state = State::Running { started_at: status::now() };
+            self.view.main[i].probed = c.readiness_probe.is_some();
             if let Some(spec) = self.process_spec(c).await {
                 let policy = self.restart_policy.clone();
                 tokio::spawn(container_loop(i, spec, policy, self.stop.clone(), tx.clone()));
+            } else {
+                // Not run as a process: it "runs" from now on, and so does its probe.
+                self.start_probe(&mut probes, i, c, &probe_tx);
             }
         }
         drop(tx);
         self.view.phase = "Running";
         self.publish().await?;
-        while let Some(event) = rx.recv().await {
-            self.stopped()?;
-            match event {
-                ContainerEvent::Started(i, at) => self.view.main[i].state = State::Running { started_at: at },
-                ContainerEvent::Exited(i, t, restarting) => {
-                    tracing::info!(pod = %self.name, container = %containers[i].name, code = t.exit_code, restarting, "container exited");
-                    self.view.main[i].exited(t, restarting);
+        let mut stop = self.stop.clone();
+        let mut processes_done = false;
+        loop {
+            tokio::select! {
+                event = rx.recv(), if !processes_done => {
+                    self.stopped()?;
+                    match event {
+                        // Every process has ended for good; probes of containers that need no
+                        // process go on until the pod is stopped.
+                        None if probes.any() => {
+                            processes_done = true;
+                            continue;
+                        }
+                        None => return Ok(()),
+                        Some(ContainerEvent::Started(i, at)) => {
+                            self.view.main[i].state = State::Running { started_at: at };
+                            self.start_probe(&mut probes, i, &containers[i], &probe_tx);
+                        }
+                        Some(ContainerEvent::Exited(i, t, restarting)) => {
+                            tracing::info!(pod = %self.name, container = %containers[i].name, code = t.exit_code, restarting, "container exited");
+                            probes.stop(i);
+                            self.view.main[i].exited(t, restarting);
+                        }
+                    }
+                    let codes: Option<Vec<i32>> = self.view.main.iter().map(|c| c.exit_code()).collect();
+                    if let Some(codes) = codes {
+                        self.view.phase = if codes.iter().all(|c| *c == 0) { "Succeeded" } else { "Failed" };
+                    }
+                    self.publish().await?;
                 }
+                Some((i, generation, ready)) = probe_rx.recv() => {
+                    self.stopped()?;
+                    let c = &mut self.view.main[i];
+                    if probes.is_current(i, generation) && c.is_running() && c.probe_ready != ready {
+                        tracing::info!(pod = %self.name, container = %c.name, ready, "readiness changed");
+                        c.probe_ready = ready;
+                        self.publish().await?;
+                    }
+                }
+                _ = until_stopped(&mut stop) => return Err("stopped"),
             }
-            let codes: Option<Vec<i32>> = self.view.main.iter().map(|c| c.exit_code()).collect();
-            if let Some(codes) = codes {
-                self.view.phase = if codes.iter().all(|c| *c == 0) { "Succeeded" } else { "Failed" };
-            }
-            self.publish().await?;
         }
-        Ok(())
+    }
+
+    /// (Re)starts the readiness probe of container `i`, if it has one, from unready.
+    fn start_probe(&mut self, probes: &mut Probes, i: usize, c: &Container, report: &mpsc::UnboundedSender<(usize, u32, bool)>) {
+        self.view.main[i].probe_ready = false;
+        let Some(p) = &c.readiness_probe else { return };
+        let root = &self.ctx.config.kubelet_root;
+        let target = ExecRequest {
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            pod: self.name.clone(),
+            pod_uid: self.uid.clone(),
+            container: c.name.clone(),
+            command: Vec::new(),
+            stdin: Vec::new(),
+            rootfs: layout::container_rootfs(root, &self.uid, &c.name),
+        };
+        probes.start(i, |generation| probe::run(Readiness::from_probe(p), target, i, generation, report.clone()));
     }
 
     /// How to run a container locally, or None when its image is not mapped to a binary.
@@ -227,6 +278,52 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// The running readiness probe of each container; all are cancelled when the pod's worker
+/// ends (the pod was stopped, deleted or is gone), killing any probe command still running.
+struct Probes {
+    tasks: Vec<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped on every (re)start, so that what an older probe reported is ignored.
+    generations: Vec<u32>,
+}
+
+impl Probes {
+    fn new(n: usize) -> Probes {
+        Probes { tasks: (0..n).map(|_| None).collect(), generations: vec![0; n] }
+    }
+
+    fn start<F, Fut>(&mut self, i: usize, probe: F)
+    where
+        F: FnOnce(u32) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.stop(i);
+        self.generations[i] += 1;
+        self.tasks[i] = Some(tokio::spawn(probe(self.generations[i])));
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(t) = self.tasks[i].take() {
+            t.abort();
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.tasks.iter().any(Option::is_some)
+    }
+
+    fn is_current(&self, i: usize, generation: u32) -> bool {
+        self.tasks[i].is_some() && self.generations[i] == generation
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for t in self.tasks.iter().flatten() {
+            t.abort();
+        }
     }
 }
 

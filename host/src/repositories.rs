@@ -13,7 +13,7 @@ use stowage_api::repository::{BackupRepositoryPhase, BackupRepositorySpec};
 use stowage_api::{BackupRepository, BackupStorageLocation};
 use stowage_storage::ObjectStore;
 
-use super::Context;
+use crate::context::Context;
 
 /// Label on a BackupRepository: the namespace whose volumes it holds.
 pub const VOLUME_NAMESPACE_LABEL: &str = "stowage.io/volume-namespace";

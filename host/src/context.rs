@@ -1,0 +1,42 @@
+//! What backups, restores and the controllers share: the cluster client, Stowage's namespace,
+//! the server's settings and its extension registry. The server wires it up; the operations
+//! only read it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics;
+
+/// What every controller shares.
+pub struct Context {
+    pub client: kube::Client,
+    /// The namespace Stowage's own objects live in.
+    pub namespace: String,
+    pub metrics: Arc<metrics::Metrics>,
+    /// How often locations are checked and synced (None: the default).
+    pub location_period: Option<Duration>,
+    pub default_volumes_to_fs_backup: bool,
+    /// How long a backup's or restore's pod volumes may take, unless it says otherwise.
+    pub pod_volume_timeout: Duration,
+    /// The image of the init container that holds restored pods until their volumes are back.
+    pub restore_helper_image: String,
+    /// Repositories are created and initialised one at a time.
+    pub repository_lock: tokio::sync::Mutex<()>,
+    /// The extensions loaded from ConfigMaps; each operation takes a snapshot when it starts.
+    pub extensions: stowage_runtime::Registry,
+}
+
+impl Context {
+    /// Merges `status` into the status of one of Stowage's objects in its namespace.
+    pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<K, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &self.namespace);
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+        api.patch_status(name, &kube::api::PatchParams::default(), &patch).await
+    }
+}

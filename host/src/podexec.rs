@@ -1,0 +1,97 @@
+//! Running a command in a container of a pod through the API server's `pods/exec`, as
+//! `kubectl exec` does: what exec hooks and the extensions' `exec` host call both use.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams};
+use kube::Client;
+use tokio::io::AsyncReadExt;
+
+/// What a command printed and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+/// Why a command has no exit code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// It could not be started (no such pod or container, exec refused...).
+    #[error("{0}")]
+    NotStarted(String),
+    /// It was still running at its timeout; the connection was dropped.
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+}
+
+/// Runs `command` (argv, no shell) in `container` of `namespace/pod`, for at most `timeout`.
+pub async fn exec(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    command: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput, ExecError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = AttachParams::default().container(container).stdout(true).stderr(true).stdin(false);
+    let run = async {
+        let mut attached =
+            pods.exec(pod, command.to_vec(), &params).await.map_err(|e| ExecError::NotStarted(e.to_string()))?;
+        // Both streams at once: a command that fills one while the other is read would stall.
+        let read = |s: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| async move {
+            let mut buf = Vec::new();
+            if let Some(mut s) = s {
+                let _ = s.read_to_end(&mut buf).await;
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        let out = attached.stdout().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+        let err = attached.stderr().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+        let (stdout, stderr) = tokio::join!(read(out), read(err));
+        let status = match attached.take_status() {
+            Some(s) => s.await,
+            None => None,
+        };
+        let mut stderr = stderr;
+        let exit_code = match status {
+            Some(s) if s.status.as_deref() == Some("Success") => 0,
+            Some(s) => {
+                let code = s
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.causes.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
+                    .and_then(|c| c.message.as_deref()?.parse().ok());
+                // A failure without an exit code: the runtime's own reason is all there is.
+                if code.is_none() {
+                    if let Some(m) = s.message.as_deref().filter(|m| !stderr.contains(*m)) {
+                        stderr.push_str(m);
+                    }
+                }
+                code.unwrap_or(1)
+            }
+            None => 0,
+        };
+        Ok(ExecOutput { stdout, stderr, exit_code })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| ExecError::TimedOut(timeout))?
+}
+
+/// The last `lines` lines of a command's output, for messages.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut out = all[start..].join("\n");
+    if out.len() > 2048 {
+        let cut = out.len() - 2048;
+        let cut = (cut..out.len()).find(|&i| out.is_char_boundary(i)).unwrap_or(out.len());
+        out = format!("...{}", &out[cut..]);
+    }
+    out
+}
