@@ -232,7 +232,7 @@ fn hooks_run_in_fresh_instances_with_checked_capabilities() {
 #[test]
 fn a_hooks_parameters_given_by_the_pod_win_over_its_configs() {
     let registry = registry();
-    let config = "capabilities:\n  exec: [{container: db}]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
+    let config = "capabilities:\n  log: true\n  exec: [{container: db}]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
     registry.upsert(source("stowage", "freeze", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
     let host = RecordingHost::new();
     let target = ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() };
