@@ -110,10 +110,12 @@ async fn velero_annotated_hooks_run_around_the_volume_backup_and_after_the_resto
     )
     .await;
     std::fs::write(data.join("table.ibd"), b"rows").unwrap();
+    // A pod without hooks of its own: the Restore's hook set runs in it, retried once.
+    app(&env, ns, "cache", json!({"app": "cache"}), json!({"backup.velero.io/backup-volumes": "data"})).await;
 
     let status = env.backup("db-backup", json!({"includedNamespaces": [ns]})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
-    assert_eq!(status["hookStatus"]["hooksAttempted"], 2, "{status}");
+    assert_eq!(status["hookStatus"]["hooksAttempted"], 2, "the cache pod has no backup hooks: {status}");
     assert_eq!(status["hookStatus"]["hooksFailed"], json!(null), "{status}");
     let runs = status["hookStatus"]["runs"].as_array().unwrap();
     assert_eq!((runs[0]["phase"].as_str(), runs[0]["exitCode"].as_i64()), (Some("pre"), Some(0)), "{runs:?}");
@@ -138,9 +140,11 @@ async fn velero_annotated_hooks_run_around_the_volume_backup_and_after_the_resto
     env.delete_namespace_and_wait(ns).await;
     env.create::<stowage_api::Restore>(json!({"metadata": {"name": "db-restore", "namespace": NS},
         "spec": {"backupName": "db-backup", "hooks": {"resources": [{"name": "warm-up", "includedNamespaces": [ns],
-            "postHooks": [{"init": {"initContainers": [{"name": "warm-up", "image": "busybox", "command": ["true"]}]}}]}]}}}))
+            "postHooks": [{"init": {"initContainers": [{"name": "warm-up", "image": "busybox", "command": ["true"]}]}},
+                {"exec": {"command": ["/bin/sh", "-c", "test -f data/attempted || { touch data/attempted; exit 1; }; touch data/warmed"],
+                    "maxRetries": 1}}]}]}}}))
     .await;
-    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let pod = running_pods(&env, ns, 2).await.into_iter().find(|p| p.metadata.name.as_deref() == Some("db")).unwrap();
     let restored = claim_dir(&env, ns, "db-data").await;
     wait_for("the restored volume", 60, || async { restored.join("dump.sql").is_file().then_some(()) }).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -150,7 +154,10 @@ async fn velero_annotated_hooks_run_around_the_volume_backup_and_after_the_resto
     std::fs::write(rootfs.join("ready"), b"").unwrap();
     let status = env.wait_finished::<stowage_api::Restore>("db-restore").await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
-    assert_eq!(status["hookStatus"]["hooksAttempted"], 1, "{status}");
+    // db: its annotation replaces the set's exec hook (1); cache: the set's hook, retried (2).
+    assert_eq!(status["hookStatus"]["hooksAttempted"], 3, "{status}");
+    assert_eq!(status["hookStatus"]["hooksFailed"], 1, "{status}");
+    assert!(claim_dir(&env, ns, "cache-data").await.join("warmed").is_file(), "the failed attempt was retried");
     let pod = env.get_in::<Pod>(ns, "db").await.unwrap();
     let inits: Vec<&str> = pod["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(inits, ["restore-wait", "warm-up"], "the init hook goes after the restore helper");
@@ -264,7 +271,8 @@ async fn spec_hooks_select_by_label_and_pods_sharing_a_claim_are_one_group() {
                 "containers": [{"name": "web", "image": "nginx", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
         .await;
     }
-    let other = app(&env, ns, "other", json!({"app": "other"}), json!({})).await;
+    // No volume of its own to back up: its hook still runs.
+    let other = app(&env, ns, "other", json!({"app": "other"}), json!({"pre.hook.backup.stowage.io/command": sh("touch data/hooked")})).await;
     running_pods(&env, ns, 3).await;
     let shared = claim_dir(&env, ns, "shared").await;
     let hooks = json!({"resources": [{"name": "web-hooks", "includedNamespaces": [ns], "labelSelector": {"matchLabels": {"app": "web"}},
@@ -272,7 +280,7 @@ async fn spec_hooks_select_by_label_and_pods_sharing_a_claim_are_one_group() {
         "post": [{"exec": {"command": ["/bin/sh", "-c", "touch data/post-$POD_NAME"]}}]}]});
     let status = env.backup("group-backup", json!({"includedNamespaces": [ns], "hooks": hooks})).await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
-    assert_eq!(status["hookStatus"]["hooksAttempted"], 4, "two hooks on each web pod, none on the other: {status}");
+    assert_eq!(status["hookStatus"]["hooksAttempted"], 5, "two hooks on each web pod, its own on the other: {status}");
     let pvbs = pod_volume_backups(&env, "group-backup").await;
     assert_eq!(pvbs.len(), 1, "the shared claim is copied once");
     let pod = pvbs[0].spec.pod.name.clone().unwrap();
@@ -280,7 +288,8 @@ async fn spec_hooks_select_by_label_and_pods_sharing_a_claim_are_one_group() {
     assert!(files.contains(&"pre-web-a".into()) && files.contains(&"pre-web-b".into()), "every pre hook of the group ran before the copy: {files:?}");
     assert!(!files.iter().any(|f| f.starts_with("post-")), "every post hook ran after it: {files:?}");
     assert!(shared.join("post-web-a").is_file() && shared.join("post-web-b").is_file());
-    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "the unlabelled pod got no hooks");
+    let hooked: Vec<String> = std::fs::read_dir(&other).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(hooked, ["hooked"], "the unlabelled pod got its own hook, not the set's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
