@@ -1,9 +1,9 @@
 //! The `stowage` binary's library: the CLI, the install, CRD generation and the controllers.
 //! Kept as a library so the end-to-end suites can drive it directly.
 //!
-//! Dependencies point one way: `cli`/`server` (controllers) → `backup`/`restore` (the
-//! operations) → `hooks`/`podvolumes` → `context`, `locations`, `extensions`, `oplog` and the
-//! storage and runtime crates.
+//! Dependencies point one way: `cli` and the controllers (`server`, `schedules`, `gc`) →
+//! `backup`/`restore` (the operations) → `hooks`/`podvolumes` → `context`, `locations`,
+//! `extensions`, `oplog`, `podexec` and the storage and runtime crates.
 
 pub mod backup;
 pub mod cli;
