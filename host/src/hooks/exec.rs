@@ -98,7 +98,9 @@ pub async fn run_exec(client: &Client, pod: &Value, plan: &ExecHookPlan, phase: 
                 }
             })
         }
-        Err(ExecError::TimedOut(_)) => Some(format!("{} and was stopped", result.as_ref().unwrap_err())),
+        // Closing the connection is all an exec client can do; the container's runtime may let
+        // the command run on.
+        Err(ExecError::TimedOut(_)) => Some(format!("{}; no longer waited for", result.as_ref().unwrap_err())),
         Err(e) => Some(format!("could not be run: {e}")),
     };
     run.error = failure.clone();
