@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stowage_api::hooks::{BackupHooks, ExecHook, ExecRestoreHook, HookErrorMode, RestoreHooks};
+use stowage_api::hooks::{
+    BackupHooks, BackupResourceHookSpec, ExecHook, ExecRestoreHook, HookErrorMode, RestoreHooks, RestoreResourceHookSpec,
+};
 use stowage_api::labels::{
     ExecHookKeys, Key, INIT_RESTORE_HOOK, POST_BACKUP_HOOK, POST_RESTORE_HOOK, PRE_BACKUP_HOOK,
 };
@@ -106,33 +108,92 @@ struct PodMatcher {
 }
 
 impl PodMatcher {
-    #[allow(clippy::too_many_arguments)]
-    fn compile(
-        field: &str,
-        name: &str,
-        included_namespaces: &[String],
-        excluded_namespaces: &[String],
-        included_resources: &[String],
-        excluded_resources: &[String],
-        label_selector: Option<&impl Serialize>,
-    ) -> Result<PodMatcher, String> {
-        let namespaces = NamespaceFilter::resolve(included_namespaces, excluded_namespaces).map_err(|e| format!("{field}: {e}"))?;
+    fn compile(field: &str, f: &SetFilters<'_>) -> Result<PodMatcher, String> {
+        let namespaces = NamespaceFilter::resolve(f.included_namespaces, f.excluded_namespaces).map_err(|e| format!("{field}: {e}"))?;
         let pods = GroupResource::new("", "pods");
         let names_pods = |list: &[String]| list.iter().any(|r| !ResourceName::parse(r).resolve_among([&pods]).is_empty());
-        let takes_pods = (included_resources.is_empty() || names_pods(included_resources)) && !names_pods(excluded_resources);
-        let labels = match label_selector {
+        let takes_pods = (f.included_resources.is_empty() || names_pods(f.included_resources)) && !names_pods(f.excluded_resources);
+        let labels = match &f.label_selector {
             None => None,
-            Some(s) => {
-                let json = serde_json::to_value(s).map_err(|e| format!("{field}.labelSelector: {e}"))?;
-                Some(LabelSelector::from_json(&json).map_err(|e| format!("{field}.labelSelector: {e}"))?)
-            }
+            Some(json) => Some(LabelSelector::from_json(json).map_err(|e| format!("{field}.labelSelector: {e}"))?),
         };
-        Ok(PodMatcher { name: name.to_string(), namespaces, takes_pods, labels })
+        Ok(PodMatcher { name: f.name.to_string(), namespaces, takes_pods, labels })
     }
 
     fn matches(&self, pod: &Value) -> bool {
         let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
         self.takes_pods && self.namespaces.check(ns).is_ok() && self.labels.as_ref().is_none_or(|l| l.matches_object(pod))
+    }
+}
+
+/// What selects the pods of a hook set, as Backup and Restore hook sets both spell it.
+struct SetFilters<'a> {
+    name: &'a str,
+    included_namespaces: &'a [String],
+    excluded_namespaces: &'a [String],
+    included_resources: &'a [String],
+    excluded_resources: &'a [String],
+    /// As JSON (a `metav1.LabelSelector`).
+    label_selector: Option<Value>,
+}
+
+fn to_json(selector: &impl Serialize) -> Value {
+    // A typed selector always serialises; Null would make compiling it report it.
+    serde_json::to_value(selector).unwrap_or(Value::Null)
+}
+
+trait HookSet {
+    fn filters(&self) -> SetFilters<'_>;
+}
+
+impl HookSet for BackupResourceHookSpec {
+    fn filters(&self) -> SetFilters<'_> {
+        SetFilters {
+            name: &self.name,
+            included_namespaces: &self.included_namespaces,
+            excluded_namespaces: &self.excluded_namespaces,
+            included_resources: &self.included_resources,
+            excluded_resources: &self.excluded_resources,
+            label_selector: self.label_selector.as_ref().map(to_json),
+        }
+    }
+}
+
+impl HookSet for RestoreResourceHookSpec {
+    fn filters(&self) -> SetFilters<'_> {
+        SetFilters {
+            name: &self.name,
+            included_namespaces: &self.included_namespaces,
+            excluded_namespaces: &self.excluded_namespaces,
+            included_resources: &self.included_resources,
+            excluded_resources: &self.excluded_resources,
+            label_selector: self.label_selector.as_ref().map(to_json),
+        }
+    }
+}
+
+/// Compiles each hook set: its pod selection, and what `hooks` makes of its hooks (adding
+/// what is wrong with them to the errors). The errors are the operation's validation errors.
+fn compile_sets<S: HookSet, T>(
+    sets: &[S],
+    mut hooks: impl FnMut(&str, &S, &mut Vec<String>) -> T,
+) -> Result<Vec<(PodMatcher, T)>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        let filters = set.filters();
+        let field = format!("spec.hooks.resources[{i}] ({:?})", filters.name);
+        let matcher = PodMatcher::compile(&field, &filters);
+        let compiled = hooks(&field, set, &mut errors);
+        match matcher {
+            Ok(m) => out.push((m, compiled)),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }
 
@@ -144,19 +205,7 @@ pub struct BackupHookSpecs {
 impl BackupHookSpecs {
     /// Checks every hook set; the errors are the Backup's validation errors.
     pub fn compile(hooks: &BackupHooks) -> Result<BackupHookSpecs, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut sets = Vec::new();
-        for (i, set) in hooks.resources.iter().enumerate() {
-            let field = format!("spec.hooks.resources[{i}] ({:?})", set.name);
-            let matcher = PodMatcher::compile(
-                &field,
-                &set.name,
-                &set.included_namespaces,
-                &set.excluded_namespaces,
-                &set.included_resources,
-                &set.excluded_resources,
-                set.label_selector.as_ref(),
-            );
+        let sets = compile_sets(&hooks.resources, |field, set, errors| {
             for (phase, list) in [("pre", &set.pre), ("post", &set.post)] {
                 for (j, hook) in list.iter().enumerate() {
                     let at = format!("{field}.{phase}[{j}].exec");
@@ -170,20 +219,10 @@ impl BackupHookSpecs {
                     }
                 }
             }
-            match matcher {
-                Ok(m) => sets.push((
-                    m,
-                    set.pre.iter().map(|h| h.exec.clone()).collect(),
-                    set.post.iter().map(|h| h.exec.clone()).collect(),
-                )),
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(BackupHookSpecs { sets })
-        } else {
-            Err(errors)
-        }
+            let exec = |list: &[stowage_api::hooks::BackupResourceHook]| list.iter().map(|h| h.exec.clone()).collect::<Vec<_>>();
+            (exec(&set.pre), exec(&set.post))
+        })?;
+        Ok(BackupHookSpecs { sets: sets.into_iter().map(|(m, (pre, post))| (m, pre, post)).collect() })
     }
 
     /// The hooks of one pod: its annotations', else the matching hook sets', per phase.
@@ -219,19 +258,7 @@ pub struct RestoreHookSpecs {
 
 impl RestoreHookSpecs {
     pub fn compile(hooks: &RestoreHooks) -> Result<RestoreHookSpecs, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut sets = Vec::new();
-        for (i, set) in hooks.resources.iter().enumerate() {
-            let field = format!("spec.hooks.resources[{i}] ({:?})", set.name);
-            let matcher = PodMatcher::compile(
-                &field,
-                &set.name,
-                &set.included_namespaces,
-                &set.excluded_namespaces,
-                &set.included_resources,
-                &set.excluded_resources,
-                set.label_selector.as_ref(),
-            );
+        let sets = compile_sets(&hooks.resources, |field, set, errors| {
             let (mut init, mut exec) = (Vec::new(), Vec::new());
             for (j, hook) in set.post_hooks.iter().enumerate() {
                 let at = format!("{field}.postHooks[{j}]");
@@ -247,24 +274,13 @@ impl RestoreHookSpecs {
                         }
                         exec.push(e.clone());
                     }
-                    (None, Some(i)) => {
-                        for c in &i.init_containers {
-                            init.push(serde_json::to_value(c).unwrap_or(Value::Null));
-                        }
-                    }
+                    (None, Some(i)) => init.extend(i.init_containers.iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null))),
                     _ => errors.push(format!("{at}: give exactly one of exec and init")),
                 }
             }
-            match matcher {
-                Ok(m) => sets.push((m, init, exec)),
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(RestoreHookSpecs { sets })
-        } else {
-            Err(errors)
-        }
+            (init, exec)
+        })?;
+        Ok(RestoreHookSpecs { sets: sets.into_iter().map(|(m, (init, exec))| (m, init, exec)).collect() })
     }
 
     /// The hooks of one restored pod (as it will be created: its namespace is the target one).
