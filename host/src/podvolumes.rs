@@ -83,6 +83,14 @@ impl VolumeOperation for PodVolumeRestore {
     }
 }
 
+/// How many of the operations completed, and how many failed or were canceled.
+pub fn ended<K: VolumeOperation>(all: &[K]) -> (usize, usize) {
+    let phase = |p: &K| p.volume_status().and_then(|s| s.phase);
+    let completed = all.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
+    let failed = all.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
+    (completed, failed)
+}
+
 /// Waits until every volume operation labelled `selector` has ended (at least `expected` of
 /// them), or `timeout` passes: then the unfinished ones are canceled (their node agents stop
 /// and release the repository) and say why. With `report`, the operation `O` (a Backup or
@@ -109,8 +117,7 @@ where
     let mut reported = (usize::MAX, usize::MAX);
     loop {
         let all = api.list(&lp).await?.items;
-        let completed = all.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
-        let failed = all.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
+        let (completed, failed) = ended(&all);
         if (completed, failed) != reported {
             reported = (completed, failed);
             if let Some((owner, counts)) = report {

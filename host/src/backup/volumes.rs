@@ -23,7 +23,7 @@ use super::BackupPlan;
 use crate::oplog::OperationLog;
 use crate::context::Context;
 use crate::hooks::backup::{BackupHookRunner, PodHooks};
-use crate::podvolumes::{generate_name, wait_for_volumes, POLL};
+use crate::podvolumes::{ended, generate_name, wait_for_volumes, POLL};
 use crate::repositories;
 
 /// How many groups of pods have their hooks run and volumes backed up at once.
@@ -174,9 +174,7 @@ async fn report_counts(ctx: &Context, backup: &str, selector: &str, done: &std::
     loop {
         let last = done.load(std::sync::atomic::Ordering::SeqCst);
         if let Ok(list) = api.list(&lp).await {
-            let phase = |p: &PodVolumeBackup| p.status.as_ref().and_then(|s| s.phase);
-            let completed = list.items.iter().filter(|p| phase(p) == Some(PodVolumePhase::Completed)).count();
-            let failed = list.items.iter().filter(|p| matches!(phase(p), Some(PodVolumePhase::Failed | PodVolumePhase::Canceled))).count();
+            let (completed, failed) = ended(&list.items);
             let counts = (list.items.len(), completed, failed);
             if reported != Some(counts) && counts.0 > 0 {
                 reported = Some(counts);
