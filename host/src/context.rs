@@ -18,6 +18,8 @@ pub struct Context {
     pub default_volumes_to_fs_backup: bool,
     /// How long a backup's or restore's pod volumes may take, unless it says otherwise.
     pub pod_volume_timeout: Duration,
+    /// How long a hook may leave a filesystem frozen before the server thaws it.
+    pub max_frozen_time: Duration,
     /// The image of the init container that holds restored pods until their volumes are back.
     pub restore_helper_image: String,
     /// Repositories are created and initialised one at a time.

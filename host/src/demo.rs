@@ -191,6 +191,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         location_check_period: Some(Duration::from_secs(1)),
         garbage_collection_frequency: crate::gc::DEFAULT_FREQUENCY,
         pod_volume_timeout: Duration::from_secs(120),
+        max_frozen_time: Duration::from_secs(300),
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
         namespaced_extension_capabilities: stowage_runtime::Capabilities {
             log: true,

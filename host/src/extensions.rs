@@ -10,12 +10,13 @@ use kube::Client;
 use serde_json::{json, Value};
 use stowage_pipeline::{Item, Outcome};
 use stowage_runtime::{
-    ExecOutput, ExecRequest, ExtensionId, ExtensionReport, HostServices, KindRef, LogLevel, ObjectRef,
+    ExecOutput, ExecRequest, ExtensionId, ExtensionReport, FreezeRequest, HostServices, KindRef, LogLevel, ObjectRef,
     OperationContext, OperationKind, Policy, Registry, Runtime, RuntimeOptions, Session,
 };
 
 use crate::context::Context;
 use crate::discovery::Discovered;
+use crate::hooks::quiesce::Quiescer;
 use crate::oplog::OperationLog;
 
 /// The process's extension registry; `namespaced` caps what extensions from other namespaces
@@ -79,11 +80,22 @@ pub struct KubeHost {
     client: Client,
     resources: Vec<Discovered>,
     log: OperationLog,
+    /// A backup's hooks quiesce through it; None elsewhere (quiescing is then refused).
+    quiescer: Option<Arc<Quiescer>>,
 }
 
 impl KubeHost {
     pub fn new(client: Client, resources: Vec<Discovered>, log: OperationLog) -> KubeHost {
-        KubeHost { client, resources, log }
+        KubeHost { client, resources, log, quiescer: None }
+    }
+
+    pub fn with_quiescer(mut self, quiescer: Arc<Quiescer>) -> KubeHost {
+        self.quiescer = Some(quiescer);
+        self
+    }
+
+    fn quiescer(&self) -> Result<&Arc<Quiescer>, String> {
+        self.quiescer.as_ref().ok_or_else(|| "quiescing is only possible in a backup's pre-backup hooks".to_string())
     }
 
     fn api(&self, kind: &KindRef, namespace: &str) -> Result<Api<DynamicObject>, String> {
@@ -151,6 +163,14 @@ impl HostServices for KubeHost {
             .await
             .map_err(|e| e.to_string())?;
         Ok(ExecOutput { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code })
+    }
+
+    async fn freeze(&self, extension: &ExtensionId, request: &FreezeRequest) -> Result<(), String> {
+        self.quiescer()?.freeze(extension, request).await
+    }
+
+    async fn scale_to_zero(&self, extension: &ExtensionId, workload: &ObjectRef, timeout: std::time::Duration) -> Result<u32, String> {
+        self.quiescer()?.scale_to_zero(extension, workload, timeout).await
     }
 }
 

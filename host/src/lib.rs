@@ -5,6 +5,7 @@
 //! `backup`/`restore` (the operations) → `hooks`/`podvolumes` → `context`, `locations`,
 //! `extensions`, `oplog`, `podexec` and the storage and runtime crates.
 
+pub mod access;
 pub mod backup;
 pub mod cli;
 pub mod cluster;

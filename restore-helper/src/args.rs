@@ -8,12 +8,15 @@ pub const HELP: &str = "\
 Wait until every restored volume of this pod holds its restore marker, remove the markers, exit.
 
 Usage: stowage-restore-helper [OPTIONS] <RESTORE_UID>
+       stowage-restore-helper --hold
 
 Arguments:
   <RESTORE_UID>  UID of the Restore; each volume is complete once it holds .stowage/<RESTORE_UID>
                  (or Velero's .velero/<RESTORE_UID>) (also read from $STOWAGE_RESTORE_UID)
 
 Options:
+      --hold                  Do nothing until stopped: the container of an access pod, which only
+                              mounts claims for the node agent to back up or restore
       --volumes-dir <DIR>     Directory where each restored volume is mounted as a subdirectory
                               [default: /restores]
       --interval <DURATION>   How often to look for markers, e.g. 1s, 500ms (a bare number is
@@ -37,6 +40,8 @@ Exit status: 0 when every volume is restored, 1 on timeout or when there is noth
 pub enum Action {
     Help,
     Version,
+    /// Wait to be stopped (an access pod's container).
+    Hold,
     Run(Args),
 }
 
@@ -80,6 +85,7 @@ pub fn parse(argv: &[String], env: Env) -> Result<Action, String> {
         match flag {
             "-h" | "--help" => return Ok(Action::Help),
             "-V" | "--version" => return Ok(Action::Version),
+            "--hold" => return Ok(Action::Hold),
             "--volumes-dir" => volumes_dir = PathBuf::from(value("--volumes-dir")?),
             "--interval" => {
                 interval = parse_duration(&value("--interval")?).map_err(|e| format!("--interval: {e}"))?;
@@ -169,6 +175,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_needs_no_restore_uid() {
+        assert_eq!(parse(&["--hold"]), Ok(Action::Hold));
+    }
 
     fn parse_env(args: &[&str], env: Env) -> Result<Action, String> {
         super::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), env)

@@ -62,6 +62,10 @@ pub struct BackupSpec {
     /// the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_volumes_to_fs_backup: Option<bool>,
+    /// Also back up the data of claims in scope that no pod mounts, through short-lived access
+    /// pods (a claim opts in alone with the annotation `backup.stowage.io/include-unmounted`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup_unmounted_volumes: bool,
     #[serde(default, skip_serializing_if = "BackupHooks::is_empty")]
     pub hooks: BackupHooks,
     /// Per-resource order in which objects are written, e.g. `pods: ns1/a,ns1/b`.
@@ -91,6 +95,7 @@ impl Default for BackupSpec {
             ttl: default_ttl(),
             storage_location: None,
             default_volumes_to_fs_backup: None,
+            backup_unmounted_volumes: false,
             hooks: BackupHooks::default(),
             ordered_resources: BTreeMap::new(),
             extensions: Vec::new(),

@@ -108,6 +108,12 @@ pub const BACKUP_VOLUMES: Key = Key::new("backup.stowage.io/backup-volumes", &["
 /// Pod annotation: the volumes not to back up (opt-out mode), comma-separated.
 pub const BACKUP_VOLUMES_EXCLUDES: Key =
     Key::new("backup.stowage.io/backup-volumes-excludes", &["backup.velero.io/backup-volumes-excludes"]);
+/// PersistentVolumeClaim annotation: `true` backs up the claim's data even when no pod mounts it
+/// (through an access pod), as the Backup's `backupUnmountedVolumes` does for all claims.
+pub const INCLUDE_UNMOUNTED: Key = Key::new("backup.stowage.io/include-unmounted", &["backup.velero.io/include-unmounted"]);
+/// Workload annotation the host sets while a backup keeps it at zero replicas: its replica
+/// count and the backup's name and uid (the scale-to-zero undo journal).
+pub const QUIESCED_REPLICAS: Key = Key::new("stowage.io/quiesced-replicas", &[]);
 
 // ConfigMaps that configure Stowage.
 
@@ -211,6 +217,8 @@ pub fn all() -> Vec<Key> {
         EXCLUDE_FROM_BACKUP,
         BACKUP_VOLUMES,
         BACKUP_VOLUMES_EXCLUDES,
+        INCLUDE_UNMOUNTED,
+        QUIESCED_REPLICAS,
         EXTENSION,
         POD_VOLUME_RESTORE,
         HOOK_EXTENSIONS,
@@ -283,7 +291,9 @@ mod tests {
                 let (prefix, name) = spelling.split_once('/').unwrap();
                 assert!(!prefix.is_empty() && !name.is_empty() && name.len() <= 63, "{spelling}");
             }
-            if key.name != EXTENSION.name && key.name != HOOK_EXTENSIONS.name {
+            // Velero has no such keys.
+            let stowage_only = [EXTENSION.name, HOOK_EXTENSIONS.name, QUIESCED_REPLICAS.name];
+            if !stowage_only.contains(&key.name) {
                 let velero = key.name.replace("stowage.io", "velero.io");
                 assert_eq!(key.aliases[0], velero, "{}", key.name);
             }

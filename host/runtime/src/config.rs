@@ -44,6 +44,21 @@ pub struct ExtensionConfig {
     /// registry rewrite, a costly dump), instead of in every one.
     #[serde(default)]
     pub opt_in: bool,
+    /// For hooks: what one call is about, each selected pod or each workload that owns them.
+    #[serde(default)]
+    pub target: TargetKind,
+}
+
+/// What a hook is called on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Each selected pod, around its own volumes.
+    #[default]
+    Pod,
+    /// The Deployment, StatefulSet, DaemonSet (or ReplicaSet, Job) that controls the selected
+    /// pods: one call around the volumes of all its pods.
+    Workload,
 }
 
 fn default_timeout() -> u32 {
@@ -61,6 +76,7 @@ impl Default for ExtensionConfig {
             order: 0,
             on_error: OnError::default(),
             opt_in: false,
+            target: TargetKind::Pod,
         }
     }
 }
@@ -303,6 +319,7 @@ parameters: {standard: fast}
 order: -1
 onError: Fail
 optIn: true
+target: workload
 "#,
         )
         .unwrap();
@@ -311,6 +328,7 @@ optIn: true
         assert_eq!(config.parameters["standard"], "fast");
         assert_eq!(config.on_error, OnError::Fail);
         assert!(config.opt_in);
+        assert_eq!(config.target, TargetKind::Workload);
         assert_eq!(config.capabilities.exec[0].container, "mysql");
         assert_eq!(config.applies_to.label_selector.unwrap().match_labels["app"], "db");
     }

@@ -44,6 +44,48 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// Where a container of a hook's target pod mounts a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub container: String,
+    pub path: String,
+    pub read_only: bool,
+}
+
+/// One volume of a hook's target that the operation copies (`hook-target.volumes`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetVolume {
+    pub pod: String,
+    pub name: String,
+    /// Empty when the volume is not a PersistentVolumeClaim.
+    pub claim: String,
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// What a hook is called on: a pod or a workload, and the volumes of it the operation copies.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookTarget {
+    pub object: ObjectRef,
+    pub volumes: Vec<TargetVolume>,
+}
+
+impl HookTarget {
+    pub fn new(object: ObjectRef) -> HookTarget {
+        HookTarget { object, volumes: Vec::new() }
+    }
+}
+
+/// `quiesce.freeze`: the filesystem mounted at `path` in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub path: String,
+}
+
 /// The cluster as extensions see it, implemented by the controller. The runtime has
 /// checked the capability and the scope of every call before it reaches these methods;
 /// errors are returned to the extension as they are.
@@ -73,6 +115,17 @@ pub trait HostServices: Send + Sync {
     async fn kube_patch(&self, object: &ObjectRef, merge_patch: &Value) -> Result<Value, String>;
     async fn kube_scale(&self, object: &ObjectRef, replicas: u32) -> Result<(), String>;
     async fn exec(&self, request: &ExecRequest) -> Result<ExecOutput, String>;
+    /// Freezes a filesystem after recording the thaw the host owes (`quiesce.freeze`).
+    async fn freeze(&self, extension: &ExtensionId, request: &FreezeRequest) -> Result<(), String> {
+        let _ = (extension, request);
+        Err("quiescing is not available here: it needs a backup in a cluster".into())
+    }
+    /// Scales a workload to zero after recording the scale-back the host owes, and waits for
+    /// its pods to be gone (`quiesce.scale-to-zero`); returns the replicas it had.
+    async fn scale_to_zero(&self, extension: &ExtensionId, workload: &ObjectRef, timeout: Duration) -> Result<u32, String> {
+        let _ = (extension, workload, timeout);
+        Err("quiescing is not available here: it needs a backup in a cluster".into())
+    }
 }
 
 /// Host services for running extensions without a cluster (`stowage extension test`): logs
@@ -120,6 +173,8 @@ pub(crate) struct Gate {
     handle: Option<Handle>,
     deadline: Mutex<Instant>,
     denials: Mutex<Vec<Denial>>,
+    /// The volumes of the current hook call's target, and whether it may quiesce (pre-backup).
+    hook: Mutex<(Vec<TargetVolume>, bool)>,
 }
 
 impl Gate {
@@ -138,6 +193,7 @@ impl Gate {
             handle,
             deadline: Mutex::new(Instant::now()),
             denials: Mutex::new(Vec::new()),
+            hook: Mutex::new((Vec::new(), false)),
         }
     }
 
@@ -147,6 +203,16 @@ impl Gate {
 
     pub fn deadline(&self) -> Instant {
         *self.deadline.lock().unwrap()
+    }
+
+    /// Sets what the next hook call acts on; `may_quiesce` in pre-backup calls only.
+    pub fn set_hook(&self, volumes: Vec<TargetVolume>, may_quiesce: bool) {
+        *self.hook.lock().unwrap() = (volumes, may_quiesce);
+    }
+
+    /// `hook-target.volumes`: needs no capability (it says what the call is about).
+    pub fn target_volumes(&self) -> Vec<TargetVolume> {
+        self.hook.lock().unwrap().0.clone()
     }
 
     /// The refusals since the last call.
@@ -276,6 +342,45 @@ impl Gate {
         request.timeout = request.timeout.min(remaining);
         let timeout = request.timeout;
         self.block_on(call, Some(timeout), self.host.exec(&request))
+    }
+
+    fn check_quiesce(&self, call: &str, target: &str) -> Result<(), String> {
+        match self.hook.lock().unwrap().1 {
+            true => Ok(()),
+            false => Err(self.deny(call, target.into(), "quiescing is allowed in pre-backup hooks only".into())),
+        }
+    }
+
+    pub fn freeze(&self, request: FreezeRequest) -> Result<(), String> {
+        let call = "quiesce.freeze";
+        let target = format!("{}/{} container {} path {}", request.namespace, request.pod, request.container, request.path);
+        self.check_quiesce(call, &target)?;
+        if !self.capabilities.may_exec(&request.container) {
+            return Err(self.deny(call, target, format!("capability exec does not include container {}", request.container)));
+        }
+        let names = [("namespace", request.namespace.as_str(), false), ("pod", &request.pod, false), ("container", &request.container, false)];
+        self.check_names(call, &target, &names)?;
+        self.check_scope(call, &target, &request.namespace)?;
+        if !request.path.starts_with('/') || request.path.split('/').any(|c| c == "..") || request.path.chars().any(char::is_control) {
+            return Err(self.deny(call, target, "path must be an absolute mount path without `..`".into()));
+        }
+        self.block_on(call, None, self.host.freeze(&self.extension, &request))
+    }
+
+    pub fn scale_to_zero(&self, workload: &ObjectRef) -> Result<u32, String> {
+        let call = "quiesce.scale-to-zero";
+        let target = workload.to_string();
+        self.check_quiesce(call, &target)?;
+        if !self.capabilities.may_write(&workload.group, &workload.kind) {
+            return Err(self.deny(call, target, format!("capability kubeWrite does not include {}", workload.kind)));
+        }
+        if workload.group != "apps" || !matches!(workload.kind.as_str(), "Deployment" | "StatefulSet") {
+            return Err(self.deny(call, target, "only Deployments and StatefulSets (group apps) can be scaled to zero".into()));
+        }
+        self.check_names(call, &target, &[("namespace", &workload.namespace, false), ("name", &workload.name, false)])?;
+        self.check_scope(call, &target, &workload.namespace)?;
+        let remaining = self.deadline().saturating_duration_since(Instant::now());
+        self.block_on(call, None, self.host.scale_to_zero(&self.extension, workload, remaining))
     }
 
     /// Runs a host future to completion from the extension's (blocking) thread, bounded by

@@ -1,6 +1,6 @@
 //! Stowage's extension runtime: WebAssembly components and Rhai scripts, loaded from
 //! ConfigMaps, sandboxed, hot-reloaded. The contract is the WIT package in `wit/`
-//! (`stowage:extension@0.1.0`); this crate knows nothing of Kubernetes clients: items are
+//! (`stowage:extension@0.1.1`); this crate knows nothing of Kubernetes clients: items are
 //! `serde_json::Value`s and the cluster is reached through [`HostServices`].
 //!
 //! # How the controller uses it
@@ -73,11 +73,11 @@ mod wasm;
 pub const EXTENSION_STACK_SIZE: usize = 256 << 20;
 
 pub use config::{
-    Capabilities, ConfigError, ExecGrant, ExtensionConfig, MemoryLimit, OnError, DEFAULT_MEMORY_LIMIT,
+    Capabilities, ConfigError, ExecGrant, ExtensionConfig, MemoryLimit, OnError, TargetKind, DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_LIMIT, MAX_TIMEOUT_SECONDS,
 };
 pub use error::LoadError;
-pub use host::{Denial, ExecOutput, ExecRequest, HostServices, LogLevel, OfflineHost};
+pub use host::{Denial, ExecOutput, ExecRequest, FreezeRequest, HookTarget, HostServices, LogLevel, OfflineHost, TargetVolume, VolumeMount};
 pub use item::{HookPhase, Item, KindRef, ObjectRef, OperationContext, OperationKind, Phase};
 pub use policy::{Policy, Scope};
 pub use provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord, PatchOperation};

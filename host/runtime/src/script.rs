@@ -18,7 +18,9 @@
 //!
 //! Host functions, each checked like the WIT interfaces and throwing when denied: `log(level,
 //! message)`, `now()` (`#{seconds, nanoseconds}`), `kube_get(ref)`, `kube_list(kind, namespace,
-//! selector)`, `kube_patch(ref, patch)`, `kube_scale(ref, replicas)`, `exec(request)`.
+//! selector)`, `kube_patch(ref, patch)`, `kube_scale(ref, replicas)`, `exec(request)`; for
+//! hooks (WIT 0.1.1) `volumes()` (the target's volumes: `#{pod, name, claim, mounts: [#{container,
+//! path, readOnly}]}`), `freeze(#{namespace, pod, container, path})` and `scale_to_zero(ref)`.
 
 use crate::host::{ExecRequest, Gate, LogLevel};
 use crate::item::{Item, KindRef, ObjectRef};
@@ -227,6 +229,18 @@ fn register_host_functions(engine: &mut Engine, gate: Option<Arc<Gate>>) {
         let object: ObjectRef = from_map("kube_scale", object)?;
         let replicas = u32::try_from(replicas).map_err(|_| error(format!("kube_scale: {replicas} replicas")))?;
         gate()?.kube_scale(&object, replicas).map_err(error)
+    });
+    let gate = g.clone();
+    engine.register_fn("volumes", move || -> Result<Dynamic, Box<EvalAltResult>> { to_dynamic(&gate()?.target_volumes()) });
+    let gate = g.clone();
+    engine.register_fn("freeze", move |request: Map| -> Result<(), Box<EvalAltResult>> {
+        let request: crate::host::FreezeRequest = from_map("freeze", request)?;
+        gate()?.freeze(request).map_err(error)
+    });
+    let gate = g.clone();
+    engine.register_fn("scale_to_zero", move |workload: Map| -> Result<i64, Box<EvalAltResult>> {
+        let workload: ObjectRef = from_map("scale_to_zero", workload)?;
+        gate()?.scale_to_zero(&workload).map(i64::from).map_err(error)
     });
     let gate = g;
     engine.register_fn("exec", move |request: Map| -> Result<Dynamic, Box<EvalAltResult>> {

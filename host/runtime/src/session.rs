@@ -363,9 +363,10 @@ impl Session {
         &mut self,
         extension: &ExtensionId,
         phase: HookPhase,
-        target: &ObjectRef,
+        hook_target: &crate::host::HookTarget,
         parameters: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ItemIssue> {
+        let target = &hook_target.object;
         let index = self
             .slots
             .iter()
@@ -389,6 +390,8 @@ impl Session {
             Err(message) => Err(CallError::Trapped(message)),
             Ok(()) => {
                 let slot = &mut self.slots[index];
+                let gate = &slot.instance.as_ref().unwrap().1;
+                gate.set_hook(hook_target.volumes.clone(), phase == HookPhase::PreBackup);
                 let mut merged = slot.extension.config.parameters.clone();
                 merged.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
                 match &mut slot.instance.as_mut().unwrap().0 {

@@ -77,12 +77,40 @@ impl WasmEngine {
                 return Err(format!("imports {name}, which Stowage does not provide"));
             }
         }
-        linker.define_unknown_imports_as_traps(&component).map_err(|e| format!("{e:#}"))?;
+        stub_wasi_imports(&mut linker, &component, &self.engine).map_err(|e| format!("{e:#}"))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| format!("cannot be linked: {e:#}"))?;
         let exports = ExportIndices::new(&pre, kind)
-            .map_err(|e| format!("does not implement the {kind} world of stowage:extension@0.1.0: {e:#}"))?;
+            .map_err(|e| format!("does not implement the {kind} world of stowage:extension@0.1: {e:#}"))?;
         Ok(WasmComponent { pre, exports })
     }
+}
+
+/// Links every `wasi:*` import of `component` to functions that trap. (wasmtime's
+/// `define_unknown_imports_as_traps` would also stub the `stowage:extension` interfaces of an
+/// older 0.1.x version under their exact names, shadowing the host's semver-compatible ones.)
+fn stub_wasi_imports(linker: &mut Linker<HostState>, component: &Component, engine: &Engine) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        if !name.starts_with("wasi:") {
+            continue;
+        }
+        let mut stubs = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let qualified = format!("{name}#{export}");
+                    stubs.func_new(export, move |_, _, _, _| {
+                        wasmtime::bail!("unknown import: `{qualified}` has not been defined")
+                    })?;
+                }
+                ComponentItem::Resource(_) => stubs.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch until dropped.
@@ -594,6 +622,37 @@ impl wit::kube_write::Host for HostState {
 
     fn scale(&mut self, object: wit::types::ObjectRef, replicas: u32) -> Result<(), String> {
         self.gate.kube_scale(&from_wit_ref(object), replicas)
+    }
+}
+
+impl wit::hook_target::Host for HostState {
+    fn volumes(&mut self) -> Vec<wit::hook_target::Volume> {
+        let volume = |v: crate::host::TargetVolume| wit::hook_target::Volume {
+            pod: v.pod,
+            name: v.name,
+            claim: v.claim,
+            mounts: v
+                .mounts
+                .into_iter()
+                .map(|m| wit::hook_target::VolumeMount { container: m.container, path: m.path, read_only: m.read_only })
+                .collect(),
+        };
+        self.gate.target_volumes().into_iter().map(volume).collect()
+    }
+}
+
+impl wit::quiesce::Host for HostState {
+    fn freeze(&mut self, request: wit::quiesce::FreezeRequest) -> Result<(), String> {
+        self.gate.freeze(crate::host::FreezeRequest {
+            namespace: request.namespace,
+            pod: request.pod,
+            container: request.container,
+            path: request.path,
+        })
+    }
+
+    fn scale_to_zero(&mut self, workload: wit::types::ObjectRef) -> Result<u32, String> {
+        self.gate.scale_to_zero(&from_wit_ref(workload))
     }
 }
 

@@ -206,7 +206,7 @@ fn hooks_run_in_fresh_instances_with_checked_capabilities() {
     let config = "capabilities:\n  log: true\n  exec: [{container: db}]\n  kubeRead: [pods]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
     registry.upsert(source("stowage", "freeze", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
     let host = RecordingHost::new();
-    let target = ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() };
+    let target = HookTarget::new(ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() });
     let id = ExtensionId::new("stowage", "freeze");
     let (pre, post, restore, report) = with_session(&registry.snapshot(), host.clone(), |s| {
         (
@@ -229,13 +229,111 @@ fn hooks_run_in_fresh_instances_with_checked_capabilities() {
     assert_eq!(report.extensions[0].counts.calls, 3);
 }
 
+/// A pod target with one claim mounted by two containers.
+fn target_with_volumes() -> HookTarget {
+    let mut target = HookTarget::new(ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() });
+    let mount = |container: &str, path: &str| VolumeMount { container: container.into(), path: path.into(), read_only: false };
+    target.volumes = vec![TargetVolume {
+        pod: "db-0".into(),
+        name: "data".into(),
+        claim: "data-db-0".into(),
+        mounts: vec![mount("db", "/var/lib/db"), mount("freezer", "/frozen/data")],
+    }];
+    target
+}
+
+#[test]
+fn a_component_built_against_wit_0_1_0_still_runs_its_hooks() {
+    let registry = registry();
+    let config = "capabilities:\n  log: true\n  exec: [{container: db}]\n  kubeRead: [pods]\nparameters:\n  container: db\n";
+    let old = source("stowage", "old", ExtensionKind::Hook, Module::Wasm(old_wasm("fixture-hook-0.1.0")), config);
+    registry.upsert(old).unwrap();
+    let host = RecordingHost::new();
+    let id = ExtensionId::new("stowage", "old");
+    let (pre, restore) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (s.run_hook(&id, HookPhase::PreBackup, &target_with_volumes(), &Default::default()), s.run_hook(&id, HookPhase::PostRestore, &target_with_volumes(), &Default::default()))
+    });
+    pre.unwrap();
+    restore.unwrap();
+    assert_eq!(host.calls(), vec!["exec shop/db-0 db sync", "get Pod shop/db-0"]);
+}
+
+#[test]
+fn a_hook_sees_its_targets_volumes_and_quiesces_through_the_host() {
+    let registry = registry();
+    let config = "capabilities:\n  log: true\n  exec: [{container: db}, {container: freezer}]\n  kubeWrite: [statefulsets.apps]\nparameters:\n  container: db\n  freeze: freezer\n";
+    registry.upsert(source("stowage", "quiet", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
+    let host = RecordingHost::new();
+    let id = ExtensionId::new("stowage", "quiet");
+    let workload = HookTarget::new(ObjectRef { group: "apps".into(), version: "v1".into(), kind: "StatefulSet".into(), namespace: "shop".into(), name: "db".into() });
+    let zero = [("scale-to-zero".to_string(), "true".to_string()), ("command".to_string(), "true".to_string())].into();
+    let (pre, scaled, post) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (
+            s.run_hook(&id, HookPhase::PreBackup, &target_with_volumes(), &Default::default()),
+            s.run_hook(&id, HookPhase::PreBackup, &workload, &zero),
+            // Quiescing belongs to pre-backup: a post-backup call may not freeze.
+            s.run_hook(&id, HookPhase::PostBackup, &target_with_volumes(), &[("replicas".to_string(), "1".to_string())].into()),
+        )
+    });
+    pre.unwrap();
+    scaled.unwrap();
+    assert!(post.unwrap_err().message.contains("kubeWrite does not include Pod"));
+    assert_eq!(
+        host.calls(),
+        vec!["exec shop/db-0 db sync", "freeze shop/db-0 freezer /frozen/data", "exec shop/db db true", "scale-to-zero StatefulSet.apps shop/db"]
+    );
+}
+
+#[test]
+fn quiescing_is_checked_like_every_host_call() {
+    let cap = Capabilities {
+        log: true,
+        exec: vec![ExecGrant { container: "*".into() }],
+        kube_write: vec!["*".into()],
+        ..Default::default()
+    };
+    let registry = Registry::new(shared_runtime(), Policy::with_namespaced_capabilities("stowage", cap));
+    let script = r#"
+        fn pre_backup(ctx, target) {
+            let seen = volumes();
+            log("info", `volumes: ${seen.len()} ${seen[0].claim} ${seen[0].mounts[1].path}`);
+            if ctx.parameters.what == "freeze-db" { freeze(#{namespace: "shop", pod: "db-0", container: "db", path: "/var/lib/db"}); }
+            if ctx.parameters.what == "escape" { freeze(#{namespace: "shop", pod: "db-0", container: "freezer", path: "/frozen/../etc"}); }
+
+            if ctx.parameters.what == "daemonset" { scale_to_zero(#{group: "apps", version: "v1", kind: "DaemonSet", namespace: "shop", name: "agent"}); }
+            if ctx.parameters.what == "other-namespace" { scale_to_zero(#{group: "apps", version: "v1", kind: "StatefulSet", namespace: "bank", name: "db"}); }
+            if ctx.parameters.what == "ok" { freeze(#{namespace: "shop", pod: "db-0", container: "freezer", path: "/frozen/data"}); }
+        }
+        fn post_backup(ctx, target) { freeze(#{namespace: "shop", pod: "db-0", container: "freezer", path: "/frozen/data"}); }
+    "#;
+    let config = "capabilities:\n  log: true\n  exec: [{container: freezer}]\n  kubeWrite: [statefulsets.apps, daemonsets.apps]\n";
+    registry.upsert(source("shop", "quiet", ExtensionKind::Hook, Module::Rhai(script.into()), config)).unwrap();
+    let host = RecordingHost::new();
+    let id = ExtensionId::new("shop", "quiet");
+    let run = |s: &mut Session, phase, what: &str| {
+        s.run_hook(&id, phase, &target_with_volumes(), &[("what".to_string(), what.to_string())].into()).map_err(|e| e.message)
+    };
+    let results = with_session(&registry.snapshot(), host.clone(), |s| {
+        ["freeze-db", "escape", "daemonset", "other-namespace", "ok"].map(|w| run(s, HookPhase::PreBackup, w)).into_iter().chain([run(s, HookPhase::PostBackup, "ok")]).collect::<Vec<_>>()
+    });
+    let denied = |i: usize, why: &str| assert!(results[i].as_ref().unwrap_err().contains(why), "{i}: {:?}", results[i]);
+    denied(0, "capability exec does not include container db");
+    denied(1, "absolute mount path without `..`");
+    denied(2, "only Deployments and StatefulSets");
+    denied(3, "outside this extension's namespace shop");
+    results[4].as_ref().unwrap();
+    denied(5, "quiescing is allowed in pre-backup hooks only");
+    assert_eq!(host.calls(), vec!["freeze shop/db-0 freezer /frozen/data"]);
+    assert!(host.logs.lock().unwrap().iter().all(|l| l.ends_with("volumes: 1 data-db-0 /frozen/data")));
+}
+
 #[test]
 fn a_hooks_parameters_given_by_the_pod_win_over_its_configs() {
     let registry = registry();
     let config = "capabilities:\n  log: true\n  exec: [{container: db}]\nparameters:\n  container: db\n  command: fsfreeze --freeze /data\n";
     registry.upsert(source("stowage", "freeze", ExtensionKind::Hook, Module::Wasm(wasm("fixture-hook")), config)).unwrap();
     let host = RecordingHost::new();
-    let target = ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() };
+    let target = HookTarget::new(ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() });
     let id = ExtensionId::new("stowage", "freeze");
     let from_pod = [("command".to_string(), "sync -f /data".to_string())].into();
     with_session(&registry.snapshot(), host.clone(), |s| s.run_hook(&id, HookPhase::PreBackup, &target, &from_pod)).unwrap();

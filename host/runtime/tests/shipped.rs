@@ -110,3 +110,65 @@ fn skip_helm_release_secrets_filters_only_helm_releases() {
     assert_eq!((record.counts.calls, record.counts.filtered), (2, 1));
     assert_eq!(record.items[0].filtered.as_deref(), Some("Helm release secret"));
 }
+
+fn hook_target(kind: &str, group: &str, name: &str) -> HookTarget {
+    let object = ObjectRef { group: group.into(), version: "v1".into(), kind: kind.into(), namespace: "shop".into(), name: name.into() };
+    let mount = |container: &str, path: &str| VolumeMount { container: container.into(), path: path.into(), read_only: false };
+    let volume = |name: &str, mounts| TargetVolume { pod: "db-0".into(), name: name.into(), claim: format!("{name}-db-0"), mounts };
+    HookTarget {
+        object,
+        volumes: vec![
+            volume("data", vec![mount("db", "/var/lib/db"), mount("fsfreeze", "/frozen/data")]),
+            volume("logs", vec![mount("fsfreeze", "/frozen/logs")]),
+            volume("cache", vec![mount("db", "/cache")]),
+        ],
+    }
+}
+
+#[test]
+fn fsfreeze_freezes_the_mounts_of_its_container_and_leaves_the_thaw_to_the_host() {
+    let registry = registry();
+    registry.upsert(shipped("fsfreeze")).unwrap();
+    let id = ExtensionId::new("stowage", "fsfreeze");
+    let host = RecordingHost::new();
+    let pod = hook_target("Pod", "", "db-0");
+    let only_data = [("volumes".to_string(), "data".to_string())].into();
+    let no_container = [("container".to_string(), String::new())].into();
+    let (all, some, post, missing) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (
+            s.run_hook(&id, HookPhase::PreBackup, &pod, &Default::default()),
+            s.run_hook(&id, HookPhase::PreBackup, &pod, &only_data),
+            s.run_hook(&id, HookPhase::PostBackup, &pod, &Default::default()),
+            s.run_hook(&id, HookPhase::PreBackup, &pod, &no_container),
+        )
+    });
+    all.unwrap();
+    some.unwrap();
+    post.unwrap();
+    assert!(missing.unwrap_err().message.contains("parameter container is required"));
+    assert_eq!(
+        host.calls(),
+        vec!["freeze shop/db-0 fsfreeze /frozen/data", "freeze shop/db-0 fsfreeze /frozen/logs", "freeze shop/db-0 fsfreeze /frozen/data"],
+        "no thaw: the host owns it"
+    );
+    let logs = host.logs.lock().unwrap().clone();
+    assert!(logs.iter().any(|l| l.contains("volume cache of pod shop/db-0 is not mounted in container fsfreeze")), "{logs:?}");
+}
+
+#[test]
+fn scale_to_zero_scales_workloads_only() {
+    let registry = registry();
+    let loaded = registry.upsert(shipped("scale-to-zero")).unwrap();
+    assert_eq!(loaded.config.target, TargetKind::Workload);
+    let id = ExtensionId::new("stowage", "scale-to-zero");
+    let host = RecordingHost::new();
+    let (set, pod) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (
+            s.run_hook(&id, HookPhase::PreBackup, &hook_target("StatefulSet", "apps", "db"), &Default::default()),
+            s.run_hook(&id, HookPhase::PreBackup, &hook_target("Pod", "", "db-0"), &Default::default()),
+        )
+    });
+    set.unwrap();
+    assert!(pod.unwrap_err().message.contains("only Deployments and StatefulSets"));
+    assert_eq!(host.calls(), vec!["scale-to-zero StatefulSet.apps shop/db"]);
+}

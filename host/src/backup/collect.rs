@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, ListParams};
-use serde_json::json;
+use serde_json::{json, Value};
 use stowage_pipeline::archive::ArchiveWriter;
 use stowage_pipeline::related::{related, Related};
 use stowage_pipeline::seen::SeenItems;
@@ -159,7 +159,9 @@ impl<'a, W: Write> Collector<'a, W> {
         }
     }
 
-    fn write(&mut self, item: Item) {
+    fn write(&mut self, mut item: Item) {
+        // A workload another backup keeps at zero replicas is archived as it was before.
+        unquiesce(&mut item);
         let item_ref = item.item_ref();
         if let Err(e) = self.writer.add_item(&item) {
             self.out.outcome.error(item.namespace.as_deref(), format!("writing {item_ref}: {e}"));
@@ -311,6 +313,23 @@ async fn take_related<W: Write>(ctx: &Context, c: &mut Collector<'_, W>) {
     }
 }
 
+/// Takes the scale-to-zero journal (`stowage.io/quiesced-replicas`) out of an archived
+/// workload, and gives it back the replicas it records.
+fn unquiesce(item: &mut Item) {
+    let key = stowage_api::labels::QUIESCED_REPLICAS.name;
+    let Some(annotations) = item.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else { return };
+    let Some(mark) = annotations.remove(key) else { return };
+    if annotations.is_empty() {
+        if let Some(metadata) = item.object.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("annotations");
+        }
+    }
+    let replicas = mark.as_str().and_then(|m| serde_json::from_str::<Value>(m).ok()).and_then(|m| m.get("replicas").cloned());
+    if let (Some(replicas), Some(spec)) = (replicas, item.object.get_mut("spec").and_then(Value::as_object_mut)) {
+        spec.insert("replicas".into(), replicas);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +347,22 @@ mod tests {
             .unwrap()
     }
 
+    #[test]
+    fn an_archived_workload_carries_no_quiesce_journal_and_its_own_replicas() {
+        let info = ApiResourceInfo::new("apps", "v1", "statefulsets", "StatefulSet", true);
+        let mark = r#"{"replicas":2,"backup":"nightly","uid":"u1"}"#;
+        let object = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop",
+            "annotations": {"stowage.io/quiesced-replicas": mark}}, "spec": {"replicas": 0}});
+        let mut item = Item::new(object, &info).unwrap();
+        unquiesce(&mut item);
+        assert_eq!(item.object["spec"]["replicas"], 2);
+        assert!(item.object["metadata"].get("annotations").is_none());
+        let untouched = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop"}, "spec": {"replicas": 0}});
+        let mut item = Item::new(untouched.clone(), &info).unwrap();
+        unquiesce(&mut item);
+        assert_eq!(item.object, untouched);
+    }
+
     fn plan() -> BackupPlan {
         BackupPlan {
             name: "b".into(),
@@ -339,6 +374,7 @@ mod tests {
             pod_volume_timeout: Duration::from_secs(60),
             hook_specs: stowage_pipeline::hooks::BackupHookSpecs::compile(&Default::default()).unwrap(),
             any_pod_may_have_hooks: false,
+            backup_unmounted_volumes: false,
         }
     }
 

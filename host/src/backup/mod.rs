@@ -42,6 +42,8 @@ pub struct BackupPlan {
     /// Whether any pod may have hooks without saying so in its annotations: the backup has hook
     /// sets, or hook extensions are loaded.
     pub any_pod_may_have_hooks: bool,
+    /// Whether the data of claims no pod mounts is copied too (`spec.backupUnmountedVolumes`).
+    pub backup_unmounted_volumes: bool,
 }
 
 /// What a backup run produced, apart from the plan.
@@ -119,6 +121,7 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
                 pod_volume_timeout,
                 hook_specs,
                 any_pod_may_have_hooks,
+                backup_unmounted_volumes: backup.spec.backup_unmounted_volumes,
             };
             Ok((plan, store))
         }

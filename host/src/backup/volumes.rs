@@ -3,7 +3,7 @@
 //! running pod goes to the node agent on the pod's node and is waited for (up to the backup's
 //! timeout), then its post hooks run. The results go to `<backup>-podvolumebackups.json.zst`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
@@ -22,7 +22,8 @@ use stowage_storage::ObjectStore;
 use super::BackupPlan;
 use crate::oplog::OperationLog;
 use crate::context::Context;
-use crate::hooks::backup::{BackupHookRunner, PodHooks};
+use crate::access::{self, AccessPod, AccessVolume, Purpose};
+use crate::hooks::backup::{BackupHookRunner, Owing, PodHooks};
 use crate::podvolumes::{ended, generate_name, wait_for_volumes, POLL};
 use crate::repositories;
 
@@ -30,11 +31,16 @@ use crate::repositories;
 const GROUPS_AT_ONCE: usize = 4;
 /// Label on PodVolumeBackups: the group of pods (see `volumes::groups`) they belong to.
 const GROUP_LABEL: &str = "stowage.io/volume-group";
+/// Label on PodVolumeBackups taken through an access pod: `pod-gone` (the tag `pod` names the
+/// pod that went away) or `unmounted-claim` (the tag `pvc` names the claim).
+pub const ACCESS_KIND_LABEL: &str = "stowage.io/access";
 
 /// The pods seen while collecting, with the volumes each asks to have copied.
 #[derive(Default)]
 pub struct Candidates {
     pods: Vec<(Item, VolumeSelection)>,
+    /// The claims collected.
+    claims: Vec<Item>,
 }
 
 impl Candidates {
@@ -42,6 +48,9 @@ impl Candidates {
     /// that may have hooks (`any_may_have_hooks`: the backup has hook sets or hook extensions
     /// are loaded; otherwise only pods with hook annotations).
     pub fn observe(&mut self, item: &Item, default_volumes_to_fs_backup: bool, any_may_have_hooks: bool) {
+        if item.is("", "persistentvolumeclaims") {
+            self.claims.push(item.clone());
+        }
         if !item.group.is_empty() || item.resource != "pods" {
             return;
         }
@@ -52,7 +61,34 @@ impl Candidates {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pods.is_empty()
+        self.pods.is_empty() && self.claims.is_empty()
+    }
+
+    /// The collected claims whose data is to be copied though no pod mounts them: all of them
+    /// when `all` (`spec.backupUnmountedVolumes`), else those annotated
+    /// `backup.stowage.io/include-unmounted: "true"`.
+    pub async fn unmounted(&self, ctx: &Context, all: bool, log: &OperationLog) -> Vec<Item> {
+        let wanted: Vec<&Item> = self
+            .claims
+            .iter()
+            .filter(|c| all || labels::INCLUDE_UNMOUNTED.item_annotation(&c.object).is_some_and(|v| v.eq_ignore_ascii_case("true")))
+            .collect();
+        let namespaces: BTreeSet<String> = wanted.iter().filter_map(|c| c.namespace.clone()).collect();
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let live = match pods.list(&ListParams::default()).await {
+                Ok(l) => l.items.into_iter().map(|p| serde_json::to_value(p).unwrap_or_default()).collect::<Vec<_>>(),
+                Err(e) => {
+                    log.warn(format!("namespace {ns}: listing its pods to find unmounted claims: {e}; they are not backed up"));
+                    continue;
+                }
+            };
+            let claims: Vec<Value> = wanted.iter().filter(|c| c.namespace.as_deref() == Some(ns.as_str())).map(|c| c.object.clone()).collect();
+            let free = access::unmounted_claims(&claims, &live);
+            out.extend(wanted.iter().filter(|c| c.namespace.as_deref() == Some(ns.as_str()) && free.contains(&c.name)).map(|c| (*c).clone()));
+        }
+        out
     }
 }
 
@@ -97,12 +133,20 @@ pub async fn back_up(
             log.info(format!("pod {}/{}: volume {volume:?} is not backed up: {why}", pod.namespace.as_deref().unwrap_or(""), pod.name));
         }
     }
+    let unmounted = candidates.unmounted(ctx, plan.backup_unmounted_volumes, log).await;
     let pods = candidates.pods;
-    let pod_hooks: Vec<PodHooks> = pods.iter().map(|(p, _)| hooks.hooks_of(&p.object, outcome)).collect();
+    let mut pod_hooks: Vec<PodHooks> = Vec::with_capacity(pods.len());
+    for (p, selection) in &pods {
+        let copied: Vec<String> = selection.backup.iter().map(|v| v.name.clone()).collect();
+        pod_hooks.push(hooks.hooks_of(&p.object, &copied, outcome).await);
+    }
     // Groups with hooks run a few at a time, so that no application waits long between its
     // pre and post hooks for node agents busy with other groups; the volumes of pods without
     // hooks all go at once, as one group.
-    let (hooked, plain): (Vec<PodGroup>, Vec<PodGroup>) = volumes::groups(&pods)
+    // The pods of a workload whose hooks are called per workload are one group: its hooks run
+    // once, around the volumes of all of them.
+    let grouped = merge_groups(volumes::groups(&pods), |i| pod_hooks[i].workload_uid().map(str::to_string));
+    let (hooked, plain): (Vec<PodGroup>, Vec<PodGroup>) = grouped
         .into_iter()
         .filter(|g| !g.volumes.is_empty() || g.pods.iter().any(|&i| !pod_hooks[i].is_empty()))
         .partition(|g| g.pods.iter().any(|&i| !pod_hooks[i].is_empty()));
@@ -112,7 +156,7 @@ pub async fn back_up(
         all
     });
     let groups: Vec<(usize, PodGroup)> = plain.into_iter().chain(hooked).enumerate().collect();
-    if groups.is_empty() {
+    if groups.is_empty() && unmounted.is_empty() {
         return Ok(Vec::new());
     }
     ctx.patch_status::<Backup>(&plan.name, json!({"phase": "WaitingForVolumes"})).await?;
@@ -129,7 +173,13 @@ pub async fn back_up(
     let selector = format!("{}={}", labels::BACKUP_UID.name, shared.backup_uid);
     let done = std::sync::atomic::AtomicBool::new(false);
     let run_groups = async {
-        let runs: Vec<_> = groups.iter().map(|(id, g)| run_group(&shared, *id, g, &pods, &pod_hooks)).collect();
+        let mut runs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>>> = Vec::new();
+        for (id, g) in &groups {
+            runs.push(Box::pin(run_group(&shared, *id, g, &pods, &pod_hooks)));
+        }
+        for (i, claim) in unmounted.iter().enumerate() {
+            runs.push(Box::pin(back_up_unmounted(&shared, groups.len() + i, claim)));
+        }
         let outcomes: Vec<Outcome> = futures::stream::iter(runs).buffer_unordered(GROUPS_AT_ONCE).collect().await;
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         outcomes
@@ -211,8 +261,19 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
         members.push((hooks[i].clone(), current));
     }
     let position = |pod: usize| group.pods.iter().position(|&p| p == pod).unwrap_or(usize::MAX);
-    let mut owing = Vec::new();
+    let mut owing = Owing::default();
     let failed = shared.hooks.pre(&members, &mut owing, &mut outcome).await;
+    // Pods a workload hook took away (scaled to zero): their claims are copied with no pod of
+    // the application running, through access pods.
+    let mut gone = BTreeSet::new();
+    if !owing.workloads.is_empty() {
+        for &i in group.pods.iter().filter(|&&i| hooks[i].workload.is_some()) {
+            if let Ok(None) = shared.hooks.current(&hooks[i].pod).await {
+                gone.insert(i);
+            }
+        }
+    }
+    let mut via_access: BTreeMap<usize, Vec<PodVolume>> = BTreeMap::new();
     let mut created = 0;
     for v in &group.volumes {
         let stopped_by = v.mounted_by.iter().find(|&&p| failed.contains(&position(p)));
@@ -225,18 +286,47 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
             );
             continue;
         }
+        if v.from.iter().all(|(i, _)| gone.contains(i)) {
+            match volume.claim {
+                Some(_) => via_access.entry(*first).or_default().push(volume.clone()),
+                None => outcome.warn(Some(&ns), format!("pod {ns}/{} went away with its volume {:?}, which is no claim: it is not backed up", pods[*first].0.name, volume.name)),
+            }
+            continue;
+        }
         let running = |pod: &Item| {
             pod.object.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
                 && pod.object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
         };
-        let Some((pod, volume)) = v.from.iter().map(|(i, v)| (&pods[*i].0, v)).find(|(p, _)| running(p)) else {
+        let candidates = v.from.iter().filter(|(i, _)| !gone.contains(i)).map(|(i, v)| (&pods[*i].0, v));
+        let Some((pod, volume)) = candidates.clone().find(|(p, _)| running(p)) else {
             let pod = &pods[*first].0;
             let phase = pod.object.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Unknown");
             outcome.warn(Some(&ns), format!("pod {ns}/{} is {phase}, not Running on a node: volume {:?} is not backed up", pod.name, volume.name));
             continue;
         };
-        if create_backup(shared, id, pod, volume, &mut outcome).await {
+        if create_backup(shared, id, pod, volume, Via::Pod, &mut outcome).await {
             created += 1;
+        }
+    }
+    let mut access_pods = Vec::new();
+    for (i, claims) in via_access {
+        let source = &pods[i].0;
+        let ns = source.namespace.clone().unwrap_or_default();
+        let node = source.object.pointer("/spec/nodeName").and_then(Value::as_str);
+        let mounts: Vec<AccessVolume> =
+            claims.iter().map(|v| AccessVolume { volume: v.name.clone(), claim: v.claim.clone().unwrap_or_default() }).collect();
+        match access::start(shared.ctx, &ns, &mounts, Purpose::Backup, &shared.backup_uid, node, None).await {
+            Ok(access_pod) => {
+                shared.log.info(format!("pod {ns}/{} is gone: its claims are copied through access pod {}", source.name, access_pod.name));
+                let item = access_item(&access_pod);
+                for volume in &claims {
+                    if create_backup(shared, id, &item, volume, Via::AccessFor(&source.name), &mut outcome).await {
+                        created += 1;
+                    }
+                }
+                access_pods.push(access_pod);
+            }
+            Err(e) => outcome.error(Some(&ns), format!("pod {ns}/{} is gone and its claims could not be reached: {e}", source.name)),
         }
     }
     if created > 0 {
@@ -247,13 +337,83 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
             outcome.error(None, format!("waiting for the pod volume backups: {e:#}"));
         }
     }
+    for a in &access_pods {
+        access::stop(&shared.ctx.client, &a.namespace, &a.name).await;
+    }
     shared.hooks.post(&members, &owing, &mut outcome).await;
     outcome
 }
 
+/// Groups that share a key (a workload) become one.
+fn merge_groups(groups: Vec<PodGroup>, key: impl Fn(usize) -> Option<String>) -> Vec<PodGroup> {
+    let mut merged: Vec<PodGroup> = Vec::new();
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    for group in groups {
+        let keys: BTreeSet<String> = group.pods.iter().filter_map(|&i| key(i)).collect();
+        match keys.iter().find_map(|k| by_key.get(k).copied()) {
+            Some(at) => {
+                merged[at].pods.extend(group.pods);
+                merged[at].volumes.extend(group.volumes);
+                for k in keys {
+                    by_key.insert(k, at);
+                }
+            }
+            None => {
+                for k in keys {
+                    by_key.insert(k, merged.len());
+                }
+                merged.push(group);
+            }
+        }
+    }
+    merged
+}
+
+/// An access pod as an item, for the PodVolumeBackups of its claims.
+fn access_item(pod: &AccessPod) -> Item {
+    let info = stowage_pipeline::ApiResourceInfo::new("", "v1", "pods", "Pod", true);
+    Item::new(pod.object.clone(), &info).unwrap_or_else(|_| unreachable!("an access pod is a pod"))
+}
+
+/// One claim no pod mounts: copied through an access pod of its own.
+async fn back_up_unmounted(shared: &Shared<'_>, id: usize, claim: &Item) -> Outcome {
+    let mut outcome = Outcome::default();
+    let ns = claim.namespace.clone().unwrap_or_default();
+    let volume = PodVolume { name: access::claim_volume_name(&claim.name), claim: Some(claim.name.clone()) };
+    let mounts = [AccessVolume { volume: volume.name.clone(), claim: claim.name.clone() }];
+    let access_pod = match access::start(shared.ctx, &ns, &mounts, Purpose::Backup, &shared.backup_uid, None, None).await {
+        Ok(p) => p,
+        Err(e) => {
+            outcome.error(Some(&ns), format!("claim {ns}/{}, which no pod mounts, could not be reached: {e}", claim.name));
+            return outcome;
+        }
+    };
+    shared.log.info(format!("claim {ns}/{} is mounted by no pod: copied through access pod {}", claim.name, access_pod.name));
+    if create_backup(shared, id, &access_item(&access_pod), &volume, Via::Unmounted, &mut outcome).await {
+        let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
+        let waited = wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, 1, shared.plan.pod_volume_timeout, shared.log).await;
+        if let Err(e) = waited {
+            outcome.error(None, format!("waiting for the backup of claim {ns}/{}: {e:#}", claim.name));
+        }
+    }
+    access::stop(&shared.ctx.client, &access_pod.namespace, &access_pod.name).await;
+    outcome
+}
+
+/// How the node agent reaches a volume.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// In the pod that mounts it.
+    Pod,
+    /// In an access pod, for the named pod that went away (a workload scaled to zero).
+    AccessFor(&'a str),
+    /// In an access pod: a claim no pod mounts.
+    Unmounted,
+}
+
 /// Creates the PodVolumeBackup of one volume; false (with the reason on `outcome`) when none
 /// could be created.
-async fn create_backup(shared: &Shared<'_>, group: usize, pod: &Item, volume: &PodVolume, outcome: &mut Outcome) -> bool {
+async fn create_backup(shared: &Shared<'_>, group: usize, pod: &Item, volume: &PodVolume, via: Via<'_>, outcome: &mut Outcome) -> bool {
     let ns = pod.namespace.clone().unwrap_or_default();
     let pod_ref = format!("{ns}/{}", pod.name);
     let node = pod.object.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
@@ -278,7 +438,7 @@ async fn create_backup(shared: &Shared<'_>, group: usize, pod: &Item, volume: &P
             return false;
         }
     };
-    let mut pvb = match pod_volume_backup(shared.ctx, shared.plan, shared.backup, &shared.backup_uid, pod, volume, node, &repo).await {
+    let mut pvb = match pod_volume_backup(shared.ctx, shared.plan, shared.backup, &shared.backup_uid, pod, volume, node, &repo, via).await {
         Ok(p) => p,
         Err(e) => {
             outcome.error(Some(&ns), format!("pod volume {pod_ref}/{}: {e:#}", volume.name));
@@ -309,6 +469,7 @@ async fn pod_volume_backup(
     volume: &PodVolume,
     node: &str,
     repo: &str,
+    via: Via<'_>,
 ) -> anyhow::Result<PodVolumeBackup> {
     let ns = pod.namespace.clone().unwrap_or_default();
     let pod_uid = pod.object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -316,7 +477,10 @@ async fn pod_volume_backup(
         ("backup".to_string(), plan.name.clone()),
         ("backup-uid".to_string(), backup_uid.to_string()),
         ("ns".to_string(), ns.clone()),
-        ("pod".to_string(), pod.name.clone()),
+        ("pod".to_string(), match via {
+            Via::AccessFor(source) => source.to_string(),
+            Via::Pod | Via::Unmounted => pod.name.clone(),
+        }),
         ("pod-uid".to_string(), pod_uid.clone()),
         ("volume".to_string(), volume.name.clone()),
     ]);
@@ -324,6 +488,16 @@ async fn pod_volume_backup(
         (labels::BACKUP_NAME.name.to_string(), plan.name.clone()),
         (labels::BACKUP_UID.name.to_string(), backup_uid.to_string()),
     ]);
+    match via {
+        Via::Pod => {}
+        Via::AccessFor(_) => {
+            tags.insert("access-pod".to_string(), pod.name.clone());
+            pvb_labels.insert(ACCESS_KIND_LABEL.to_string(), "pod-gone".to_string());
+        }
+        Via::Unmounted => {
+            pvb_labels.insert(ACCESS_KIND_LABEL.to_string(), "unmounted-claim".to_string());
+        }
+    }
     if let Some(claim) = &volume.claim {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let pvc = pvcs.get_opt(claim).await?.ok_or_else(|| anyhow::anyhow!("its claim {ns}/{claim} does not exist"))?;

@@ -13,8 +13,11 @@ use serde_json::Value;
 use stowage_api::hooks::HookRun;
 use stowage_api::labels::{split_list, HOOK_EXTENSIONS, HOOK_PARAMETER_PREFIX};
 use stowage_pipeline::hooks::HookPhase;
-use stowage_runtime::{ExtensionId, ExtensionKind, ExtensionReport, ExtensionSet, ObjectRef, OperationContext, OperationKind, Session};
+use stowage_runtime::{
+    ExtensionId, ExtensionKind, ExtensionReport, ExtensionSet, HookTarget, ObjectRef, OperationContext, OperationKind, Session, TargetKind,
+};
 
+use super::quiesce::Quiescer;
 use super::{millis, HookOutcome, Ledger, PodRef};
 use crate::context::Context;
 use crate::discovery::Discovered;
@@ -45,6 +48,15 @@ pub struct HookExtensions {
     requested: Vec<ExtensionId>,
     server_namespace: String,
     session: Option<tokio::sync::Mutex<Session>>,
+    /// A backup's quiesce steps, undone by the host.
+    quiescer: Option<Arc<Quiescer>>,
+}
+
+/// The hook extensions of one pod: those called on it, and those called on its workload.
+#[derive(Clone, Debug, Default)]
+pub struct PodExtensions {
+    pub pod: Vec<BoundExtension>,
+    pub workload: Vec<BoundExtension>,
 }
 
 impl HookExtensions {
@@ -59,8 +71,13 @@ impl HookExtensions {
         let snapshot = ctx.extensions.snapshot();
         let hooks: Vec<ExtensionId> = snapshot.of_kind(ExtensionKind::Hook).map(|e| e.id.clone()).collect();
         let set = Arc::new(snapshot.for_operation(&hooks));
+        let quiescer = (kind == OperationKind::Backup && !hooks.is_empty()).then(|| Quiescer::new(ctx, (name, uid), log));
         let session = (!hooks.is_empty()).then(|| {
-            let host = Arc::new(KubeHost::new(ctx.client.clone(), resources, log.clone()));
+            let mut host = KubeHost::new(ctx.client.clone(), resources, log.clone());
+            if let Some(q) = &quiescer {
+                host = host.with_quiescer(q.clone());
+            }
+            let host = Arc::new(host);
             let context = OperationContext { kind, name: name.to_string(), uid: uid.to_string() };
             let mut session = set.session(context, host);
             let metrics = ctx.metrics.clone();
@@ -72,16 +89,17 @@ impl HookExtensions {
             requested: requested_ids(&ctx.namespace, requested),
             server_namespace: ctx.namespace.clone(),
             session,
+            quiescer,
         }
     }
 
     /// The hook extensions of `pod`: those whose `appliesTo` selects it (opt-in ones only when
     /// the operation names them), then those it names itself; with a warning for each name that
     /// is no loaded hook extension.
-    pub fn for_pod(&self, pod: &Value) -> (Vec<BoundExtension>, Vec<String>) {
+    pub fn for_pod(&self, pod: &Value) -> (PodExtensions, Vec<String>) {
         let mut warnings = Vec::new();
         if self.session.is_none() && HOOK_EXTENSIONS.item_annotation(pod).is_none() {
-            return (Vec::new(), warnings);
+            return (PodExtensions::default(), warnings);
         }
         let who = PodRef::of(pod);
         let item = stowage_runtime::Item {
@@ -116,23 +134,39 @@ impl HookExtensions {
             .flatten()
             .filter_map(|(k, v)| Some((k.strip_prefix(HOOK_PARAMETER_PREFIX)?.to_string(), v.as_str()?.to_string())))
             .collect();
-        let bound = ids.into_iter().map(|id| BoundExtension { id: id.to_string(), parameters: parameters.clone() }).collect();
+        let mut bound = PodExtensions::default();
+        for id in ids {
+            let on_workload = self.set.get(&id).is_some_and(|e| e.config.target == TargetKind::Workload);
+            let b = BoundExtension { id: id.to_string(), parameters: parameters.clone() };
+            match on_workload {
+                true => bound.workload.push(b),
+                false => bound.pod.push(b),
+            }
+        }
         (bound, warnings)
     }
 
     /// Runs one hook extension on `pod` and records it; its `onError` says whether a failure
     /// is fatal.
     pub async fn run(&self, bound: &BoundExtension, phase: HookPhase, pod: &PodRef, ledger: &Ledger) -> HookOutcome {
+        let target = ObjectRef { group: String::new(), version: "v1".into(), kind: "Pod".into(), namespace: pod.namespace.clone(), name: pod.name.clone() };
+        self.run_on(bound, phase, &HookTarget::new(target), &pod.uid, ledger).await
+    }
+
+    /// Runs one hook extension on `target` (a pod or a workload, with its volumes); the quiesce
+    /// steps it takes are undone by [`HookExtensions::undo`] for `owner`.
+    pub async fn run_on(&self, bound: &BoundExtension, phase: HookPhase, target: &HookTarget, owner: &str, ledger: &Ledger) -> HookOutcome {
         let id = bound.extension_id();
-        let what = format!("{} hook (extension {id}) on pod {pod}", phase.as_str());
+        let o = &target.object;
+        let subject = format!("{}/{}", o.namespace, o.name);
+        let what = format!("{} hook (extension {id}) on {} {subject}", phase.as_str(), o.kind.to_lowercase());
         let (Some(session), Some(extension)) = (&self.session, self.set.get(&id)) else {
             let message = format!("{what}: the extension is no longer loaded");
             ledger.log().error(&message);
-            ledger.record(HookRun { pod: pod.to_string(), phase: phase.as_str().into(), hook: format!("extension {id}"), error: Some(message.clone()), ..Default::default() });
+            ledger.record(HookRun { pod: subject, phase: phase.as_str().into(), hook: format!("extension {id}"), error: Some(message.clone()), ..Default::default() });
             return HookOutcome::Failed { message, fatal: true };
         };
         let fatal = extension.config.on_error == stowage_runtime::OnError::Fail;
-        let target = ObjectRef { group: String::new(), version: "v1".into(), kind: "Pod".into(), namespace: pod.namespace.clone(), name: pod.name.clone() };
         let runtime_phase = match phase {
             HookPhase::Pre => stowage_runtime::HookPhase::PreBackup,
             HookPhase::Post => stowage_runtime::HookPhase::PostBackup,
@@ -142,12 +176,15 @@ impl HookExtensions {
         let started = Instant::now();
         let result = {
             let mut session = session.lock().await;
-            tokio::task::block_in_place(|| session.run_hook(&id, runtime_phase, &target, &bound.parameters))
+            if let Some(q) = &self.quiescer {
+                q.set_owner(owner);
+            }
+            tokio::task::block_in_place(|| session.run_hook(&id, runtime_phase, target, &bound.parameters))
         };
         let took = started.elapsed();
         let error = result.err().map(|issue| issue.message);
         ledger.record(HookRun {
-            pod: pod.to_string(),
+            pod: subject,
             phase: phase.as_str().into(),
             hook: format!("extension {id}"),
             duration_millis: millis(took),
@@ -171,6 +208,27 @@ impl HookExtensions {
                 HookOutcome::Failed { message, fatal }
             }
         }
+    }
+
+    /// Takes back the quiesce steps the hooks took for `owner` (a pod's or workload's uid);
+    /// each failed undo, and each filesystem the maximum frozen time thawed before its volume
+    /// was copied, fails it.
+    pub async fn undo(&self, owner: &str, ledger: &Ledger) -> Vec<HookOutcome> {
+        let Some(q) = &self.quiescer else { return Vec::new() };
+        let mut outcomes = Vec::new();
+        for undone in q.undo(owner, ledger).await {
+            if let Some(e) = undone.error {
+                outcomes.push(HookOutcome::Failed { message: format!("undo: {} failed: {e}", undone.undo.describe()), fatal: true });
+            }
+            if undone.expired {
+                let message = format!(
+                    "{}: the volume stayed frozen past the maximum frozen time, so the host thawed it before its copy ended; the copy is not consistent",
+                    undone.undo.describe()
+                );
+                outcomes.push(HookOutcome::Failed { message, fatal: true });
+            }
+        }
+        outcomes
     }
 
     /// What the hook extensions did, to add to the operation's extension report.

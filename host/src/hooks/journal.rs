@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stowage_api::Backup;
 use stowage_pipeline::hooks::{ExecHookPlan, HookPhase};
-use stowage_runtime::OperationKind;
+use stowage_runtime::{HookTarget, ObjectRef, OperationKind};
 
 use super::extension::{BoundExtension, HookExtensions};
 use super::{run_exec, HookOutcome, Ledger, PodRef};
@@ -29,6 +29,10 @@ pub struct OwedHooks {
     pub namespace: String,
     pub pod: String,
     pub uid: String,
+    /// Set for the hooks of a workload (`target: workload`): `pod` and `uid` are then the
+    /// workload's, and only extensions run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<ObjectRef>,
     /// Hook extensions first (undone in the reverse order of the pre hooks), then commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<BoundExtension>,
@@ -98,7 +102,7 @@ pub async fn pay_owed(ctx: &Context) -> anyhow::Result<()> {
     let mut resources = None;
     for backup in api.list(&ListParams::default()).await?.items {
         let debts = owed_by(&backup);
-        if debts.is_empty() {
+        if debts.is_empty() && super::quiesce::owed_by(&backup).is_empty() {
             continue;
         }
         if resources.is_none() {
@@ -115,12 +119,23 @@ pub async fn pay_owed(ctx: &Context) -> anyhow::Result<()> {
         for (pod_uid, owed) in debts {
             match owed {
                 Ok(owed) => {
-                    log.warn(format!("the server stopped between the pre and post hooks of pod {}/{}: running its post hooks now", owed.namespace, owed.pod));
+                    let what = match &owed.workload {
+                        Some(w) => w.kind.to_lowercase(),
+                        None => "pod".into(),
+                    };
+                    log.warn(format!("the server stopped between the pre and post hooks of {what} {}/{}: running its post hooks now", owed.namespace, owed.pod));
                     run_post(ctx, &owed, &extensions, &ledger, true).await;
                 }
                 Err(e) => log.error(format!("{e}; its post hooks cannot be run")),
             }
             paid.insert(pod_uid.clone(), journal.paid(&pod_uid).await);
+        }
+        // Then the quiesce steps, in force until now: the host, not the hook, takes them back.
+        let before = ledger.runs_len();
+        let undone = super::quiesce::pay_owed(ctx, &backup, &ledger).await;
+        ledger.mark_after_restart(before);
+        if !undone.is_empty() {
+            journal.patch(serde_json::to_value(&undone).unwrap_or_default()).await?;
         }
         if let Some(status) = ledger.status() {
             ctx.patch_status::<Backup>(&name, json!({"hookStatus": status})).await?;
@@ -134,6 +149,18 @@ pub async fn pay_owed(ctx: &Context) -> anyhow::Result<()> {
 
 /// Runs `owed`'s post hooks, every one of them whatever the others did; returns the failures.
 pub async fn run_post(ctx: &Context, owed: &OwedHooks, extensions: &HookExtensions, ledger: &Ledger, after_restart: bool) -> Vec<HookOutcome> {
+    if let Some(workload) = &owed.workload {
+        let before = ledger.runs_len();
+        let mut outcomes = Vec::new();
+        for bound in &owed.extensions {
+            outcomes.push(extensions.run_on(bound, HookPhase::Post, &HookTarget::new(workload.clone()), &owed.uid, ledger).await);
+        }
+        if after_restart {
+            ledger.mark_after_restart(before);
+        }
+        outcomes.retain(|o| *o != HookOutcome::Succeeded);
+        return outcomes;
+    }
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), &owed.namespace);
     let pod = match pods.get_opt(&owed.pod).await {
         Ok(Some(p)) if p.uid().as_deref() == Some(owed.uid.as_str()) => serde_json::to_value(p).unwrap_or(Value::Null),

@@ -10,7 +10,9 @@ pub mod backup;
 mod exec;
 pub mod extension;
 pub mod journal;
+pub mod quiesce;
 pub mod restore;
+pub mod workload;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -64,7 +64,9 @@ impl<'a> RestoreHookRunner<'a> {
             outcome.warn(item.namespace.as_deref(), w.clone());
         }
         add_init_containers(&mut item.object, &hooks.init_containers, RESTORE_HELPER_CONTAINER);
-        (hooks.exec, extensions)
+        // Hook extensions called per workload act around backups (quiescing); a restore calls
+        // the per-pod ones only.
+        (hooks.exec, extensions.pod)
     }
 
     /// After a pod was created: its hooks run once it is up.

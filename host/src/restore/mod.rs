@@ -170,7 +170,9 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         done.extension_report = extensions.report();
         if restorer.created > 0 {
             let uid = restore.metadata.uid.clone().unwrap_or_default();
-            volumes::wait(&ctx, &name, &uid, restorer.created, v.pod_volume_timeout, &log, &mut done.outcome).await?;
+            let waited = volumes::wait(&ctx, &name, &uid, restorer.created, v.pod_volume_timeout, &log, &mut done.outcome).await;
+            restorer.finish(&ctx).await;
+            waited?;
         }
         hooks.run(v.pod_volume_timeout, &mut done.outcome).await;
         done.hook_status = hooks.ledger.status();

@@ -17,6 +17,8 @@ use stowage_api::{labels, PodVolumeBackup, PodVolumeRestore, Restore};
 use stowage_pipeline::restore::helper::RestoreHelper;
 use stowage_pipeline::{Item, Outcome};
 
+use crate::access::{self, AccessVolume, Purpose};
+use crate::backup::volumes::ACCESS_KIND_LABEL;
 use crate::podvolumes::{generate_name, wait_for_volumes};
 use crate::oplog::OperationLog;
 use crate::context::Context;
@@ -25,6 +27,10 @@ use crate::context::Context;
 #[derive(Default)]
 pub struct Restorer {
     by_pod: BTreeMap<(String, String), Vec<PodVolumeBackup>>,
+    /// Claims no pod mounted, by (source namespace, claim): put back through access pods.
+    by_claim: BTreeMap<(String, String), PodVolumeBackup>,
+    /// The access pods made for them, deleted by [`Restorer::finish`].
+    access_pods: Vec<(String, String)>,
     helper: Option<RestoreHelper>,
     restore_name: String,
     restore_uid: String,
@@ -37,18 +43,36 @@ pub struct Restorer {
 impl Restorer {
     pub async fn new(ctx: &Context, restore: &Restore, location: &str, backups: Vec<PodVolumeBackup>, log: &OperationLog) -> Restorer {
         let mut by_pod: BTreeMap<(String, String), Vec<PodVolumeBackup>> = BTreeMap::new();
+        let mut by_claim = BTreeMap::new();
         for pvb in backups {
             let done = pvb.status.as_ref().and_then(|s| s.phase) == Some(PodVolumePhase::Completed)
                 && pvb.status.as_ref().and_then(|s| s.snapshot_id.as_ref()).is_some();
             if !done {
                 continue;
             }
-            let key = (pvb.spec.pod.namespace.clone().unwrap_or_default(), pvb.spec.pod.name.clone().unwrap_or_default());
-            by_pod.entry(key).or_default().push(pvb);
+            let ns = pvb.spec.pod.namespace.clone().unwrap_or_default();
+            let access = pvb.metadata.labels.as_ref().and_then(|l| l.get(ACCESS_KIND_LABEL)).map(String::as_str);
+            match access {
+                // Copied through an access pod for a pod that went away: restored into that pod.
+                Some("pod-gone") => {
+                    let pod = pvb.spec.tags.get("pod").cloned().unwrap_or_default();
+                    by_pod.entry((ns, pod)).or_default().push(pvb);
+                }
+                Some("unmounted-claim") => {
+                    let claim = pvb.spec.tags.get("pvc").cloned().unwrap_or_default();
+                    by_claim.insert((ns, claim), pvb);
+                }
+                _ => {
+                    let key = (ns, pvb.spec.pod.name.clone().unwrap_or_default());
+                    by_pod.entry(key).or_default().push(pvb);
+                }
+            }
         }
-        let helper = if by_pod.is_empty() { None } else { Some(helper_config(ctx, log).await) };
+        let helper = if by_pod.is_empty() && by_claim.is_empty() { None } else { Some(helper_config(ctx, log).await) };
         Restorer {
             by_pod,
+            by_claim,
+            access_pods: Vec::new(),
             helper,
             restore_name: restore.name_any(),
             restore_uid: restore.uid().unwrap_or_default(),
@@ -72,13 +96,58 @@ impl Restorer {
         helper.add_to(&mut item.object, &volumes, &self.restore_uid);
     }
 
-    /// After a pod was created: one PodVolumeRestore per volume backed up.
+    /// After a pod was created: one PodVolumeRestore per volume backed up. After a claim whose
+    /// data was backed up with no pod mounting it: an access pod that mounts it, and the
+    /// PodVolumeRestore into it.
     pub async fn created(&mut self, ctx: &Context, source_namespace: &str, item: &Item, pod: &DynamicObject, outcome: &mut Outcome) {
+        if item.is("", "persistentvolumeclaims") {
+            self.claim_created(ctx, source_namespace, item, outcome).await;
+            return;
+        }
         if !item.is("", "pods") {
             return;
         }
         let Some(pvbs) = self.volumes_of(source_namespace, &item.name).cloned() else { return };
         let ns = item.namespace.clone().unwrap_or_default();
+        self.restore_into(ctx, source_namespace, (&ns, &item.name, pod.uid()), &pvbs, outcome).await;
+    }
+
+    async fn claim_created(&mut self, ctx: &Context, source_namespace: &str, item: &Item, outcome: &mut Outcome) {
+        let Some(pvb) = self.by_claim.get(&(source_namespace.to_string(), item.name.clone())).cloned() else { return };
+        let Some(helper) = &self.helper else { return };
+        let ns = item.namespace.clone().unwrap_or_default();
+        let volume = pvb.spec.volume.clone();
+        let mut template = json!({"spec": {"volumes": [{"name": volume}]}});
+        helper.add_to(&mut template, std::slice::from_ref(&volume), &self.restore_uid);
+        let init = template.pointer("/spec/initContainers/0").cloned();
+        let mounts = [AccessVolume { volume, claim: item.name.clone() }];
+        match access::start(ctx, &ns, &mounts, Purpose::Restore, &self.restore_uid, None, init).await {
+            Ok(access_pod) => {
+                self.access_pods.push((ns.clone(), access_pod.name.clone()));
+                let target = (ns.as_str(), access_pod.name.as_str(), Some(access_pod.uid.clone()));
+                self.restore_into(ctx, source_namespace, target, &[pvb], outcome).await;
+            }
+            Err(e) => outcome.error(Some(&ns), format!("claim {ns}/{}: its data cannot be put back: {e}", item.name)),
+        }
+    }
+
+    /// Deletes the access pods once their volumes are restored (or the wait gave up).
+    pub async fn finish(&mut self, ctx: &Context) {
+        for (ns, name) in std::mem::take(&mut self.access_pods) {
+            access::stop(&ctx.client, &ns, &name).await;
+        }
+    }
+
+    /// One PodVolumeRestore per volume backup, into `(namespace, pod, uid)`.
+    async fn restore_into(
+        &mut self,
+        ctx: &Context,
+        source_namespace: &str,
+        (ns, pod_name, pod_uid): (&str, &str, Option<String>),
+        pvbs: &[PodVolumeBackup],
+        outcome: &mut Outcome,
+    ) {
+        let ns = ns.to_string();
         let api: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
         for pvb in pvbs {
             let Some(snapshot) = pvb.status.as_ref().and_then(|s| s.snapshot_id.clone()) else { continue };
@@ -89,7 +158,7 @@ impl Restorer {
                     labels: Some(BTreeMap::from([
                         (labels::RESTORE_NAME.name.to_string(), self.restore_name.clone()),
                         (labels::RESTORE_UID.name.to_string(), self.restore_uid.clone()),
-                        ("stowage.io/pod-uid".to_string(), pod.uid().unwrap_or_default()),
+                        ("stowage.io/pod-uid".to_string(), pod_uid.clone().unwrap_or_default()),
                     ])),
                     owner_references: self.owner.clone().map(|o| vec![o]),
                     ..Default::default()
@@ -98,8 +167,8 @@ impl Restorer {
                     pod: ObjectReference {
                         kind: Some("Pod".into()),
                         namespace: Some(ns.clone()),
-                        name: Some(item.name.clone()),
-                        uid: pod.uid(),
+                        name: Some(pod_name.to_string()),
+                        uid: pod_uid.clone(),
                         ..Default::default()
                     },
                     volume: pvb.spec.volume.clone(),
@@ -112,7 +181,7 @@ impl Restorer {
             };
             match api.create(&PostParams::default(), &pvr).await {
                 Ok(_) => self.created += 1,
-                Err(e) => outcome.error(Some(&ns), format!("pod {ns}/{}: creating the PodVolumeRestore of volume {:?}: {e}", item.name, pvb.spec.volume)),
+                Err(e) => outcome.error(Some(&ns), format!("pod {ns}/{pod_name}: creating the PodVolumeRestore of volume {:?}: {e}", pvb.spec.volume)),
             }
         }
     }

@@ -27,6 +27,11 @@ pub struct ServerArgs {
     /// (Go duration); a Backup's `stowage.io/pod-volume-timeout` annotation overrides it.
     #[arg(long, value_parser = parse_period, default_value = "4h")]
     pub pod_volume_timeout: std::time::Duration,
+    /// How long a filesystem frozen by a hook (`quiesce.freeze`) may stay frozen (Go duration):
+    /// past it the server thaws it and fails the volume, rather than leave the application
+    /// frozen (as KubeVirt's unfreezeTimeoutSeconds).
+    #[arg(long, value_parser = parse_period, default_value = "5m")]
+    pub max_frozen_time: std::time::Duration,
     /// The image of the init container added to restored pods with volume backups; a ConfigMap
     /// labelled `stowage.io/pod-volume-restore=RestoreItemAction` overrides it.
     #[arg(long, default_value = names::DEFAULT_RESTORE_HELPER_IMAGE)]

@@ -25,6 +25,7 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         location_period: args.location_check_period,
         default_volumes_to_fs_backup: args.default_volumes_to_fs_backup,
         pod_volume_timeout: args.pod_volume_timeout,
+        max_frozen_time: args.max_frozen_time,
         restore_helper_image: args.restore_helper_image.clone(),
         repository_lock: tokio::sync::Mutex::new(()),
         extensions: crate::extensions::registry(
@@ -39,6 +40,12 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
     // locked cannot wait for anything else.
     if let Err(e) = crate::hooks::journal::pay_owed(&ctx).await {
         tracing::error!("running the post hooks owed by interrupted backups: {e:#}");
+    }
+    if let Err(e) = crate::hooks::quiesce::sweep_workloads(&ctx).await {
+        tracing::error!("scaling back workloads left at zero replicas by interrupted backups: {e:#}");
+    }
+    if let Err(e) = crate::access::sweep(&ctx).await {
+        tracing::error!("deleting the access pods of interrupted operations: {e:#}");
     }
     operations::fail_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);

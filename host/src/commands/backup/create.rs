@@ -51,6 +51,9 @@ pub struct BackupSettings {
     /// [default: the server's setting].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub default_volumes_to_fs_backup: Option<bool>,
+    /// Also back up the data of claims no pod mounts, through short-lived access pods.
+    #[arg(long)]
+    pub backup_unmounted_volumes: bool,
     /// Opt-in extensions to run as well as the always-on ones, comma-separated (`name` in
     /// Stowage's namespace or `namespace/name`); the backup fails validation unless each is
     /// loaded and active.
@@ -75,6 +78,7 @@ impl BackupSettings {
             ttl: self.ttl.clone().unwrap_or_else(|| BackupSpec::default().ttl),
             storage_location: self.storage_location.clone(),
             default_volumes_to_fs_backup: self.default_volumes_to_fs_backup,
+            backup_unmounted_volumes: self.backup_unmounted_volumes,
             extensions: self.extensions.iter().map(|e| e.trim().to_string()).collect(),
             ..BackupSpec::default()
         })
@@ -86,6 +90,7 @@ impl BackupSettings {
             || self.ttl.is_some()
             || self.storage_location.is_some()
             || self.default_volumes_to_fs_backup.is_some()
+            || self.backup_unmounted_volumes
             || !self.extensions.is_empty()
     }
 }

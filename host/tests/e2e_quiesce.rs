@@ -1,0 +1,328 @@
+//! Quiescing end to end (the shipped fsfreeze and scale-to-zero hook extensions, access pods):
+//! kube-sim runs hooks' commands as local processes in the container's stand-in directory; a
+//! stand-in `fsfreeze` on the PATH records a volume's frozen state in the volume itself
+//! (`.frozen`), so a snapshot shows whether the copy was taken frozen. The host owns every undo:
+//! after success, a failed volume, the maximum frozen time, and a server killed mid-backup.
+
+mod e2e;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use e2e::{claim_dir, restic, running_pods, wait_for, Env, NS};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{json, Value};
+use stowage_api::{Backup, PodVolumeBackup};
+
+/// Puts a stand-in `fsfreeze` first on the PATH of this test process, whose kube-sim runs the
+/// hooks' commands. It works on `.<path>` (the mount path, relative to the container's
+/// directory) and fails as the real one does when frozen twice or thawed unfrozen.
+fn stand_in_fsfreeze() {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("stowage-fsfreeze-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"#!/bin/sh
+# fsfreeze stand-in for tests: the frozen state is the file .frozen in the volume.
+state=".$2/.frozen"
+case "$1" in
+  --freeze)
+    [ -d ".$2" ] || { echo "fsfreeze: cannot open $2: No such file or directory" >&2; exit 1; }
+    [ -e ".$2/.nofreeze" ] && { echo "fsfreeze: $2: freeze failed: Operation not supported" >&2; exit 1; }
+    [ -e "$state" ] && { echo "fsfreeze: $2: freeze failed: Device or resource busy" >&2; exit 1; }
+    echo frozen >"$state"; echo freeze >>".$2/.fsfreeze-log" ;;
+  --unfreeze)
+    [ -e "$state" ] || { echo "fsfreeze: $2: unfreeze failed: Invalid argument" >&2; exit 1; }
+    rm -f "$state"; echo thaw >>".$2/.fsfreeze-log" ;;
+  *) echo "fsfreeze: unknown option $1" >&2; exit 2 ;;
+esac
+"#;
+        let path = dir.join("fsfreeze");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let old = std::env::var("PATH").unwrap_or_default();
+        // Set once, before any test of this binary starts a cluster.
+        std::env::set_var("PATH", format!("{}:{old}", dir.display()));
+        dir
+    });
+}
+
+async fn quiesce_env(node_agent: bool, server_flags: &[&str]) -> Option<Env> {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: quiesce tests read volume state through kube-sim's node filesystem");
+        return None;
+    }
+    stand_in_fsfreeze();
+    let mut env = Env::start_with_local_exec().await;
+    env.start_server_with(server_flags);
+    if node_agent {
+        env.start_node_agent();
+    }
+    for name in ["fsfreeze", "scale-to-zero"] {
+        load_shipped(&env, name).await;
+    }
+    Some(env)
+}
+
+/// Loads a shipped extension from its `configmap.yaml` and script, as `extensions/install.sh`
+/// does, and waits until the server has it active.
+async fn load_shipped(env: &Env, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../extensions").join(name);
+    let mut cm: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap()).unwrap();
+    cm["metadata"]["namespace"] = json!(NS);
+    cm["data"]["script.rhai"] = json!(std::fs::read_to_string(dir.join("script.rhai")).unwrap());
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
+    cms.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(&cm)).await.unwrap();
+    wait_for(&format!("extension {name} to load"), 30, || async {
+        let cm = cms.get(name).await.ok()?;
+        (cm.metadata.annotations?.get("stowage.io/extension-state")? == "Active").then_some(())
+    })
+    .await;
+}
+
+/// A pod whose container `app` and sidecar `fsfreeze` mount its claim at /data, bound to the
+/// fsfreeze extension; returns the claim's directory.
+async fn frozen_app(env: &Env, ns: &str) -> PathBuf {
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}))
+    .await;
+    let mount = json!([{"name": "data", "mountPath": "/data"}]);
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "db", "annotations": {"backup.stowage.io/backup-volumes": "data",
+            "hooks.stowage.io/extensions": "fsfreeze"}},
+        "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": mount}, {"name": "fsfreeze", "image": "busybox", "volumeMounts": mount}]}}))
+    .await;
+    running_pods(env, ns, 1).await;
+    let dir = claim_dir(env, ns, "data").await;
+    std::fs::write(dir.join("table.db"), b"rows").unwrap();
+    dir
+}
+
+fn freeze_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".fsfreeze-log")).unwrap_or_default()
+}
+
+fn cli(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
+    assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
+    let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
+}
+
+fn snapshot_of(pvb: &PodVolumeBackup) -> String {
+    pvb.status.as_ref().and_then(|s| s.snapshot_id.clone()).expect("a snapshot")
+}
+
+fn undo_runs(status: &Value) -> Vec<Value> {
+    status["hookStatus"]["runs"].as_array().into_iter().flatten().filter(|r| r["phase"] == "undo").cloned().collect()
+}
+
+async fn access_pods(env: &Env, ns: &str) -> Vec<String> {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let pods = api.list(&ListParams::default().labels("stowage.io/access-pod")).await.unwrap().items;
+    pods.into_iter().filter_map(|p| p.metadata.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsfreeze_copies_a_frozen_volume_and_the_host_thaws_it() {
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let ns = "freeze-ok";
+    let data = frozen_app(&env, ns).await;
+    let status = env.backup("frozen", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let pvbs = pod_volume_backups(&env, "frozen").await;
+    let files = restic(&env, ns, &["ls", &snapshot_of(&pvbs[0])]);
+    assert!(files.contains("/.frozen"), "the copy was taken while the filesystem was frozen: {files}");
+    assert!(!data.join(".frozen").exists(), "the host thawed it");
+    assert_eq!(freeze_log(&data), "freeze\nthaw\n");
+    let undo = undo_runs(&status);
+    assert_eq!(undo.len(), 1, "{status}");
+    assert_eq!(undo[0]["hook"], "host: thaw /data in pod freeze-ok/db (container fsfreeze)", "{status}");
+    assert!(undo[0]["error"].is_null(), "{status}");
+    let describe = cli(&env, &["backup", "describe", "frozen"]);
+    assert!(describe.contains("host: thaw /data in pod freeze-ok/db"), "{describe}");
+
+    // A filesystem that refuses freezing is copied as it is, with a warning naming it.
+    std::fs::write(data.join(".nofreeze"), b"").unwrap();
+    let status = env.backup("unfreezable", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let log = env.read_zstd_text("backups/unfreezable/unfreezable-logs.zst").await;
+    assert!(log.contains("volume data of pod freeze-ok/db is copied without freezing") && log.contains("Operation not supported"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_volume_and_the_maximum_frozen_time_both_end_in_a_thaw() {
+    // No node agent: the volume's copy never starts. The maximum frozen time (2s) thaws before
+    // the backup's volume timeout (5s) gives up.
+    let Some(env) = quiesce_env(false, &["--max-frozen-time", "2s"]).await else { return };
+    let ns = "freeze-expire";
+    let data = frozen_app(&env, ns).await;
+    env.create::<Backup>(json!({"metadata": {"name": "stuck", "namespace": NS, "annotations": {"stowage.io/pod-volume-timeout": "5s"}},
+        "spec": {"includedNamespaces": [ns]}}))
+    .await;
+    wait_for("the freeze", 30, || async { data.join(".frozen").exists().then_some(()) }).await;
+    wait_for("the watchdog's thaw", 10, || async { (!data.join(".frozen").exists()).then_some(()) }).await;
+    let status = env.wait_finished::<Backup>("stuck").await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    let results = env.read_zstd_json("backups/stuck/stuck-results.json.zst").await;
+    let errors = results["errors"][ns].to_string();
+    assert!(errors.contains("stayed frozen past the maximum frozen time") && errors.contains("not consistent"), "{results}");
+    assert_eq!(freeze_log(&data), "freeze\nthaw\n", "thawed once, by the watchdog");
+    assert!(undo_runs(&status)[0]["error"].is_null(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_while_a_volume_is_frozen_thaws_it_when_it_starts_again() {
+    let Some(mut env) = quiesce_env(false, &[]).await else { return };
+    let ns = "freeze-kill";
+    let data = frozen_app(&env, ns).await;
+    env.create::<Backup>(json!({"metadata": {"name": "killed", "namespace": NS}, "spec": {"includedNamespaces": [ns]}})).await;
+    wait_for("the freeze", 30, || async { data.join(".frozen").exists().then_some(()) }).await;
+    let backup = env.get_in::<Backup>(NS, "killed").await.unwrap();
+    assert!(backup["metadata"]["annotations"].to_string().contains("owed-undo.stowage.io/"), "the thaw is journalled: {backup}");
+    env.kill_server();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(data.join(".frozen").exists(), "nothing thawed it yet");
+    env.start_server();
+    wait_for("the owed thaw", 60, || async { (!data.join(".frozen").exists()).then_some(()) }).await;
+    let status = env.wait_finished::<Backup>("killed").await;
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let undo = undo_runs(&status);
+    assert_eq!(undo.len(), 1, "{status}");
+    assert_eq!(undo[0]["afterRestart"], true, "{status}");
+    let backup = env.get_in::<Backup>(NS, "killed").await.unwrap();
+    assert!(!backup["metadata"]["annotations"].to_string().contains("owed-undo"), "the journal is cleared: {backup}");
+}
+
+/// A StatefulSet `db` of 2 replicas, each with its own claim holding a file, bound to the
+/// scale-to-zero extension; returns the claims' directories.
+async fn quiesced_set(env: &Env, ns: &str) -> Vec<PathBuf> {
+    env.create_namespace(ns).await;
+    env.create_in::<StatefulSet>(ns, json!({"metadata": {"name": "db"}, "spec": {"replicas": 2, "serviceName": "db",
+        "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}, "annotations": {"backup.stowage.io/backup-volumes": "data",
+                "hooks.stowage.io/extensions": "scale-to-zero"}},
+            "spec": {"containers": [{"name": "db", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}))
+    .await;
+    running_pods(env, ns, 2).await;
+    let mut dirs = Vec::new();
+    for i in 0..2 {
+        let dir = claim_dir(env, ns, &format!("data-db-{i}")).await;
+        std::fs::write(dir.join("rows"), format!("replica {i}\n").repeat(1000)).unwrap();
+        dirs.push(dir);
+    }
+    dirs
+}
+
+async fn replicas(env: &Env, ns: &str) -> (i64, Value) {
+    let set = env.get_in::<StatefulSet>(ns, "db").await.unwrap();
+    (set["spec"]["replicas"].as_i64().unwrap_or(1), set["metadata"]["annotations"]["stowage.io/quiesced-replicas"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_to_zero_copies_the_claims_with_no_pod_running_and_scales_back() {
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let ns = "zero";
+    let dirs = quiesced_set(&env, ns).await;
+    let status = env.backup("zero", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let pvbs = pod_volume_backups(&env, "zero").await;
+    assert_eq!(pvbs.len(), 2, "{pvbs:?}");
+    for pvb in &pvbs {
+        let through = pvb.spec.pod.name.clone().unwrap_or_default();
+        assert!(through.starts_with("stowage-access-"), "copied through an access pod, not {through}");
+        assert_eq!(pvb.metadata.labels.as_ref().unwrap()["stowage.io/access"], "pod-gone");
+        assert!(["db-0", "db-1"].contains(&pvb.spec.tags["pod"].as_str()), "{:?}", pvb.spec.tags);
+    }
+    assert_eq!(replicas(&env, ns).await, (2, Value::Null), "scaled back, journal cleared");
+    running_pods(&env, ns, 2).await;
+    assert!(access_pods(&env, ns).await.is_empty(), "the access pods are gone");
+    let undo = undo_runs(&status);
+    assert_eq!(undo.len(), 1, "{status}");
+    assert_eq!(undo[0]["hook"], "host: scale StatefulSet zero/db back to 2 replicas", "{status}");
+    let listed = env.resource_list("zero").await;
+    assert!(listed["apps/v1/StatefulSet"].to_string().contains("zero/db"), "the set was collected before its scale-down: {listed}");
+
+    // Restored into a fresh namespace, byte for byte.
+    env.delete_namespace_and_wait(ns).await;
+    let restored = env.restore("zero-restore", json!({"backupName": "zero"})).await;
+    assert_eq!(restored["phase"], "Completed", "{restored}\n{}", env.server_log());
+    for i in 0..dirs.len() {
+        let dir = claim_dir(&env, ns, &format!("data-db-{i}")).await;
+        assert_eq!(std::fs::read_to_string(dir.join("rows")).unwrap(), format!("replica {i}\n").repeat(1000));
+    }
+    assert_eq!(replicas(&env, ns).await.0, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_while_a_workload_is_at_zero_scales_it_back_when_it_starts_again() {
+    // No node agent: the backup waits for the claims with the workload at zero.
+    let Some(mut env) = quiesce_env(false, &[]).await else { return };
+    let ns = "zero-kill";
+    quiesced_set(&env, ns).await;
+    env.create::<Backup>(json!({"metadata": {"name": "zero-killed", "namespace": NS}, "spec": {"includedNamespaces": [ns]}})).await;
+    wait_for("the access pods", 60, || async { (access_pods(&env, ns).await.len() == 2).then_some(()) }).await;
+    let (count, mark) = replicas(&env, ns).await;
+    assert_eq!(count, 0);
+    let mark: Value = serde_json::from_str(mark.as_str().expect("the workload carries its journal")).unwrap();
+    assert_eq!(mark["replicas"], 2);
+    assert_eq!(mark["backup"], "zero-killed");
+    env.kill_server();
+    env.start_server();
+    wait_for("the workload to be scaled back", 60, || async { (replicas(&env, ns).await == (2, Value::Null)).then_some(()) }).await;
+    running_pods(&env, ns, 2).await;
+    wait_for("the access pods to go", 30, || async { access_pods(&env, ns).await.is_empty().then_some(()) }).await;
+    let status = env.wait_finished::<Backup>("zero-killed").await;
+    assert_eq!(status["phase"], "Failed", "{status}");
+    assert_eq!(undo_runs(&status)[0]["afterRestart"], true, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_no_pod_mounts_is_backed_up_and_restored_through_access_pods() {
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let ns = "unmounted";
+    env.create_namespace(ns).await;
+    for claim in ["orphan", "ignored"] {
+        let annotations = match claim {
+            "orphan" => json!({"backup.velero.io/include-unmounted": "true"}),
+            _ => json!({}),
+        };
+        env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": claim, "annotations": annotations},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .await;
+    }
+    let dir = claim_dir(&env, ns, "orphan").await;
+    let payload: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    std::fs::write(dir.join("nested/blob"), &payload).unwrap();
+    let status = env.backup("orphans", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let pvbs = pod_volume_backups(&env, "orphans").await;
+    assert_eq!(pvbs.len(), 1, "only the annotated claim: {pvbs:?}");
+    assert_eq!(pvbs[0].spec.tags["pvc"], "orphan");
+    assert!(access_pods(&env, ns).await.is_empty());
+
+    // The Backup's switch takes every unmounted claim.
+    let all = env.backup("all-orphans", json!({"includedNamespaces": [ns], "backupUnmountedVolumes": true})).await;
+    assert_eq!(all["phase"], "Completed", "{all}");
+    assert_eq!(pod_volume_backups(&env, "all-orphans").await.len(), 2);
+
+    env.delete_namespace_and_wait(ns).await;
+    let restored = env.restore("orphans-restore", json!({"backupName": "orphans"})).await;
+    assert_eq!(restored["phase"], "Completed", "{restored}\n{}", env.server_log());
+    assert_eq!(restored["podVolumeRestoresCompleted"], 1, "{restored}");
+    let dir = claim_dir(&env, ns, "orphan").await;
+    assert_eq!(std::fs::read(dir.join("nested/blob")).unwrap(), payload);
+    assert!(access_pods(&env, ns).await.is_empty(), "the restore's access pod is gone");
+}
