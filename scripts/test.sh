@@ -26,6 +26,10 @@ if ! command -v moto_server >/dev/null; then
 fi
 # promtool (Debian's prometheus package): the alert rules in deploy/monitoring are tested with it.
 if ! command -v promtool >/dev/null; then log "installing promtool (prometheus)"; apt_install prometheus; fi
+# MariaDB (server, mariadb-dump and the client): the mysqldump extension's end-to-end test runs it.
+if ! PATH="$PATH:/usr/sbin" command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then
+    log "installing mariadb-server"; apt_install mariadb-server
+fi
 # wasm32-wasip2: extensions are built as WASM components.
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
     log "adding the wasm32-wasip2 target"; rustup target add wasm32-wasip2

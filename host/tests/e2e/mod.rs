@@ -90,8 +90,9 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-async fn start_sim(dir: &Path, exec_local: bool) -> (KubeSim, PathBuf) {
+async fn start_sim(dir: &Path, exec_local: bool, images: &[(&str, PathBuf)]) -> (KubeSim, PathBuf) {
     let mut config = SimConfig::new(dir.join("kubelet"));
+    config.images.extend(images.iter().map(|(image, program)| (image.to_string(), program.clone())));
     if exec_local {
         // `kubectl exec` and hooks run as local processes in the container's stand-in directory.
         config.exec_fallback = kube_sim::ExecFallback::RunLocal;
@@ -118,21 +119,27 @@ fn free_port() -> SocketAddr {
 impl Env {
     /// A cluster with a fresh bucket as its default, ReadWrite location.
     pub async fn start() -> Env {
-        Env::start_cluster(false).await
+        Env::start_cluster(false, &[]).await
     }
 
     /// The same, where commands exec'd into containers (hooks) run as local processes in the
     /// container's stand-in directory, its mount paths linked to the pod's volumes.
     pub async fn start_with_local_exec() -> Env {
-        Env::start_cluster(true).await
+        Env::start_cluster(true, &[]).await
     }
 
-    async fn start_cluster(exec_local: bool) -> Env {
+    /// The same, where the containers of these images run as these local programs (in the
+    /// container's stand-in directory, with its environment; see kube-sim's `SimConfig::images`).
+    pub async fn start_with_local_exec_and_images(images: &[(&str, PathBuf)]) -> Env {
+        Env::start_cluster(true, images).await
+    }
+
+    async fn start_cluster(exec_local: bool, images: &[(&str, PathBuf)]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (sim, kubeconfig) = match std::env::var_os("STOWAGE_E2E_KUBECONFIG") {
             Some(path) => (None, PathBuf::from(path)),
             None => {
-                let (sim, path) = start_sim(dir.path(), exec_local).await;
+                let (sim, path) = start_sim(dir.path(), exec_local, images).await;
                 (Some(sim), path)
             }
         };
@@ -149,7 +156,7 @@ impl Env {
     /// the access mode given: the cluster a backup migrates to.
     pub async fn second_cluster(&self, access_mode: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let (sim, kubeconfig) = start_sim(dir.path(), false).await;
+        let (sim, kubeconfig) = start_sim(dir.path(), false, &[]).await;
         let client = client_for(&kubeconfig).await;
         let env = Env {
             sim: Some(sim),

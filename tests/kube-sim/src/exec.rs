@@ -26,7 +26,8 @@ pub enum ExecFallback {
     /// Answer with an error: no handler for this container.
     #[default]
     Deny,
-    /// Run the command as a local process in the container's stand-in filesystem directory.
+    /// Run the command as a local process in the container's stand-in filesystem directory,
+    /// with the literal `env` values of the container's spec.
     RunLocal,
 }
 
@@ -40,6 +41,9 @@ pub struct ExecRequest {
     pub stdin: Vec<u8>,
     /// The directory that stands for the container's filesystem.
     pub rootfs: PathBuf,
+    /// The container's environment, as a runtime gives it to the commands exec'd into the
+    /// container: here the literal `env` values of its spec (see [`literal_env`]).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -232,10 +236,28 @@ fn build_request(kubelet_root: &Path, pod: &Value, params: &ExecParams) -> Resul
         rootfs: crate::kubelet::layout::container_rootfs(kubelet_root, &uid, &container),
         pod: name,
         pod_uid: uid,
+        env: literal_env(pod, &container),
         container,
         command: params.command.clone(),
         stdin: Vec::new(),
     })
+}
+
+/// The `env` entries of the named container (regular, init or ephemeral) that have a literal
+/// `value`, as written. Entries resolved from elsewhere (`valueFrom`: Secrets, ConfigMaps, the
+/// downward API) and `envFrom` are left out: the kubelet resolves those for the container's
+/// own process only.
+pub fn literal_env(pod: &Value, container: &str) -> Vec<(String, String)> {
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|field| pod["spec"][field].as_array())
+        .flatten()
+        .find(|c| c["name"] == container)
+        .and_then(|c| c["env"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|var| Some((var["name"].as_str()?.to_string(), var["value"].as_str()?.to_string())))
+        .collect()
 }
 
 /// The named container (regular, init or ephemeral), or the first regular one.
@@ -342,6 +364,7 @@ mod tests {
             command: vec!["x".into()],
             stdin: vec![],
             rootfs: "/nonexistent".into(),
+            env: vec![],
         }
     }
 
@@ -363,6 +386,23 @@ mod tests {
         assert!(r.unregister("*", "*", "*"));
         assert!(r.execute(req("p2", "web")).await.unwrap_err().contains("no exec handler"));
         assert_eq!(r.history().len(), 5);
+    }
+
+    #[test]
+    fn exec_gets_the_containers_literal_env_values() {
+        let pod = json!({"metadata": {"name": "p", "uid": "u", "namespace": "ns"}, "spec": {
+            "containers": [
+                {"name": "app", "env": [{"name": "A", "value": "1"}, {"name": "EMPTY", "value": ""},
+                    {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+                {"name": "side", "env": [{"name": "B", "value": "2"}]}],
+            "initContainers": [{"name": "init", "env": [{"name": "C", "value": "3"}]}]}});
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(literal_env(&pod, "app"), [pair("A", "1"), pair("EMPTY", "")]);
+        assert_eq!(literal_env(&pod, "init"), [pair("C", "3")]);
+        assert!(literal_env(&pod, "nope").is_empty());
+        let params = ExecParams { container: Some("side".into()), command: vec!["env".into()], ..Default::default() };
+        let req = build_request(Path::new("/k"), &pod, &params).unwrap();
+        assert_eq!(req.env, [pair("B", "2")]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{ExecOutput, ExecRequest};
 use crate::kubelet::process::{exit_code, kill_group};
 
 /// Runs `req.command` (argv, no shell) with its cwd and `KUBE_SIM_ROOTFS` at the container's
-/// rootfs. Err when it cannot be started, as a runtime reports an exec that never ran.
+/// rootfs, and the container's environment (`req.env`). Err when it cannot be started, as a runtime reports an exec that never ran.
 pub async fn run_local(req: &ExecRequest, timeout: Duration) -> Result<ExecOutput, String> {
     let Some((program, args)) = req.command.split_first() else {
         return Err("you must specify at least 1 command".to_string());
@@ -18,6 +18,7 @@ pub async fn run_local(req: &ExecRequest, timeout: Duration) -> Result<ExecOutpu
     let mut child = Command::new(program)
         .args(args)
         .current_dir(&req.rootfs)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
         .env("KUBE_SIM_ROOTFS", &req.rootfs)
         .env("KUBE_SIM_POD_UID", &req.pod_uid)
         .env("POD_NAMESPACE", &req.namespace)
@@ -107,6 +108,7 @@ mod tests {
             command: command.iter().map(|s| s.to_string()).collect(),
             stdin: stdin.to_vec(),
             rootfs: dir.join("rootfs"),
+            env: vec![("GREETING".into(), "hello $HOME".into())],
         }
     }
 
@@ -119,6 +121,13 @@ mod tests {
         assert_eq!(stdout, format!("in\n{}\n", dir.path().join("rootfs").display()));
         assert_eq!(out.stderr, b"e\n");
         assert_eq!(out.exit_code, 4);
+    }
+
+    #[tokio::test]
+    async fn gets_the_containers_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run_local(&req(dir.path(), &["sh", "-c", "echo \"$GREETING\""], b""), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(out.stdout, b"hello $HOME\n");
     }
 
     #[tokio::test]

@@ -120,6 +120,7 @@ mod tests {
             command: vec![],
             stdin: vec![],
             rootfs: dir.path().to_path_buf(),
+            env: vec![],
         };
         let p = Probe {
             exec: Some(ExecAction { command: Some(vec!["test".into(), "-f".into(), "ready".into()]) }),

@@ -230,6 +230,7 @@ impl Worker {
             command: Vec::new(),
             stdin: Vec::new(),
             rootfs: layout::container_rootfs(root, &self.uid, &c.name),
+            env: c.env.iter().flatten().filter_map(|v| Some((v.name.clone(), v.value.clone()?))).collect(),
         };
         probes.start(i, |generation| probe::run(Readiness::from_probe(p), target, i, generation, report.clone()));
     }
