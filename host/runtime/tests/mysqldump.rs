@@ -184,7 +184,7 @@ fn hook(container: &Arc<Container>, phase: HookPhase, parameters: &[(&str, &str)
         let _entered = rt.enter();
         registry.snapshot().session(context(), container.clone())
     };
-    let result = session.run_hook(&id(), phase, &target(), &parameters).map_err(|issue| issue.message);
+    let result = session.run_hook(&id(), phase, &HookTarget::new(target()), &parameters).map_err(|issue| issue.message);
     (result, session.report())
 }
 
