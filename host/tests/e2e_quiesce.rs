@@ -21,13 +21,20 @@ use stowage_api::{Backup, PodVolumeBackup};
 /// Puts a stand-in `fsfreeze` first on the PATH of this test process, whose kube-sim runs the
 /// hooks' commands. It works on `.<path>` (the mount path, relative to the container's
 /// directory) and fails as the real one does when frozen twice or thawed unfrozen.
-fn stand_in_fsfreeze() {
+fn stand_in_fsfreeze() -> PathBuf {
     static DONE: OnceLock<PathBuf> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("stowage-fsfreeze-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let script = r#"#!/bin/sh
-# fsfreeze stand-in for tests: the frozen state is the file .frozen in the volume.
+# fsfreeze stand-in for tests: the frozen state is the file .frozen in the volume. A volume that
+# is a real mount point (a loop-mounted ext4) is frozen for real, and logged beside this script.
+real="$(readlink -f ".$2" 2>/dev/null)"
+if [ -n "$real" ] && mountpoint -q "$real"; then
+    echo "${1#--} $real" >>"$(dirname "$0")/real.log"
+    for bin in /usr/sbin/fsfreeze /sbin/fsfreeze; do [ -x "$bin" ] && exec "$bin" "$1" "$real"; done
+    echo "fsfreeze: not installed" >&2; exit 1
+fi
 state=".$2/.frozen"
 case "$1" in
   --freeze)
@@ -49,7 +56,8 @@ esac
         // Set once, before any test of this binary starts a cluster.
         std::env::set_var("PATH", format!("{}:{old}", dir.display()));
         dir
-    });
+    })
+    .clone()
 }
 
 async fn quiesce_env(node_agent: bool, server_flags: &[&str]) -> Option<Env> {
@@ -302,6 +310,9 @@ async fn a_claim_no_pod_mounts_is_backed_up_and_restored_through_access_pods() {
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
         .await;
     }
+    // A pod that mounts neither: on restore it is created only once the claim is filled.
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}})).await;
+    running_pods(&env, ns, 1).await;
     let dir = claim_dir(&env, ns, "orphan").await;
     let payload: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
     std::fs::create_dir_all(dir.join("nested")).unwrap();
@@ -325,4 +336,99 @@ async fn a_claim_no_pod_mounts_is_backed_up_and_restored_through_access_pods() {
     let dir = claim_dir(&env, ns, "orphan").await;
     assert_eq!(std::fs::read(dir.join("nested/blob")).unwrap(), payload);
     assert!(access_pods(&env, ns).await.is_empty(), "the restore's access pod is gone");
+    let log = env.read_zstd_text("restores/orphans-restore/orphans-restore-logs.zst").await;
+    assert!(log.contains("waiting for 1 claim(s) to be filled before creating pods"), "{log}");
+    let pvrs = Api::<stowage_api::PodVolumeRestore>::namespaced(env.client.clone(), NS).list(&ListParams::default()).await.unwrap().items;
+    let filled = pvrs.iter().filter_map(|p| p.status.as_ref()?.completion_timestamp.clone()).max().expect("a completed restore of the claim");
+    let web = env.get_in::<Pod>(ns, "web").await.unwrap();
+    let created: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time = serde_json::from_value(web["metadata"]["creationTimestamp"].clone()).unwrap();
+    assert!(created.0 >= filled.0, "the pod ({:?}) came after the claim's data ({:?})", created.0, filled.0);
+}
+
+/// A loop-mounted ext4 filesystem, thawed and unmounted when dropped.
+struct LoopMount {
+    image: PathBuf,
+    at: PathBuf,
+}
+
+impl LoopMount {
+    /// None (with the reason) where the machine does not allow loop mounts.
+    fn over(at: &Path) -> Result<LoopMount, String> {
+        if process_uid() != 0 {
+            return Err("loop mounts need root".into());
+        }
+        let image = at.with_extension("ext4.img");
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+            }
+        };
+        run(Command::new("truncate").args(["-s", "64M"]).arg(&image))?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(at))?;
+        Ok(LoopMount { image, at: at.to_path_buf() })
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("--unfreeze").arg(&self.at).output();
+        let _ = Command::new("umount").arg(&self.at).output();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn process_uid() -> u32 {
+    // The uid of this process, from /proc (no libc binding needed).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(u32::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_ext4_filesystem_is_frozen_until_the_host_thaws_it() {
+    // No node agent and a maximum frozen time of 3s: the host's watchdog thaws the volume.
+    let Some(env) = quiesce_env(false, &["--max-frozen-time", "3s"]).await else { return };
+    let ns = "freeze-ext4";
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}))
+    .await;
+    let dir = claim_dir(&env, ns, "data").await;
+    let mount = match LoopMount::over(&dir) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: no loop-mounted ext4 here ({why}); the stand-in tests cover the host's freeze and thaw");
+            return;
+        }
+    };
+    let volume = json!([{"name": "data", "mountPath": "/data"}]);
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "db", "annotations": {"backup.stowage.io/backup-volumes": "data",
+            "hooks.stowage.io/extensions": "fsfreeze"}},
+        "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": volume}, {"name": "fsfreeze", "image": "busybox", "volumeMounts": volume}]}}))
+    .await;
+    running_pods(&env, ns, 1).await;
+    let log = stand_in_fsfreeze().join("real.log");
+    let real = std::fs::canonicalize(&mount.at).unwrap();
+    let frozen_line = format!("freeze {}", real.display());
+    env.create::<Backup>(json!({"metadata": {"name": "ext4", "namespace": NS, "annotations": {"stowage.io/pod-volume-timeout": "8s"}},
+        "spec": {"includedNamespaces": [ns]}}))
+    .await;
+    wait_for("the real freeze", 30, || async { std::fs::read_to_string(&log).unwrap_or_default().contains(&frozen_line).then_some(()) }).await;
+    // A write blocks while the filesystem is frozen, and goes through once the host thaws it.
+    let probe = mount.at.join("probe");
+    let writer = std::thread::spawn(move || std::fs::write(probe, b"written"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!writer.is_finished(), "the filesystem is frozen: the write waits");
+    let thawed_line = format!("unfreeze {}", real.display());
+    wait_for("the host's thaw", 30, || async { std::fs::read_to_string(&log).unwrap_or_default().contains(&thawed_line).then_some(()) }).await;
+    writer.join().unwrap().unwrap();
+    assert_eq!(std::fs::read(mount.at.join("probe")).unwrap(), b"written");
+    let status = env.wait_finished::<Backup>("ext4").await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    assert!(undo_runs(&status)[0]["error"].is_null(), "{status}");
 }

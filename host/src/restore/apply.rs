@@ -130,6 +130,9 @@ pub async fn apply_all(
                     ensure_namespace(ctx, plan, &ns, &mut done.outcome).await;
                 }
             }
+            if item.is("", "pods") {
+                volumes_restorer.before_pod(ctx, log, &mut done.outcome).await;
+            }
             volumes_restorer.prepare(&source_namespace, &mut item);
             let pod_hooks = hooks.prepare(&mut item, &mut done.outcome);
             match create_or_compare(ctx, plan, &d, &item, &mut done).await {

@@ -161,7 +161,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         let volume_backups = crate::podvolumes::load(v.store.as_ref(), &v.backup.name_any())
             .await
             .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
-        let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, &log).await;
+        let mut restorer = volumes::Restorer::new(&ctx, &restore, &v.location.name_any(), volume_backups, v.pod_volume_timeout, &log).await;
         let uid = restore.metadata.uid.clone().unwrap_or_default();
         let mut extensions =
             Extensions::start(&ctx, stowage_runtime::OperationKind::Restore, (&name, &uid), &restore.spec.extensions, v.resources.clone(), &log);

@@ -31,6 +31,9 @@ pub struct Restorer {
     by_claim: BTreeMap<(String, String), PodVolumeBackup>,
     /// The access pods made for them, deleted by [`Restorer::finish`].
     access_pods: Vec<(String, String)>,
+    /// PodVolumeRestores into access pods not yet waited for.
+    claims_pending: usize,
+    timeout: Duration,
     helper: Option<RestoreHelper>,
     restore_name: String,
     restore_uid: String,
@@ -41,7 +44,7 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    pub async fn new(ctx: &Context, restore: &Restore, location: &str, backups: Vec<PodVolumeBackup>, log: &OperationLog) -> Restorer {
+    pub async fn new(ctx: &Context, restore: &Restore, location: &str, backups: Vec<PodVolumeBackup>, timeout: Duration, log: &OperationLog) -> Restorer {
         let mut by_pod: BTreeMap<(String, String), Vec<PodVolumeBackup>> = BTreeMap::new();
         let mut by_claim = BTreeMap::new();
         for pvb in backups {
@@ -73,6 +76,8 @@ impl Restorer {
             by_pod,
             by_claim,
             access_pods: Vec::new(),
+            claims_pending: 0,
+            timeout,
             helper,
             restore_name: restore.name_any(),
             restore_uid: restore.uid().unwrap_or_default(),
@@ -109,7 +114,7 @@ impl Restorer {
         }
         let Some(pvbs) = self.volumes_of(source_namespace, &item.name).cloned() else { return };
         let ns = item.namespace.clone().unwrap_or_default();
-        self.restore_into(ctx, source_namespace, (&ns, &item.name, pod.uid()), &pvbs, outcome).await;
+        self.restore_into(ctx, source_namespace, (&ns, &item.name, pod.uid()), &pvbs, false, outcome).await;
     }
 
     async fn claim_created(&mut self, ctx: &Context, source_namespace: &str, item: &Item, outcome: &mut Outcome) {
@@ -125,10 +130,28 @@ impl Restorer {
             Ok(access_pod) => {
                 self.access_pods.push((ns.clone(), access_pod.name.clone()));
                 let target = (ns.as_str(), access_pod.name.as_str(), Some(access_pod.uid.clone()));
-                self.restore_into(ctx, source_namespace, target, &[pvb], outcome).await;
+                let before = self.created;
+                self.restore_into(ctx, source_namespace, target, &[pvb], true, outcome).await;
+                self.claims_pending += self.created - before;
             }
             Err(e) => outcome.error(Some(&ns), format!("claim {ns}/{}: its data cannot be put back: {e}", item.name)),
         }
+    }
+
+    /// Before the first pod is created: waits for the claims being filled through access pods,
+    /// then deletes those, so that no application pod mounts a claim before its data is back.
+    pub async fn before_pod(&mut self, ctx: &Context, log: &OperationLog, outcome: &mut Outcome) {
+        if self.claims_pending == 0 {
+            return;
+        }
+        let selector = format!("{}={},{ACCESS_KIND_LABEL}=unmounted-claim", labels::RESTORE_UID.name, self.restore_uid);
+        log.info(format!("waiting for {} claim(s) to be filled before creating pods", self.claims_pending));
+        let waited = wait_for_volumes::<PodVolumeRestore, Restore>(ctx, None, &selector, self.claims_pending, self.timeout, log).await;
+        if let Err(e) = waited {
+            outcome.error(None, format!("waiting for the claims restored through access pods: {e:#}"));
+        }
+        self.claims_pending = 0;
+        self.finish(ctx).await;
     }
 
     /// Deletes the access pods once their volumes are restored (or the wait gave up).
@@ -138,13 +161,15 @@ impl Restorer {
         }
     }
 
-    /// One PodVolumeRestore per volume backup, into `(namespace, pod, uid)`.
+    /// One PodVolumeRestore per volume backup, into `(namespace, pod, uid)`; `into_claim`: the
+    /// pod is an access pod filling a claim.
     async fn restore_into(
         &mut self,
         ctx: &Context,
         source_namespace: &str,
         (ns, pod_name, pod_uid): (&str, &str, Option<String>),
         pvbs: &[PodVolumeBackup],
+        into_claim: bool,
         outcome: &mut Outcome,
     ) {
         let ns = ns.to_string();
@@ -159,7 +184,10 @@ impl Restorer {
                         (labels::RESTORE_NAME.name.to_string(), self.restore_name.clone()),
                         (labels::RESTORE_UID.name.to_string(), self.restore_uid.clone()),
                         ("stowage.io/pod-uid".to_string(), pod_uid.clone().unwrap_or_default()),
-                    ])),
+                    ])
+                    .into_iter()
+                    .chain(into_claim.then(|| (ACCESS_KIND_LABEL.to_string(), "unmounted-claim".to_string())))
+                    .collect()),
                     owner_references: self.owner.clone().map(|o| vec![o]),
                     ..Default::default()
                 },
