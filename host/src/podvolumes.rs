@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -45,6 +46,8 @@ pub trait VolumeOperation:
     + Clone
     + serde::de::DeserializeOwned
     + std::fmt::Debug
+    + Send
+    + 'static
 {
     fn volume_status(&self) -> Option<&PodVolumeStatus>;
     /// Why it is canceled when it is still running `after` the operation's timeout, and what
@@ -113,6 +116,9 @@ where
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let lp = ListParams::default().labels(selector);
     let deadline = tokio::time::Instant::now() + timeout;
+    // Changes wake the wait at once (an application frozen until its volumes are copied waits
+    // for nothing longer than it must); the poll stays as the floor should the watch break.
+    let mut changes = kube::runtime::watcher(api.clone(), kube::runtime::watcher::Config::default().labels(selector)).boxed();
     let phase = |p: &K| p.volume_status().and_then(|s| s.phase);
     let mut reported = (usize::MAX, usize::MAX);
     loop {
@@ -147,7 +153,15 @@ where
             }
             return Ok(all);
         }
-        tokio::time::sleep(POLL).await;
+        let poll = tokio::time::sleep(POLL);
+        tokio::pin!(poll);
+        // Events come in bursts (one per status patch): take what is there before listing again.
+        tokio::select! {
+            _ = changes.next() => {
+                while let Some(Some(_)) = changes.next().now_or_never() {}
+            }
+            () = &mut poll => {}
+        }
     }
 }
 /// The backup's `-podvolumebackups.json.zst`; none (a backup without volume data) is empty.
