@@ -92,7 +92,10 @@ async fn set_annotation(env: &Env, ns: &str, pod: &str, key: &str, value: &str) 
 fn the_shipped_manifest_passes_the_offline_extension_test() {
     let dir = tempfile::tempdir().unwrap();
     let pod = dir.path().join("pod.json");
-    std::fs::write(&pod, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db", "namespace": "shop"}}).to_string()).unwrap();
+    let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db", "namespace": "shop",
+            "annotations": {"hooks.stowage.io/param.password-env": "MARIADB_ROOT_PASSWORD"}},
+        "spec": {"containers": [{"name": "mariadb", "env": [{"name": "MARIADB_ROOT_PASSWORD", "value": "s3cret"}]}]}});
+    std::fs::write(&pod, object.to_string()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
         .args(["extension", "test"])
         .arg(repo_path("extensions/mysqldump/configmap.yaml"))
@@ -104,7 +107,11 @@ fn the_shipped_manifest_passes_the_offline_extension_test() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("Extension stowage/mysqldump (hook, Rhai, sha256:"), "{stdout}");
+    assert!(stdout.starts_with("Extension stowage/mysqldump (hook on each pod, Rhai, sha256:"), "{stdout}");
+    // What each phase would do: the dump's command names the password's variable, never its value.
+    assert!(stdout.contains("  pre-backup: ok\n    get Pod shop/db\n    exec in shop/db container mariadb: "), "{stdout}");
+    assert!(stdout.contains("  post-restore: ok\n"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -432,3 +432,100 @@ async fn a_real_ext4_filesystem_is_frozen_until_the_host_thaws_it() {
     assert_eq!(status["phase"], "PartiallyFailed", "{status}");
     assert!(undo_runs(&status)[0]["error"].is_null(), "{status}");
 }
+
+/// When each moment was first seen by a sampler polling every 20 ms.
+#[derive(Default, Debug)]
+struct Moments {
+    quiesced: Option<std::time::Instant>,
+    undone: Option<std::time::Instant>,
+    copy_started: Option<std::time::Instant>,
+    copy_ended: Option<std::time::Instant>,
+}
+
+impl Moments {
+    fn report(&self, what: &str, total: Duration) {
+        let secs = |a: Option<std::time::Instant>, b: Option<std::time::Instant>| b.unwrap().duration_since(a.unwrap()).as_secs_f64();
+        let window = secs(self.quiesced, self.undone);
+        let copy = secs(self.copy_started, self.copy_ended);
+        println!(
+            "BENCH {what}: quiesced window {window:.2}s, volume copy {copy:.2}s, overhead {:.2}s, backup total {:.2}s",
+            window - copy,
+            total.as_secs_f64()
+        );
+    }
+}
+
+/// Samples, until `done`, whether the volume or workload is quiesced (`quiesced()`) and the
+/// phases of the backup's PodVolumeBackups.
+async fn sample<F, Fut>(env: &Env, backup: &str, quiesced: F, done: &std::sync::atomic::AtomicBool) -> Moments
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut m = Moments::default();
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let now = std::time::Instant::now();
+        let q = quiesced().await;
+        if q && m.quiesced.is_none() {
+            m.quiesced = Some(now);
+        }
+        if !q && m.quiesced.is_some() && m.undone.is_none() {
+            m.undone = Some(now);
+        }
+        let pvbs = pod_volume_backups(env, backup).await;
+        let phase = |p: &PodVolumeBackup| p.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_default();
+        if m.copy_started.is_none() && pvbs.iter().any(|p| phase(p) != "" && phase(p) != "New") {
+            m.copy_started = Some(now);
+        }
+        if m.copy_ended.is_none() && !pvbs.is_empty() && pvbs.iter().all(|p| phase(p) == "Completed") {
+            m.copy_ended = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    m
+}
+
+fn random_file(path: &Path, mib: u64) {
+    let out = Command::new("sh").arg("-c").arg(format!("head -c {}M /dev/urandom > '{}'", mib, path.display())).output().unwrap();
+    assert!(out.status.success());
+}
+
+/// The benchmark in BENCHMARKS.md ("Quiescing"): `bench/quiesce.sh` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: bench/quiesce.sh runs it"]
+async fn quiesce_window_of_a_large_volume() {
+    let mib: u64 = std::env::var("SIZE_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let done = std::sync::atomic::AtomicBool::new(false);
+
+    let data = frozen_app(&env, "bench-freeze").await;
+    random_file(&data.join("big"), mib);
+    let started = std::time::Instant::now();
+    let (status, moments) = tokio::join!(
+        async {
+            let s = env.backup("bench-freeze", json!({"includedNamespaces": ["bench-freeze"]})).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            s
+        },
+        sample(&env, "bench-freeze", || async { data.join(".frozen").exists() }, &done)
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    moments.report(&format!("fsfreeze, {mib} MiB"), started.elapsed());
+
+    done.store(false, std::sync::atomic::Ordering::SeqCst);
+    let dirs = quiesced_set(&env, "bench-zero").await;
+    for dir in &dirs {
+        random_file(&dir.join("big"), mib / 2);
+    }
+    let started = std::time::Instant::now();
+    let (status, moments) = tokio::join!(
+        async {
+            let s = env.backup("bench-zero", json!({"includedNamespaces": ["bench-zero"]})).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            s
+        },
+        sample(&env, "bench-zero", || async { replicas(&env, "bench-zero").await.0 == 0 }, &done)
+    );
+    assert_eq!(status["phase"], "Completed", "{status}");
+    moments.report(&format!("scale-to-zero, 2 claims of {} MiB", mib / 2), started.elapsed());
+}

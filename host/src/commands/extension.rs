@@ -13,8 +13,9 @@ use kube::ResourceExt;
 use serde_json::Value;
 use stowage_api::requests::DownloadTargetKind;
 use stowage_runtime::{
-    ExtensionKind, ExtensionSource, Item, OfflineHost, OperationContext, OperationKind, Policy, Registry, Runtime,
-    RuntimeOptions, EXTENSION_LABEL,
+    ExecOutput, ExecRequest, ExtensionId, ExtensionKind, ExtensionSource, FreezeRequest, HookPhase, HookTarget, HostServices, Item,
+    KindRef, LogLevel, ObjectRef, OfflineHost, OperationContext, OperationKind, Policy, Registry, Runtime, RuntimeOptions,
+    TargetKind, EXTENSION_LABEL,
 };
 
 use super::output::{self, OutputFormat, Table};
@@ -249,6 +250,9 @@ pub async fn test(cm: &ConfigMap, items: Vec<Item>) -> anyhow::Result<String> {
         _ => OperationKind::Backup,
     };
     let context = OperationContext { kind: op, name: "extension-test".into(), uid: "00000000-0000-0000-0000-000000000000".into() };
+    if kind == ExtensionKind::Hook {
+        return Ok(test_hook(&set, context, &ext, items));
+    }
     let mut session = set.session(context, Arc::new(OfflineHost));
     let total = items.len();
     let mut lines = Vec::new();
@@ -274,7 +278,7 @@ pub async fn test(cm: &ConfigMap, items: Vec<Item>) -> anyhow::Result<String> {
                     lines.extend(done.additional.iter().map(|a| format!("{}: adds {}", item.id, a.id)));
                     lines.extend(done.issues.into_iter().map(|i| format!("{}: {}", item.id, i.message)));
                 }
-                ExtensionKind::Hook => {}
+                ExtensionKind::Hook => unreachable!("hooks are tested by test_hook"),
             }
         }
     });
@@ -286,10 +290,6 @@ pub async fn test(cm: &ConfigMap, items: Vec<Item>) -> anyhow::Result<String> {
         ext.language,
         ext.digest.0
     );
-    if kind == ExtensionKind::Hook {
-        out += "Hooks run around backups and restores on their targets; `extension test` runs item extensions only.\n";
-        return Ok(out);
-    }
     for record in &report.extensions {
         let c = &record.counts;
         out += &format!(
@@ -315,6 +315,120 @@ pub async fn test(cm: &ConfigMap, items: Vec<Item>) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Host services for a hook's dry run: every call succeeds and is recorded. `exec` prints
+/// nothing and exits 0, `kube_get` finds only the hook's target, scaling to zero finds the
+/// target's replicas.
+#[derive(Default)]
+struct DryRunHost {
+    target: Option<Value>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl DryRunHost {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait::async_trait]
+impl HostServices for DryRunHost {
+    fn log(&self, _: &ExtensionId, level: LogLevel, message: &str) {
+        self.record(format!("log {}: {message}", format!("{level:?}").to_lowercase()));
+    }
+    async fn kube_get(&self, object: &ObjectRef) -> Result<Option<Value>, String> {
+        self.record(format!("get {object}"));
+        let is_target = |t: &&Value| t.pointer("/metadata/name").and_then(Value::as_str) == Some(object.name.as_str());
+        Ok(self.target.as_ref().filter(is_target).cloned())
+    }
+    async fn kube_list(&self, kind: &KindRef, namespace: &str, selector: &str) -> Result<Vec<Value>, String> {
+        self.record(format!("list {} in {namespace:?} {selector}", kind.kind));
+        Ok(Vec::new())
+    }
+    async fn kube_patch(&self, object: &ObjectRef, patch: &Value) -> Result<Value, String> {
+        self.record(format!("patch {object} {patch}"));
+        Ok(patch.clone())
+    }
+    async fn kube_scale(&self, object: &ObjectRef, replicas: u32) -> Result<(), String> {
+        self.record(format!("scale {object} to {replicas}"));
+        Ok(())
+    }
+    async fn exec(&self, r: &ExecRequest) -> Result<ExecOutput, String> {
+        self.record(format!("exec in {}/{} container {}: {}", r.namespace, r.pod, r.container, serde_json::to_string(&r.command).unwrap_or_default()));
+        Ok(ExecOutput::default())
+    }
+    async fn freeze(&self, _: &ExtensionId, r: &FreezeRequest) -> Result<(), String> {
+        self.record(format!("freeze {} in {}/{} container {} (the host thaws it after the copy)", r.path, r.namespace, r.pod, r.container));
+        Ok(())
+    }
+    async fn scale_to_zero(&self, _: &ExtensionId, w: &ObjectRef, _: std::time::Duration) -> Result<u32, String> {
+        self.record(format!("scale {w} to zero (the host scales it back after the copy)"));
+        let replicas = self.target.as_ref().and_then(|t| t.pointer("/spec/replicas")?.as_u64()).unwrap_or(1);
+        Ok(u32::try_from(replicas).unwrap_or(u32::MAX))
+    }
+}
+
+/// Runs a hook's pre-backup, post-backup and post-restore on each item it would be called on (a
+/// pod, or a workload for `target: workload`), with a host that answers every call, and lists
+/// the calls it made.
+fn test_hook(set: &Arc<stowage_runtime::ExtensionSet>, context: OperationContext, ext: &stowage_runtime::Extension, items: Vec<Item>) -> String {
+    let on_workloads = ext.config.target == TargetKind::Workload;
+    let mut out = format!("Extension {} (hook on each {}, {:?}, {})\nItems given: {}\n", ext.id, if on_workloads { "workload" } else { "pod" }, ext.language, ext.digest.0, items.len());
+    for item in items {
+        let pod = match (on_workloads, item.id.kind.as_str()) {
+            (false, "Pod") => item.object.clone(),
+            (true, "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job") => {
+                // The volumes its pods would have, from its pod template.
+                let mut pod = item.object.pointer("/spec/template").cloned().unwrap_or_default();
+                pod["metadata"]["name"] = Value::String(item.id.name.clone());
+                pod
+            }
+            _ => {
+                out += &format!("{}: not a {} target: skipped\n", item.id, if on_workloads { "workload" } else { "pod" });
+                continue;
+            }
+        };
+        let all: Vec<String> = pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.get("name")?.as_str().map(String::from))
+            .collect();
+        let target = HookTarget { object: item.id.clone(), volumes: crate::hooks::backup::target_volumes(&pod, &all) };
+        let host = Arc::new(DryRunHost { target: Some(item.object.clone()), ..Default::default() });
+        let mut session = set.session(context.clone(), host.clone());
+        // The pod's hooks.stowage.io/param.<key> annotations, as in the cluster.
+        let parameters: BTreeMap<String, String> = item
+            .object
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.strip_prefix(stowage_api::labels::HOOK_PARAMETER_PREFIX)?.to_string(), v.as_str()?.to_string())))
+            .collect();
+        out += &format!("{}:\n", item.id);
+        for phase in [HookPhase::PreBackup, HookPhase::PostBackup, HookPhase::PostRestore] {
+            let result = tokio::task::block_in_place(|| session.run_hook(&ext.id, phase, &target, &parameters));
+            let name = serde_json::to_value(phase).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            match result {
+                Ok(()) => out += &format!("  {name}: ok\n"),
+                Err(issue) => out += &format!("  {name}: failed: {}\n", issue.message),
+            }
+            for call in host.take() {
+                // Long commands (a script given to `sh -c`) are cut.
+                let shown: String = call.chars().take(240).collect();
+                let cut = if shown.len() < call.len() { " ..." } else { "" };
+                out += &format!("    {shown}{cut}\n");
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +446,35 @@ mod tests {
             v["data"]["script.rhai"] = Value::String("fn x() {}".into());
         }
         serde_json::from_value(v).unwrap()
+    }
+
+    fn shipped(name: &str) -> ConfigMap {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../extensions").join(name);
+        read_manifest(&dir.join("configmap.yaml"), Some(&dir.join("script.rhai"))).unwrap()
+    }
+
+    fn item(object: Value) -> Item {
+        Item::from_object(object).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hook_runs_offline_on_its_targets_and_lists_its_host_calls() {
+        let mount = serde_json::json!([{"name": "data", "mountPath": "/var/lib/db"}]);
+        let pod = item(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0", "namespace": "shop"},
+            "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}],
+                "containers": [{"name": "db", "volumeMounts": mount}, {"name": "fsfreeze", "volumeMounts": mount}]}}));
+        let set = item(serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "db"}]}}}}));
+
+        let out = test(&shipped("fsfreeze"), vec![pod.clone(), set.clone()]).await.unwrap();
+        assert!(out.contains("hook on each pod"), "{out}");
+        assert!(out.contains("  pre-backup: ok\n    freeze /var/lib/db in shop/db-0 container fsfreeze (the host thaws it after the copy)\n"), "{out}");
+        assert!(out.contains("StatefulSet.apps shop/db: not a pod target: skipped"), "{out}");
+
+        let out = test(&shipped("scale-to-zero"), vec![pod, set]).await.unwrap();
+        assert!(out.contains("Pod shop/db-0: not a workload target: skipped"), "{out}");
+        assert!(out.contains("scale StatefulSet.apps shop/db to zero (the host scales it back after the copy)"), "{out}");
+        assert!(out.contains("log info: StatefulSet shop/db: scaled from 3 replicas to 0 for the backup"), "{out}");
     }
 
     #[test]
