@@ -166,6 +166,9 @@ async fn fsfreeze_copies_a_frozen_volume_and_the_host_thaws_it() {
     assert_eq!(status["phase"], "Completed", "{status}");
     let log = env.read_zstd_text("backups/unfreezable/unfreezable-logs.zst").await;
     assert!(log.contains("volume data of pod freeze-ok/db is copied without freezing") && log.contains("Operation not supported"), "{log}");
+    let backup = env.get_in::<Backup>(NS, "unfreezable").await.unwrap();
+    assert!(!backup["metadata"]["annotations"].to_string().contains("owed-undo"), "a freeze that did not happen owes nothing: {backup}");
+    assert!(undo_runs(&status).is_empty(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -187,6 +190,28 @@ async fn a_failed_volume_and_the_maximum_frozen_time_both_end_in_a_thaw() {
     assert!(errors.contains("stayed frozen past the maximum frozen time") && errors.contains("not consistent"), "{results}");
     assert_eq!(freeze_log(&data), "freeze\nthaw\n", "thawed once, by the watchdog");
     assert!(undo_runs(&status)[0]["error"].is_null(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_volume_whose_copy_fails_is_thawed_after_it() {
+    // No node agent: the copy is canceled at the volume timeout (3s), long before the maximum
+    // frozen time; the undo after the volume, not the watchdog, thaws it.
+    let Some(env) = quiesce_env(false, &[]).await else { return };
+    let ns = "freeze-fail";
+    let data = frozen_app(&env, ns).await;
+    env.create::<Backup>(json!({"metadata": {"name": "failed-copy", "namespace": NS, "annotations": {"stowage.io/pod-volume-timeout": "3s"}},
+        "spec": {"includedNamespaces": [ns]}}))
+    .await;
+    let status = env.wait_finished::<Backup>("failed-copy").await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}");
+    assert_eq!(status["podVolumeBackupsFailed"], 1, "{status}");
+    assert!(!data.join(".frozen").exists(), "thawed");
+    assert_eq!(freeze_log(&data), "freeze\nthaw\n");
+    let undo = undo_runs(&status);
+    assert_eq!(undo.len(), 1, "{status}");
+    assert!(undo[0]["error"].is_null(), "{status}");
+    let results = env.read_zstd_json("backups/failed-copy/failed-copy-results.json.zst").await;
+    assert!(!results.to_string().contains("maximum frozen time"), "{results}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,6 +319,31 @@ async fn a_server_killed_while_a_workload_is_at_zero_scales_it_back_when_it_star
     let status = env.wait_finished::<Backup>("zero-killed").await;
     assert_eq!(status["phase"], "Failed", "{status}");
     assert_eq!(undo_runs(&status)[0]["afterRestart"], true, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workload_another_backup_keeps_at_zero_is_waited_for() {
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let ns = "zero-busy";
+    quiesced_set(&env, ns).await;
+    // Another backup's journal on the workload, as it stands while that backup runs.
+    let mark = json!({"replicas": 2, "backup": "other", "uid": "u-other"}).to_string();
+    let sets: Api<StatefulSet> = Api::namespaced(env.client.clone(), ns);
+    let set_mark = |value: Value| json!({"metadata": {"annotations": {"stowage.io/quiesced-replicas": value}}});
+    sets.patch("db", &PatchParams::default(), &Patch::Merge(set_mark(json!(mark)))).await.unwrap();
+    env.create::<Backup>(json!({"metadata": {"name": "second", "namespace": NS}, "spec": {"includedNamespaces": [ns]}})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replicas(&env, ns).await.0, 2, "the second backup does not touch the workload meanwhile");
+    let backup = env.get_in::<Backup>(NS, "second").await.unwrap();
+    assert!(backup["status"]["phase"] != "Completed", "it waits: {backup}");
+    // The other backup scales it back and clears its journal: the second one goes on.
+    sets.patch("db", &PatchParams::default(), &Patch::Merge(set_mark(Value::Null))).await.unwrap();
+    let status = env.wait_finished::<Backup>("second").await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert_eq!(pod_volume_backups(&env, "second").await.len(), 2);
+    assert_eq!(replicas(&env, ns).await, (2, Value::Null));
+    let log = env.read_zstd_text("backups/second/second-logs.zst").await;
+    assert!(log.contains("StatefulSet zero-busy/db is kept at zero replicas by backup other: waiting until it is scaled back"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

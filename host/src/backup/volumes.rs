@@ -244,7 +244,8 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
     let mut outcome = Outcome::default();
     let mut members = Vec::new();
     for &i in &group.pods {
-        let current = match hooks[i].is_empty() {
+        // Only a pod's own hooks need it as it is now (its workload's run on the workload).
+        let current = match hooks[i].own_empty() {
             true => None,
             false => match shared.hooks.current(&hooks[i].pod).await {
                 Ok(Some(p)) => Some(p),

@@ -266,8 +266,12 @@ impl Quiescer {
             Err(e) => Err(format!("freezing {what}: {e}")),
         };
         if let Err(e) = result {
+            // Thawed in case it froze after all (a timeout); either way nothing is owed any more.
             self.take_back(&undo, &state, false).await;
             self.owed.lock().unwrap_or_else(|p| p.into_inner()).retain(|o| o.undo != undo);
+            if let Err(forget) = self.forget(&undo).await {
+                self.log.warn(format!("clearing the record of {} on the Backup: {forget}", undo.describe()));
+            }
             return Err(e);
         }
         self.log.info(format!("extension {extension}: froze {what}; the host thaws it after the volume is copied, at the latest in {}", humantime::format_duration(self.max_frozen)));
@@ -291,12 +295,16 @@ impl Quiescer {
         let (namespace, kind, name) = (&target.namespace, &target.kind, &target.name);
         let what = format!("{kind} {namespace}/{name}");
         let workload = Workload::new(&self.client, namespace, kind)?;
+        let mut waiting = false;
         let (object, replicas) = loop {
             let object = workload.get(name).await?.ok_or_else(|| format!("{what} does not exist"))?;
             match quiesced_mark(&object) {
                 Some(mark) if mark.uid == self.backup.1 => return Ok(mark.replicas),
                 Some(mark) if Instant::now() + POLL < deadline => {
-                    tracing::debug!("{what} is quiesced by backup {}; waiting", mark.backup);
+                    if !waiting {
+                        waiting = true;
+                        self.log.info(format!("{what} is kept at zero replicas by backup {}: waiting until it is scaled back", mark.backup));
+                    }
                     tokio::time::sleep(POLL).await;
                 }
                 Some(mark) => {
