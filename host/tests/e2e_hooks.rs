@@ -7,10 +7,9 @@
 mod e2e;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{claim_dir, restic, running_pods, wait_for, Env, NS};
+use e2e::{claim_dir, cli, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
@@ -63,16 +62,7 @@ fn sh(script: &str) -> String {
     serde_json::to_string(&["/bin/sh", "-c", script]).unwrap()
 }
 
-fn cli(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
-    assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
-async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
-    let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
-    api.list(&kube::api::ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
-}
 
 /// The files in the snapshot of `volume` of pod `pod` (the restic CLI lists it).
 fn snapshot_files(env: &Env, ns: &str, pvbs: &[PodVolumeBackup], pod: &str) -> Vec<String> {

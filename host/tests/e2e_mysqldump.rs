@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use e2e::{claim_dir, restic, wait_for, Env, NS};
+use e2e::{claim_dir, cli, pod_volume_backups, restic, wait_for, Env, NS};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
-use stowage_api::PodVolumeBackup;
 
 const PASSWORD: &str = "Root-Pa55-in-the-env";
 const DUMP: &str = "all-databases.sql";
@@ -34,11 +33,6 @@ fn shipped_mysqldump() -> Value {
     cm
 }
 
-fn cli(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
-    assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -69,10 +63,6 @@ fn servers_under(dir: &Path) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
 
-async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
-    let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
-    api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
-}
 
 fn runs(status: &Value) -> Vec<(String, String, Option<String>)> {
     status["hookStatus"]["runs"]

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use e2e::{claim_dir, restic, running_pods, wait_for, Env, NS};
+use e2e::{claim_dir, cli, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -116,16 +116,7 @@ fn freeze_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(".fsfreeze-log")).unwrap_or_default()
 }
 
-fn cli(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
-    assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
-async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<PodVolumeBackup> {
-    let api: Api<PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
-    api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
-}
 
 fn snapshot_of(pvb: &PodVolumeBackup) -> String {
     pvb.status.as_ref().and_then(|s| s.snapshot_id.clone()).expect("a snapshot")

@@ -414,6 +414,19 @@ impl Env {
     }
 }
 
+/// Runs the `stowage` CLI against this cluster, in Stowage's namespace; returns stdout.
+pub fn cli(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
+    assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The PodVolumeBackups of a backup.
+pub async fn pod_volume_backups(env: &Env, backup: &str) -> Vec<stowage_api::PodVolumeBackup> {
+    let api: Api<stowage_api::PodVolumeBackup> = Api::namespaced(env.client.clone(), NS);
+    api.list(&ListParams::default().labels(&format!("stowage.io/backup-name={backup}"))).await.unwrap().items
+}
+
 /// Where a claim's data is on the simulated node (the provisioned volume's directory).
 pub async fn claim_dir(env: &Env, ns: &str, claim: &str) -> PathBuf {
     let pv = wait_for(&format!("claim {ns}/{claim} to be bound"), 30, || async {
