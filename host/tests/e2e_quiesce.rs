@@ -313,6 +313,37 @@ async fn a_server_killed_while_a_workload_is_at_zero_scales_it_back_when_it_star
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_is_found_through_its_replica_set_and_scaled_to_zero() {
+    let Some(env) = quiesce_env(true, &[]).await else { return };
+    let ns = "zero-deploy";
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "web-data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}))
+    .await;
+    env.create_in::<k8s_openapi::api::apps::v1::Deployment>(ns, json!({"metadata": {"name": "web"}, "spec": {"replicas": 1,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}, "annotations": {"backup.stowage.io/backup-volumes": "data",
+                "hooks.stowage.io/extensions": "scale-to-zero"}},
+            "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "web-data"}}],
+                "containers": [{"name": "web", "image": "nginx", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}}}))
+    .await;
+    running_pods(&env, ns, 1).await;
+    std::fs::write(claim_dir(&env, ns, "web-data").await.join("page.html"), b"<h1>hi</h1>").unwrap();
+    let status = env.backup("deploy-zero", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let undo = undo_runs(&status);
+    assert_eq!(undo[0]["hook"], "host: scale Deployment zero-deploy/web back to 1 replicas", "{status}");
+    let pvbs = pod_volume_backups(&env, "deploy-zero").await;
+    assert_eq!(pvbs.len(), 1);
+    assert!(pvbs[0].spec.pod.name.as_deref().unwrap_or_default().starts_with("stowage-access-"), "{pvbs:?}");
+    let files = restic(&env, ns, &["ls", &snapshot_of(&pvbs[0])]);
+    assert!(files.contains("page.html"), "{files}");
+    let web = env.get_in::<k8s_openapi::api::apps::v1::Deployment>(ns, "web").await.unwrap();
+    assert_eq!(web["spec"]["replicas"], 1);
+    running_pods(&env, ns, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workload_another_backup_keeps_at_zero_is_waited_for() {
     let Some(env) = quiesce_env(true, &[]).await else { return };
     let ns = "zero-busy";

@@ -534,3 +534,22 @@ async fn pod_volume_backup(
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_that_share_a_workload_become_one() {
+        let group = |pods: &[usize]| PodGroup { pods: pods.to_vec(), volumes: Vec::new() };
+        // Pods 0 and 2 belong to workload "a", 3 and 4 to "b"; pod 1 has none.
+        let key = |i: usize| match i {
+            0 | 2 => Some("a".to_string()),
+            3 | 4 => Some("b".to_string()),
+            _ => None,
+        };
+        let merged = merge_groups(vec![group(&[0]), group(&[1]), group(&[2]), group(&[3, 4])], key);
+        let pods: Vec<Vec<usize>> = merged.into_iter().map(|g| g.pods).collect();
+        assert_eq!(pods, vec![vec![0, 2], vec![1], vec![3, 4]]);
+    }
+}
