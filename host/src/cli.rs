@@ -49,8 +49,14 @@ pub enum Command {
     Repo(crate::commands::repo::RepoArgs),
     /// List, describe and test the extensions loaded from ConfigMaps.
     Extension(crate::commands::extension::ExtensionArgs),
-    /// Print the client version.
-    Version,
+    /// Print the client version, and which server replica leads.
+    Version {
+        /// Only the client's version: do not ask the cluster.
+        #[arg(long)]
+        client_only: bool,
+        #[command(flatten)]
+        namespace: crate::commands::InstallNamespace,
+    },
     /// Print a shell completion script, e.g. `source <(stowage completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -83,8 +89,20 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Version => {
+        Command::Version { client_only, namespace } => {
             println!("Client: v{}", env!("CARGO_PKG_VERSION"));
+            if client_only {
+                return Ok(());
+            }
+            let leader = runtime()?.block_on(async {
+                let client = cli.cluster.client().await?;
+                crate::server::leader::holder(client, &namespace.namespace).await.map_err(anyhow::Error::from)
+            });
+            match leader {
+                Ok(Some(pod)) => println!("Server: led by {pod} (Lease {}/{})", namespace.namespace, crate::server::leader::LEASE_NAME),
+                Ok(None) => println!("Server: no replica leads (is `stowage server` running in namespace {}?)", namespace.namespace),
+                Err(e) => println!("Server: unknown ({e:#}); `--client-only` skips asking"),
+            }
             Ok(())
         }
         Command::Completion { shell } => {

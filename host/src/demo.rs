@@ -192,6 +192,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         garbage_collection_frequency: crate::gc::DEFAULT_FREQUENCY,
         pod_volume_timeout: Duration::from_secs(120),
         max_frozen_time: Duration::from_secs(300),
+        lease_duration: Duration::from_secs(15),
+        lease_renew_deadline: Duration::from_secs(10),
+        lease_retry_period: Duration::from_secs(2),
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
         namespaced_extension_capabilities: stowage_runtime::Capabilities {
             log: true,

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub extensions_quarantined: Gauge,
     /// Per-schedule and garbage-collection metrics.
     pub schedules: crate::schedules::metrics::ScheduleMetrics,
+    /// 1 while this server holds the leader Lease and runs the controllers.
+    pub leader: Gauge,
 }
 
 fn extension_durations() -> Histogram {
@@ -69,6 +71,7 @@ impl Metrics {
             extension_duration: Family::new_with_constructor(extension_durations),
             extensions_quarantined: Gauge::default(),
             schedules: Default::default(),
+            leader: Gauge::default(),
         };
         let r = &mut registry;
         r.register("backup_attempt", "Backups started", m.backup_attempts.clone());
@@ -89,6 +92,7 @@ impl Metrics {
         r.register("extension_calls", "Extension calls, by extension and outcome", m.extension_calls.clone());
         r.register("extension_duration_seconds", "Time an extension call took", m.extension_duration.clone());
         r.register("extensions_quarantined", "Extensions quarantined because they failed to load", m.extensions_quarantined.clone());
+        r.register("server_leader", "1 while this server leads (holds the Lease and runs the controllers)", m.leader.clone());
         m.schedules.register(r);
         Metrics { registry, ..m }
     }

@@ -60,7 +60,7 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow:
     serve_text(addr, move || metrics.render()).await
 }
 
-/// Serves `/metrics` (what `render` returns, in Prometheus' text format) and `/healthz`; the
+/// Serves `/metrics` (what `render` returns, in Prometheus' text format), `/healthz` and `/readyz`; the
 /// server's metrics go out the same way.
 pub async fn serve_text(
     addr: std::net::SocketAddr,
@@ -74,7 +74,9 @@ pub async fn serve_text(
                 async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        // Ready once it serves: a standby server is ready too (it must not stall rolling updates).
+        .route("/readyz", axum::routing::get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}; pick another --metrics-address"))?;
@@ -119,5 +121,6 @@ mod tests {
         let metrics = get("/metrics").await;
         assert!(metrics.contains("stowage_podvolume_backup_success_total 1"), "{metrics}");
         assert!(get("/healthz").await.ends_with("ok"));
+        assert!(get("/readyz").await.ends_with("ok"));
     }
 }

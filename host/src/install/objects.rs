@@ -72,6 +72,7 @@ pub enum InstallObject {
     Secret(Secret),
     BackupStorageLocation(Box<BackupStorageLocation>),
     Deployment(Box<Deployment>),
+    PodDisruptionBudget(Box<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
     DaemonSet(Box<DaemonSet>),
 }
 
@@ -88,6 +89,7 @@ impl InstallObject {
             InstallObject::Secret(_) => "Secret",
             InstallObject::BackupStorageLocation(_) => "BackupStorageLocation",
             InstallObject::Deployment(_) => "Deployment",
+            InstallObject::PodDisruptionBudget(_) => "PodDisruptionBudget",
             InstallObject::DaemonSet(_) => "DaemonSet",
         }
     }
@@ -104,6 +106,7 @@ impl InstallObject {
             InstallObject::Secret(o) => &o.metadata,
             InstallObject::BackupStorageLocation(o) => &o.metadata,
             InstallObject::Deployment(o) => &o.metadata,
+            InstallObject::PodDisruptionBudget(o) => &o.metadata,
             InstallObject::DaemonSet(o) => &o.metadata,
         }
     }
@@ -144,6 +147,7 @@ impl Serialize for InstallObject {
             InstallObject::Secret(o) => o.serialize(s),
             InstallObject::BackupStorageLocation(o) => o.serialize(s),
             InstallObject::Deployment(o) => o.serialize(s),
+            InstallObject::PodDisruptionBudget(o) => o.serialize(s),
             InstallObject::DaemonSet(o) => o.serialize(s),
         }
     }
@@ -176,6 +180,9 @@ pub fn build(plan: &InstallPlan, master_key: &MasterKey) -> Vec<InstallObject> {
         objects.push(InstallObject::BackupStorageLocation(Box::new(location)));
     }
     objects.push(InstallObject::Deployment(Box::new(workloads::server(plan))));
+    if let Some(budget) = workloads::server_disruption_budget(plan) {
+        objects.push(InstallObject::PodDisruptionBudget(Box::new(budget)));
+    }
     if let Some(daemon_set) = workloads::node_agent(plan) {
         objects.push(InstallObject::DaemonSet(Box::new(daemon_set)));
     }

@@ -90,6 +90,10 @@ pub struct InstallArgs {
     #[arg(long)]
     pub namespaced_extension_capabilities: Option<String>,
 
+    /// Server replicas: one leads (a Lease), the others stand by to take over.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub replicas: i32,
+
     /// Print the objects instead of applying them (as YAML unless -o says otherwise).
     #[arg(long)]
     pub dry_run: bool,
@@ -146,6 +150,8 @@ pub struct InstallPlan {
     pub default_volumes_to_fs_backup: bool,
     /// The server's `--namespaced-extension-capabilities`, checked.
     pub namespaced_extension_capabilities: Option<String>,
+    /// Server replicas (one leads).
+    pub replicas: i32,
     /// Things the user should know, printed before installing.
     pub warnings: Vec<String>,
 }
@@ -215,6 +221,7 @@ impl InstallArgs {
             node_agent,
             default_volumes_to_fs_backup: self.default_volumes_to_fs_backup,
             namespaced_extension_capabilities,
+            replicas: self.replicas,
             warnings,
         })
     }

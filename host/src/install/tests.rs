@@ -91,6 +91,7 @@ fn dry_run_yaml_parses_back_with_every_kind() {
         ("Secret", 2),
         ("BackupStorageLocation", 1),
         ("Deployment", 1),
+        ("PodDisruptionBudget", 1),
         ("DaemonSet", 1),
     ];
     assert_eq!(kinds, expected.iter().map(|(k, n)| (k.to_string(), *n)).collect());
@@ -184,6 +185,20 @@ fn server_deployment() {
     let volume = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == mount.name).unwrap();
     assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("cloud-credentials"));
     assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    // Two replicas by default, one leading: they may overlap during a rolling update.
+    let deployment: Deployment = find(&objects, "Deployment", "stowage");
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
+    let pod_name = env["POD_NAME"].value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    assert_eq!(pod_name.field_path, "metadata.name");
+    let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    let budget: k8s_openapi::api::policy::v1::PodDisruptionBudget = find(&objects, "PodDisruptionBudget", "stowage");
+    assert_eq!(budget.spec.unwrap().min_available, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)));
+    // One replica: no budget (it would block every drain).
+    let single = build_objects(&minio_args(&f, &["--replicas", "1"]));
+    assert!(!single.iter().any(|o| o.kind() == "PodDisruptionBudget"));
 }
 
 #[test]

@@ -1,13 +1,15 @@
-//! The server Deployment and the node-agent DaemonSet.
+//! The server Deployment (and its PodDisruptionBudget) and the node-agent DaemonSet.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use stowage_api::location::Provider;
@@ -35,6 +37,17 @@ pub fn server(plan: &InstallPlan) -> Deployment {
         ));
     }
     let mut container = base_container(plan, names::SERVER, "stowage", args);
+    // Its identity in the leader Lease.
+    container.env.get_or_insert_default().push(field_env("POD_NAME", "metadata.name"));
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("metrics".into()), ..Default::default() }),
+        period_seconds: Some(10),
+        ..Default::default()
+    };
+    container.liveness_probe = Some(probe("/healthz"));
+    // Ready when it serves, leading or not: a standby that never became ready would stall
+    // rolling updates and node drains.
+    container.readiness_probe = Some(probe("/readyz"));
     container.resources =
         Some(resources(&[("cpu", "500m"), ("memory", "128Mi")], &[("cpu", "1"), ("memory", "512Mi")]));
     let mut volumes = common_volumes(plan, &mut container);
@@ -53,15 +66,35 @@ pub fn server(plan: &InstallPlan) -> Deployment {
     Deployment {
         metadata: meta(names::SERVER, Some(&plan.namespace), Component::Server),
         spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            // Never two servers at once while the controllers are not leader-elected.
-            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            replicas: Some(plan.replicas),
+            // Only the Lease holder runs the controllers, so replicas may overlap: a new one
+            // starts before an old one stops, and a standby takes over within the Lease duration.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
             selector: LabelSelector { match_labels: Some(selector_labels(Component::Server)), ..Default::default() },
             template: pod_template(Component::Server, names::SERVER, container, volumes),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// With several server replicas, a voluntary disruption (a node drain) keeps one running.
+pub fn server_disruption_budget(plan: &InstallPlan) -> Option<PodDisruptionBudget> {
+    (plan.replicas > 1).then(|| PodDisruptionBudget {
+        metadata: meta(names::SERVER, Some(&plan.namespace), Component::Server),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(Component::Server)), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 pub fn node_agent(plan: &InstallPlan) -> Option<DaemonSet> {

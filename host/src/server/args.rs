@@ -42,6 +42,17 @@ pub struct ServerArgs {
     /// beyond it are dropped and shown by `stowage extension list`.
     #[arg(long, default_value = DEFAULT_NAMESPACED_EXTENSION_CAPABILITIES, value_parser = parse_capabilities)]
     pub namespaced_extension_capabilities: stowage_runtime::Capabilities,
+    /// Leader election: how long the Lease holds without renewal before a standby replica may
+    /// take over (Go duration).
+    #[arg(long, value_parser = parse_period, default_value = "15s")]
+    pub lease_duration: std::time::Duration,
+    /// How long the leader goes on without renewing its Lease before it stops its controllers
+    /// and exits; shorter than --lease-duration.
+    #[arg(long, value_parser = parse_period, default_value = "10s")]
+    pub lease_renew_deadline: std::time::Duration,
+    /// How often standbys try for the Lease and the leader renews it.
+    #[arg(long, value_parser = parse_period, default_value = "2s")]
+    pub lease_retry_period: std::time::Duration,
 }
 
 /// Application teams' extensions may log and read the clock unless the admin allows more.

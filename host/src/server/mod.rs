@@ -5,6 +5,7 @@ mod args;
 pub mod deletions;
 pub mod downloads;
 pub mod extensions;
+pub mod leader;
 pub mod locations;
 mod operations;
 
@@ -17,9 +18,17 @@ use crate::context::Context;
 use crate::metrics;
 
 pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let lease = leader::LeaseConfig {
+        namespace: args.namespace.clone(),
+        identity: leader::identity(),
+        duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry_period: args.lease_retry_period,
+    };
+    lease.check().map_err(anyhow::Error::msg)?;
     let client = cluster.client().await?;
     let ctx = Arc::new(Context {
-        client,
+        client: client.clone(),
         namespace: args.namespace.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         location_period: args.location_check_period,
@@ -33,6 +42,31 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
             args.namespaced_extension_capabilities.clone(),
         )?,
     });
+    // Every replica serves health and metrics, leading or not: a standby is ready too, or it
+    // would stall rolling updates and node drains.
+    let serving = tokio::spawn(metrics::serve(args.metrics_address, ctx.metrics.clone()));
+    tracing::info!("serving /metrics, /healthz and /readyz on {}", args.metrics_address);
+    let mut elector = leader::Elector::new(client, lease.clone());
+    tokio::select! {
+        () = elector.acquire() => {}
+        r = serving => return Err(r.map_err(anyhow::Error::from).and_then(|r| r).err().unwrap_or_else(|| anyhow::anyhow!("the metrics server stopped"))),
+        r = tokio::signal::ctrl_c() => { r?; return Ok(()); }
+    }
+    ctx.metrics.leader.set(1);
+    tracing::info!(identity = %lease.identity, "leading (Lease {}/{})", lease.namespace, leader::LEASE_NAME);
+    tokio::select! {
+        lost = elector.keep() => {
+            ctx.metrics.leader.set(0);
+            // Stop at once, before another replica may take over; Kubernetes restarts us.
+            tracing::error!("no longer leading: {lost}; stopping so that only one server acts");
+            std::process::exit(1);
+        }
+        r = lead(ctx.clone(), args.garbage_collection_frequency) => r,
+    }
+}
+
+/// What the leader does: pays what a stopped server owed, then runs the controllers.
+async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration) -> anyhow::Result<()> {
     if let Err(e) = extensions::load_all(&ctx).await {
         tracing::warn!("loading the extension ConfigMaps: {e:#}");
     }
@@ -48,9 +82,8 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         tracing::error!("deleting the access pods of interrupted operations: {e:#}");
     }
     operations::fail_interrupted(&ctx).await?;
-    tracing::info!(namespace = %ctx.namespace, "stowage server started; metrics on {}", args.metrics_address);
+    tracing::info!(namespace = %ctx.namespace, "stowage server started");
     tokio::select! {
-        r = metrics::serve(args.metrics_address, ctx.metrics.clone()) => r?,
         () = operations::run_backups(ctx.clone()) => {}
         () = operations::run_restores(ctx.clone()) => {}
         () = locations::run(ctx.clone()) => {}
@@ -58,7 +91,7 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         () = extensions::watch(ctx.clone()) => {}
         () = downloads::run(ctx.clone()) => {}
         () = crate::schedules::run(ctx.clone()) => {}
-        () = crate::gc::run(ctx.clone(), args.garbage_collection_frequency) => {}
+        () = crate::gc::run(ctx.clone(), gc_frequency) => {}
         r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
     }
     Ok(())

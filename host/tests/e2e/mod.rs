@@ -238,6 +238,9 @@ impl Env {
             .arg(self.metrics_address.to_string())
             .args(extra)
             .env("RUST_LOG", "info")
+            // The same pod name across restarts, as a restarted container keeps: it takes its
+            // Lease back at once rather than waiting for it to expire.
+            .env("POD_NAME", "stowage-e2e")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -398,20 +401,52 @@ impl Env {
 
     /// The server's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics_address;
-        wait_for("the metrics endpoint to answer", 30, || async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-            let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream.write_all(req.as_bytes()).await.ok()?;
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await.ok()?;
-            let text = String::from_utf8(raw).ok()?;
-            let (head, body) = text.split_once("\r\n\r\n")?;
-            head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-        })
-        .await
+        http_get(self.metrics_address, "/metrics").await
     }
+
+    /// Another `stowage server` process against this cluster, with its own identity (the pod
+    /// name a Deployment would give it), metrics address and log (`server-<identity>.log`);
+    /// the caller owns the process.
+    pub fn spawn_server(&self, identity: &str, metrics: SocketAddr, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("server-{identity}.log"))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_stowage"))
+            .args(["server", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
+            .arg(metrics.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("POD_NAME", identity)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("stowage binary runs")
+    }
+
+    pub fn spawned_server_log(&self, identity: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("server-{identity}.log"))).unwrap_or_default()
+    }
+}
+
+/// A free loopback address to serve on.
+pub fn free_address() -> SocketAddr {
+    free_port()
+}
+
+/// GET `path` from an HTTP server on `addr` once it answers 200; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    wait_for(&format!("{path} on {addr} to answer"), 30, || async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    })
+    .await
 }
 
 /// Runs the `stowage` CLI against this cluster, in Stowage's namespace; returns stdout.

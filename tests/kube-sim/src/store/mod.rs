@@ -296,11 +296,11 @@ impl Store {
         subresource: Option<&str>,
         opts: &WriteOpts,
     ) -> ApiResult<Value> {
-        let existing = {
-            let inner = self.lock();
-            inner.get(&rt.key(), ns, name).cloned()
-        };
-        let Some(current) = existing else {
+        // Read, patch and write under one lock, as the API server retries a patch that names no
+        // resourceVersion against the newer object: only a patch that names a version conflicts.
+        let mut inner = self.lock();
+        let Some(current) = inner.get(&rt.key(), ns, name).cloned() else {
+            drop(inner);
             if kind == PatchKind::Apply && subresource.is_none() {
                 let mut obj = patch::apply(kind, &json!({}), body).map_err(ApiError::BadRequest)?;
                 obj["metadata"]["name"] = json!(name);
@@ -316,7 +316,6 @@ impl Store {
         if patch_rv.is_null() || patch_rv == current["metadata"]["resourceVersion"] {
             patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         }
-        let mut inner = self.lock();
         inner.update(&self.events, rt, ns, name, patched, subresource, opts).map(|v| present(rt, &v))
     }
 

@@ -138,3 +138,31 @@ fn crds_serve_new_types_and_take_their_objects_with_them() {
     store.delete(&crds, "", "widgets.example.com", &DeleteOpts::default()).unwrap();
     assert!(store.resolve("example.com", "v1", "widgets").is_none());
 }
+
+#[test]
+fn merge_patches_racing_on_one_object_all_apply() {
+    // The API server re-applies a patch that names no resourceVersion to the newer object; only
+    // a patch that names a version conflicts.
+    let (store, ty) = setup();
+    let cms = ty("configmaps");
+    store.create(&cms, "app", cm("busy"), &WriteOpts::default()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (store, cms) = (store.clone(), cms.clone());
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let body = json!({"metadata": {"annotations": {format!("t{t}-{i}"): "x"}}}).to_string();
+                    store.patch(&cms, "app", "busy", (PatchKind::Merge, body.as_bytes()), None, &WriteOpts::default()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let o = store.get(&cms, "app", "busy").unwrap();
+    assert_eq!(o["metadata"]["annotations"].as_object().unwrap().len(), 400);
+    let stale = json!({"metadata": {"resourceVersion": "1", "annotations": {"late": "x"}}}).to_string();
+    let err = store.patch(&cms, "app", "busy", (PatchKind::Merge, stale.as_bytes()), None, &WriteOpts::default()).unwrap_err();
+    assert_eq!(err.code(), 409);
+}
