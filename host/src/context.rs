@@ -20,6 +20,8 @@ pub struct Context {
     pub pod_volume_timeout: Duration,
     /// How long a hook may leave a filesystem frozen before the server thaws it.
     pub max_frozen_time: Duration,
+    /// What a restore may extract from one archive.
+    pub archive_limits: stowage_pipeline::archive::ExtractLimits,
     /// The image of the init container that holds restored pods until their volumes are back.
     pub restore_helper_image: String,
     /// Repositories are created and initialised one at a time.

@@ -99,3 +99,23 @@ async fn namespace_mapping_restores_into_another_namespace_with_its_volume() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_over_the_servers_extraction_limits_restores_nothing() {
+    let mut env = Env::start().await;
+    // Every archive holds metadata/version and a directory or two besides its items.
+    env.start_server_with(&["--archive-max-entries", "12"]);
+    let ns = "limits";
+    env.create_namespace(ns).await;
+    for i in 0..20 {
+        env.create_in::<ConfigMap>(ns, json!({"metadata": {"name": format!("cm-{i}")}, "data": {"k": "v"}})).await;
+    }
+    let backup = env.backup("many", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(backup["phase"], "Completed", "{backup}");
+    env.delete_namespace_and_wait(ns).await;
+    let restore = env.restore("too-many", json!({"backupName": "many"})).await;
+    assert_eq!(restore["phase"], "Failed", "{restore}");
+    let reason = restore["failureReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("has more than 12 entries") && reason.contains("--archive-max-entries"), "{restore}");
+    assert!(env.get_cluster::<Namespace>(ns).await.is_none(), "nothing was created: not even the namespace");
+}

@@ -114,7 +114,7 @@ async fn open_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<s
 
 /// Downloads the backup's archive and unpacks it (checking every path) before anything is
 /// created, so a corrupt or truncated archive fails the restore with nothing half-done.
-async fn read_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<ExtractedArchive> {
+async fn read_archive(store: &dyn ObjectStore, backup: &str, limits: stowage_pipeline::archive::ExtractLimits) -> anyhow::Result<ExtractedArchive> {
     let tmp = tempfile::NamedTempFile::new()?;
     let mut reader = open_archive(store, backup).await?;
     let mut file = tokio::fs::File::create(tmp.path()).await?;
@@ -122,7 +122,12 @@ async fn read_archive(store: &dyn ObjectStore, backup: &str) -> anyhow::Result<E
     drop(file);
     let extracted = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(tmp.path())?;
-        ArchiveReader::new(f)?.extract_to_temp().map_err(anyhow::Error::from)
+        ArchiveReader::new(f)?.with_limits(limits).extract_to_temp().map_err(|e| match e {
+            e @ stowage_pipeline::archive::ArchiveError::OverLimit(_) => anyhow::anyhow!(
+                "{e} (stowage server --archive-max-entries, --archive-max-bytes and --archive-max-entry-bytes set the limits)"
+            ),
+            e => anyhow::Error::from(e),
+        })
     })
     .await??;
     Ok(extracted)
@@ -155,7 +160,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
     ctx.patch_status::<Restore>(&name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
     log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
     let result = async {
-        let archive = read_archive(v.store.as_ref(), &v.backup.name_any())
+        let archive = read_archive(v.store.as_ref(), &v.backup.name_any(), ctx.archive_limits)
             .await
             .map_err(|e| anyhow::anyhow!("reading the archive of backup {:?}: {e:#}", v.backup.name_any()))?;
         let volume_backups = crate::podvolumes::load(v.store.as_ref(), &v.backup.name_any())

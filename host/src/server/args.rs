@@ -42,6 +42,16 @@ pub struct ServerArgs {
     /// beyond it are dropped and shown by `stowage extension list`.
     #[arg(long, default_value = DEFAULT_NAMESPACED_EXTENSION_CAPABILITIES, value_parser = parse_capabilities)]
     pub namespaced_extension_capabilities: stowage_runtime::Capabilities,
+    /// The most entries (files and directories) a restore extracts from one backup archive.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub archive_max_entries: u64,
+    /// The most bytes a restore extracts from one archive, uncompressed (a quantity: 16Gi):
+    /// a small, highly compressed archive must not fill the server's disk.
+    #[arg(long, default_value = "16Gi", value_parser = parse_size)]
+    pub archive_max_bytes: u64,
+    /// The largest single entry of an archive (a quantity: 64Mi).
+    #[arg(long, default_value = "64Mi", value_parser = parse_size)]
+    pub archive_max_entry_bytes: u64,
     /// Leader election: how long the Lease holds without renewal before a standby replica may
     /// take over (Go duration).
     #[arg(long, value_parser = parse_period, default_value = "15s")]
@@ -60,6 +70,10 @@ pub const DEFAULT_NAMESPACED_EXTENSION_CAPABILITIES: &str = "{log: true, clock: 
 
 fn parse_capabilities(value: &str) -> Result<stowage_runtime::Capabilities, String> {
     stowage_runtime::Capabilities::from_yaml(value).map_err(|e| e.to_string())
+}
+
+fn parse_size(value: &str) -> Result<u64, String> {
+    stowage_runtime::MemoryLimit::parse(value).map(|m| m.bytes()).map_err(|e| e.replace("memory quantity", "size"))
 }
 
 fn parse_period(value: &str) -> Result<std::time::Duration, String> {

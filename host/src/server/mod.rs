@@ -35,6 +35,11 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         default_volumes_to_fs_backup: args.default_volumes_to_fs_backup,
         pod_volume_timeout: args.pod_volume_timeout,
         max_frozen_time: args.max_frozen_time,
+        archive_limits: stowage_pipeline::archive::ExtractLimits {
+            max_entries: args.archive_max_entries,
+            max_total_bytes: args.archive_max_bytes,
+            max_entry_bytes: args.archive_max_entry_bytes,
+        },
         restore_helper_image: args.restore_helper_image.clone(),
         repository_lock: tokio::sync::Mutex::new(()),
         extensions: crate::extensions::registry(

@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::item::{GroupResource, ItemError};
 
 pub use extracted::{ArchivedResource, ExtractedArchive, ItemLocation};
-pub use reader::{ArchiveEntry, ArchiveReader, Compression};
+pub use reader::{ArchiveEntry, ArchiveReader, Compression, ExtractLimits};
 pub use stowage_api::layout::archive::{FORMAT_VERSION, METADATA_VERSION};
 pub use writer::ArchiveWriter;
 
@@ -43,6 +43,9 @@ pub enum ArchiveError {
     Damaged(std::io::Error),
     #[error("archive entry {entry:?} {reason}; refusing to extract an archive that could write outside its directory")]
     UnsafeEntry { entry: String, reason: String },
+    /// Over an [`ExtractLimits`] bound.
+    #[error("the archive {0}, over the limits for extracting one; nothing is restored from it")]
+    OverLimit(String),
     #[error("archive entry {entry:?} is not a JSON object: {source}")]
     BadJson { entry: String, source: serde_json::Error },
     #[error("archive entry {entry:?}: {source}")]

@@ -11,9 +11,26 @@ use super::{ArchiveError, ItemPath};
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// The largest entry accepted. etcd stores at most 1.5 MiB per object, so anything far
-/// larger is not an item of a backup; refusing it keeps a crafted archive from filling the disk.
-const MAX_ENTRY_BYTES: u64 = 64 << 20;
+/// Bounds on what extracting one archive may write. A small, highly compressed archive could
+/// otherwise fill the server's disk (a decompression bomb): whoever can write to the bucket
+/// must not be able to. Going over a bound fails the extraction, before anything is restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// Files and directories.
+    pub max_entries: u64,
+    /// The bytes of all files together.
+    pub max_total_bytes: u64,
+    /// The bytes of one file. etcd stores at most 1.5 MiB per object, so anything far larger
+    /// is not an item of a backup.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for ExtractLimits {
+    /// Generous: a million entries, 16 GiB, 64 MiB an entry.
+    fn default() -> Self {
+        ExtractLimits { max_entries: 1_000_000, max_total_bytes: 16 << 30, max_entry_bytes: 64 << 20 }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -41,6 +58,7 @@ impl ArchiveEntry {
 pub struct ArchiveReader<'a> {
     archive: tar::Archive<Box<dyn Read + 'a>>,
     compression: Compression,
+    limits: ExtractLimits,
 }
 
 impl<'a> ArchiveReader<'a> {
@@ -56,7 +74,13 @@ impl<'a> ArchiveReader<'a> {
             let magic = head.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
             return Err(ArchiveError::UnknownFormat { magic });
         };
-        Ok(ArchiveReader { archive: tar::Archive::new(stream), compression })
+        Ok(ArchiveReader { archive: tar::Archive::new(stream), compression, limits: ExtractLimits::default() })
+    }
+
+    /// Extracts within `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: ExtractLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn compression(&self) -> Compression {
@@ -68,16 +92,27 @@ impl<'a> ArchiveReader<'a> {
         &mut self,
     ) -> Result<impl Iterator<Item = Result<ArchiveEntry, ArchiveError>> + use<'_, 'a>, ArchiveError> {
         let entries = self.archive.entries()?;
-        Ok(entries.filter_map(|entry| read_entry(entry).transpose()))
+        let max_entry_bytes = self.limits.max_entry_bytes;
+        Ok(entries.filter_map(move |entry| read_entry(entry, max_entry_bytes).transpose()))
     }
 
     /// Extracts into `dir` (which should be empty): regular files and directories only.
     /// Failing to read the archive is [`ArchiveError::Damaged`]; failing to write the
     /// extraction is [`ArchiveError::Io`].
     pub fn extract(mut self, dir: &Path) -> Result<ExtractedArchive, ArchiveError> {
+        let limits = self.limits;
+        let (mut entries, mut total) = (0u64, 0u64);
         for entry in self.archive.entries().map_err(ArchiveError::Damaged)? {
             let mut entry = entry.map_err(ArchiveError::Damaged)?;
-            let Some(relative) = checked_path(&entry)? else { continue };
+            let Some(relative) = checked_path(&entry, limits.max_entry_bytes)? else { continue };
+            entries += 1;
+            if entries > limits.max_entries {
+                return Err(ArchiveError::OverLimit(format!("has more than {} entries", limits.max_entries)));
+            }
+            total += entry.header().entry_size().map_err(ArchiveError::Damaged)?;
+            if total > limits.max_total_bytes {
+                return Err(ArchiveError::OverLimit(format!("holds more than {} bytes uncompressed", limits.max_total_bytes)));
+            }
             let target = dir.join(&relative);
             if entry.header().entry_type().is_dir() {
                 fs::create_dir_all(&target)?;
@@ -86,7 +121,8 @@ impl<'a> ArchiveReader<'a> {
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent)?;
             }
-            copy_entry(&mut (&mut entry).take(MAX_ENTRY_BYTES), &mut File::create(&target)?)?;
+            // tar reads exactly the size its header gave, which was checked above.
+            copy_entry(&mut entry, &mut File::create(&target)?)?;
         }
         // tar stops at its end-of-archive blocks; reading on to the end of the compressed
         // stream makes the decoder check what follows (gzip's CRC and length, zstd's frame end
@@ -117,9 +153,9 @@ fn copy_entry(from: &mut impl Read, to: &mut impl Write) -> Result<(), ArchiveEr
     }
 }
 
-fn read_entry<R: Read>(entry: io::Result<tar::Entry<'_, R>>) -> Result<Option<ArchiveEntry>, ArchiveError> {
+fn read_entry<R: Read>(entry: io::Result<tar::Entry<'_, R>>, max_entry_bytes: u64) -> Result<Option<ArchiveEntry>, ArchiveError> {
     let mut entry = entry?;
-    let Some(relative) = checked_path(&entry)? else { return Ok(None) };
+    let Some(relative) = checked_path(&entry, max_entry_bytes)? else { return Ok(None) };
     if entry.header().entry_type().is_dir() {
         return Ok(None);
     }
@@ -131,7 +167,7 @@ fn read_entry<R: Read>(entry: io::Result<tar::Entry<'_, R>>) -> Result<Option<Ar
 
 /// The entry's path if it is safe to extract, `None` for entries that carry no file (pax
 /// global headers), an error naming the entry otherwise.
-fn checked_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<PathBuf>, ArchiveError> {
+fn checked_path<R: Read>(entry: &tar::Entry<'_, R>, max_entry_bytes: u64) -> Result<Option<PathBuf>, ArchiveError> {
     let raw = entry.path_bytes();
     let name = String::from_utf8_lossy(&raw).into_owned();
     let unsafe_entry = |reason: &str| ArchiveError::UnsafeEntry { entry: name.clone(), reason: reason.to_string() };
@@ -143,8 +179,8 @@ fn checked_path<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Option<PathBuf>, A
         T::Link => return Err(unsafe_entry("is a hard link")),
         _ => return Err(unsafe_entry("is not a regular file or directory")),
     }
-    if entry.header().entry_size().map_err(ArchiveError::Damaged)? > MAX_ENTRY_BYTES {
-        return Err(unsafe_entry("is larger than any Kubernetes object (over 64 MiB)"));
+    if entry.header().entry_size().map_err(ArchiveError::Damaged)? > max_entry_bytes {
+        return Err(ArchiveError::OverLimit(format!("entry {name:?} is larger than {max_entry_bytes} bytes, more than any Kubernetes object")));
     }
     if name.starts_with('/') {
         return Err(unsafe_entry("has an absolute path"));

@@ -334,3 +334,48 @@ fn a_damaged_byte_anywhere_fails_extraction() {
         }
     }
 }
+
+/// A highly compressible archive: `files` entries of `size` zero bytes each.
+fn bomb(files: usize, size: usize) -> Vec<u8> {
+    let mut tar = tar::Builder::new(zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap());
+    raw_entry(&mut tar, "metadata/version", tar::EntryType::Regular, None, b"1.1.0");
+    let body = vec![0u8; size];
+    for i in 0..files {
+        raw_entry(&mut tar, &format!("resources/configmaps/namespaces/a/c{i}.json"), tar::EntryType::Regular, None, &body);
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn extraction_stops_at_its_limits_before_filling_the_disk() {
+    let limits = ExtractLimits { max_entries: 50, max_total_bytes: 1 << 20, max_entry_bytes: 256 << 10 };
+    let cases = [
+        (bomb(100, 10), "has more than 50 entries"),
+        (bomb(20, 100 << 10), "holds more than 1048576 bytes uncompressed"),
+        (bomb(2, 300 << 10), "is larger than 262144 bytes"),
+    ];
+    for (bytes, says) in cases {
+        assert!(bytes.len() < 64 << 10, "the archive itself is small: {}", bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let err = ArchiveReader::new(bytes.as_slice()).unwrap().with_limits(limits).extract(dir.path()).err().expect("over a limit");
+        assert!(matches!(err, ArchiveError::OverLimit(_)), "{err}");
+        assert!(err.to_string().contains(says) && err.to_string().contains("nothing is restored"), "{err}");
+        let written: u64 = walk(dir.path()).iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+        assert!(written <= limits.max_total_bytes, "wrote {written} bytes");
+    }
+    // Within the limits, the same archives extract.
+    ArchiveReader::new(bomb(40, 10).as_slice()).unwrap().with_limits(limits).extract(tempfile::tempdir().unwrap().path()).unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
