@@ -42,12 +42,20 @@ pub async fn exec(
         let mut attached =
             pods.exec(pod, command.to_vec(), &params).await.map_err(|e| ExecError::NotStarted(e.to_string()))?;
         // Both streams at once: a command that fills one while the other is read would stall.
+        // Each is kept to its last MAX_OUTPUT bytes: a command's output must not fill the
+        // server's memory, and messages quote its end.
         let read = |s: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| async move {
-            let mut buf = Vec::new();
+            let mut kept = Bounded::default();
             if let Some(mut s) = s {
-                let _ = s.read_to_end(&mut buf).await;
+                let mut chunk = vec![0u8; 64 << 10];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.push(&chunk[..n]);
+                }
             }
-            String::from_utf8_lossy(&buf).into_owned()
+            kept.text()
         };
         let out = attached.stdout().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
         let err = attached.stderr().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
@@ -83,6 +91,41 @@ pub async fn exec(
     tokio::time::timeout(timeout, run).await.map_err(|_| ExecError::TimedOut(timeout))?
 }
 
+/// The most of each output stream of a command kept in memory (its last bytes).
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// The tail of a stream, at most [`MAX_OUTPUT`] bytes, and how much went before it.
+#[derive(Default)]
+struct Bounded {
+    buf: Vec<u8>,
+    cut: u64,
+}
+
+impl Bounded {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        // Trimmed in batches, so that a long output is not moved byte by byte.
+        if self.buf.len() > 2 * MAX_OUTPUT {
+            let drop = self.buf.len() - MAX_OUTPUT;
+            self.buf.drain(..drop);
+            self.cut += drop as u64;
+        }
+    }
+
+    fn text(mut self) -> String {
+        if self.buf.len() > MAX_OUTPUT {
+            let drop = self.buf.len() - MAX_OUTPUT;
+            self.buf.drain(..drop);
+            self.cut += drop as u64;
+        }
+        let text = String::from_utf8_lossy(&self.buf).into_owned();
+        match self.cut {
+            0 => text,
+            cut => format!("[{cut} bytes of output before this were not kept]\n{text}"),
+        }
+    }
+}
+
 /// The last `lines` lines of a command's output, for messages.
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
@@ -94,4 +137,25 @@ pub fn tail(text: &str, lines: usize) -> String {
         out = format!("...{}", &out[cut..]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_kept_to_its_last_megabyte() {
+        let mut kept = Bounded::default();
+        for i in 0..40u8 {
+            kept.push(&vec![b'a' + i % 26; 100 << 10]);
+        }
+        let text = kept.text();
+        let (note, rest) = text.split_once('\n').unwrap();
+        assert_eq!(note, format!("[{} bytes of output before this were not kept]", 40 * (100 << 10) - MAX_OUTPUT));
+        assert_eq!(rest.len(), MAX_OUTPUT);
+        assert!(rest.ends_with(&"n".repeat(100 << 10)), "the end is kept");
+        let mut small = Bounded::default();
+        small.push(b"done\n");
+        assert_eq!(small.text(), "done\n");
+    }
 }

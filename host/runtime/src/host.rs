@@ -16,6 +16,10 @@ use tokio::runtime::Handle;
 
 /// Denied host calls recorded per call at most (a guest may call again and again).
 const MAX_DENIALS: usize = 100;
+/// Log lines an extension may write per call, and bytes per line: the host keeps them in the
+/// operation's log.
+pub const MAX_LOG_LINES: usize = 1000;
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -173,6 +177,8 @@ pub(crate) struct Gate {
     handle: Option<Handle>,
     deadline: Mutex<Instant>,
     denials: Mutex<Vec<Denial>>,
+    /// Log lines written in the current call.
+    log_lines: Mutex<usize>,
     /// The volumes of the current hook call's target, and whether it may quiesce (pre-backup).
     hook: Mutex<(Vec<TargetVolume>, bool)>,
 }
@@ -193,12 +199,15 @@ impl Gate {
             handle,
             deadline: Mutex::new(Instant::now()),
             denials: Mutex::new(Vec::new()),
+            log_lines: Mutex::new(0),
             hook: Mutex::new((Vec::new(), false)),
         }
     }
 
+    /// Arms the next call: its deadline, and a fresh count of its log lines.
     pub fn set_deadline(&self, deadline: Instant) {
         *self.deadline.lock().unwrap() = deadline;
+        *self.log_lines.lock().unwrap() = 0;
     }
 
     pub fn deadline(&self) -> Instant {
@@ -270,7 +279,20 @@ impl Gate {
         if !self.capabilities.log {
             return Err(self.deny("log", String::new(), "capability log is not granted".into()));
         }
-        self.host.log(&self.extension, level, message);
+        {
+            let mut lines = self.log_lines.lock().unwrap();
+            if *lines >= MAX_LOG_LINES {
+                return Err(format!("log: more than {MAX_LOG_LINES} lines in one call; the rest are dropped"));
+            }
+            *lines += 1;
+        }
+        if message.len() > MAX_LOG_LINE_BYTES {
+            let cut = (0..=MAX_LOG_LINE_BYTES).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+            let line = format!("{}... ({} bytes cut)", &message[..cut], message.len() - cut);
+            self.host.log(&self.extension, level, &line);
+        } else {
+            self.host.log(&self.extension, level, message);
+        }
         Ok(())
     }
 

@@ -9,6 +9,10 @@
 //! extension's failure: failures come back as [`ItemIssue`]s naming the extension.
 
 use crate::config::OnError;
+
+/// Additional items one call may return: each is backed up or restored with the item, and the
+/// host holds them all.
+pub const MAX_ADDED_ITEMS: usize = 1000;
 use crate::host::{Gate, HostServices};
 use crate::item::{HookPhase, ObjectFields, Item, ObjectRef, OperationContext, Phase};
 use crate::provenance::{Counts, ExtensionRecord, ExtensionReport, ItemRecord};
@@ -534,6 +538,9 @@ impl Session {
                     if after.group.is_empty() { String::new() } else { format!(".{}", after.group) }
                 ));
             }
+        }
+        if output.additional.len() > MAX_ADDED_ITEMS {
+            return refuse(format!("added {} items in one call, more than {MAX_ADDED_ITEMS}", output.additional.len()));
         }
         for added in &output.additional {
             let says = identity_in(&added.id, &added.object);

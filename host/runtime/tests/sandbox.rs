@@ -533,3 +533,41 @@ fn names_that_would_reach_another_path_are_denied() {
         assert!(reasons.iter().all(|r| r.contains("is not a valid Kubernetes name")), "{reasons:?}");
     }
 }
+
+#[test]
+fn what_a_call_may_leave_in_the_host_is_bounded() {
+    let registry = registry();
+    // Log lines: a thousand per call, each cut to 4 KiB.
+    let chatty = r#"
+        fn pre_backup(ctx, target) {
+            let long = "y";
+            for i in 0..13 { long += long; }
+            log("info", long);
+            for i in 0..2000 { log("info", `line ${i}`); }
+        }
+    "#;
+    registry.upsert(source("stowage", "chatty", ExtensionKind::Hook, Module::Rhai(chatty.into()), "capabilities: {log: true}\n")).unwrap();
+    // Added items: a thousand per call.
+    let adder = r#"
+        fn execute(ctx, item) {
+            let extra = [];
+            for i in 0..1001 {
+                extra.push(#{group: "", version: "v1", kind: "ConfigMap", namespace: "shop", name: `extra-${i}`,
+                    object: #{apiVersion: "v1", kind: "ConfigMap", metadata: #{name: `extra-${i}`, namespace: "shop"}}});
+            }
+            #{item: item, additional_items: extra}
+        }
+    "#;
+    registry.upsert(source("stowage", "adder", ExtensionKind::ItemAction, Module::Rhai(adder.into()), "timeoutSeconds: 30\n")).unwrap();
+    let host = RecordingHost::new();
+    let target = HookTarget::new(ObjectRef { version: "v1".into(), kind: "Pod".into(), namespace: "shop".into(), name: "db-0".into(), ..Default::default() });
+    let (hook, added) = with_session(&registry.snapshot(), host.clone(), |s| {
+        (s.run_hook(&ExtensionId::new("stowage", "chatty"), HookPhase::PreBackup, &target, &Default::default()), s.item_actions(pod("shop", "web")))
+    });
+    assert!(hook.unwrap_err().message.contains("more than 1000 lines in one call"));
+    let logs = host.logs.lock().unwrap().clone();
+    assert_eq!(logs.len(), 1000);
+    assert!(logs[0].ends_with("... (4096 bytes cut)") && logs[0].len() < 4200, "{}", &logs[0][..80]);
+    assert!(added.additional.is_empty());
+    assert!(added.issues[0].message.contains("added 1001 items in one call, more than 1000"), "{:?}", added.issues);
+}
