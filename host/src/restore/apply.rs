@@ -144,6 +144,11 @@ pub async fn apply_all(
                 None => {}
             }
             for extra in additional {
+                if let Err(why) = plan.includes_added(&extra) {
+                    let message = format!("{} added by an extension is outside this restore ({why}): not restored", extra.item_ref());
+                    done.outcome.warn(extra.namespace.as_deref(), message);
+                    continue;
+                }
                 match discovery::find(&discovered, &extra.group, &extra.resource).cloned() {
                     Some(d) => {
                         create_or_compare(ctx, plan, &d, &extra, &mut done).await;

@@ -93,6 +93,16 @@ impl NamespaceMapping {
     pub fn sources(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
+
+    /// The namespace of the backup whose objects go to `target`; None when `target` is a
+    /// namespace of the backup that the mapping moves elsewhere (nothing is restored into it).
+    pub fn source_of<'a>(&'a self, target: &'a str) -> Option<&'a str> {
+        match self.0.iter().find(|(_, t)| t.as_str() == target) {
+            Some((source, _)) => Some(source),
+            None if self.0.contains_key(target) => None,
+            None => Some(target),
+        }
+    }
 }
 
 fn check_namespace_name(name: &str) -> Result<(), PlanError> {
@@ -155,6 +165,26 @@ impl RestorePlan {
     pub fn includes_item(&self, item: &Item) -> Result<(), Exclusion> {
         self.selection.includes_item(item)?;
         check_not_completed(item)
+    }
+
+    /// Whether an item an extension added (its namespace already a target namespace) is
+    /// restored: the rule of related objects (type, namespace, cluster-scope policy and the
+    /// exclude label; not the label selectors), its namespace read back through the mapping,
+    /// so an extension cannot reach past what the restore covers.
+    pub fn includes_added(&self, item: &Item) -> Result<(), String> {
+        let mut probe = item.clone();
+        if let Some(target) = &item.namespace {
+            match self.namespace_mapping.source_of(target) {
+                Some(source) => probe.namespace = Some(source.to_string()),
+                None => {
+                    return Err(format!(
+                        "namespace {target} is mapped to {}: this restore writes nothing into it",
+                        self.namespace_mapping.target(target)
+                    ))
+                }
+            }
+        }
+        self.includes_related(&probe).map_err(|e| e.to_string())
     }
 
     /// Like [`RestorePlan::includes_item`] for objects pulled in by restored ones.
@@ -220,6 +250,25 @@ mod tests {
         assert_eq!(plan.namespace_mapping.target("other"), "other");
         assert!(plan.includes_item(&ItemBuilder::pod("shop", "web").build()).is_ok());
         assert!(plan.includes_item(&ItemBuilder::pod("dev", "web").build()).is_err());
+    }
+
+    #[test]
+    fn added_items_stay_within_the_restores_scope_after_mapping() {
+        let mut opts = options();
+        opts.selection.included_namespaces = vec!["shop".into(), "shared".into()];
+        opts.selection.excluded_resources = vec!["secrets".into()];
+        opts.selection.include_cluster_resources = Some(false);
+        opts.namespace_mapping = mapping(&[("shop", "shop-copy")]);
+        let plan = plan(&opts, &discovery()).unwrap();
+        let cm = |ns: &str| ItemBuilder::config_map(ns, "extra").build();
+        assert!(plan.includes_added(&cm("shop-copy")).is_ok(), "the target of an included namespace");
+        assert!(plan.includes_added(&cm("shared")).is_ok(), "an included namespace nothing maps");
+        assert!(plan.includes_added(&cm("bank")).unwrap_err().contains("namespace \"bank\""));
+        assert_eq!(plan.includes_added(&cm("shop")).unwrap_err(), "namespace shop is mapped to shop-copy: this restore writes nothing into it");
+        let secret = ItemBuilder::new(crate::item::ApiResourceInfo::new("", "v1", "secrets", "Secret", true), Some("shop-copy"), "s").build();
+        assert!(plan.includes_added(&secret).unwrap_err().contains("excludedResources"));
+        let role = ItemBuilder::new(crate::item::ApiResourceInfo::new("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false), None, "admin").build();
+        assert!(plan.includes_added(&role).is_err(), "cluster-scoped objects follow includeClusterResources");
     }
 
     #[test]
