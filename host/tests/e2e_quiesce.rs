@@ -405,6 +405,9 @@ async fn a_claim_no_pod_mounts_is_backed_up_and_restored_through_access_pods() {
     let restored = env.restore("orphans-restore", json!({"backupName": "orphans"})).await;
     assert_eq!(restored["phase"], "Completed", "{restored}\n{}", env.server_log());
     assert_eq!(restored["podVolumeRestoresCompleted"], 1, "{restored}");
+    // A clean restore of a namespace says nothing of the `default` ServiceAccount Kubernetes
+    // made with it: the backed-up one is merged in.
+    assert_eq!(restored["warnings"].as_u64().unwrap_or(0), 0, "{restored}");
     let dir = claim_dir(&env, ns, "orphan").await;
     assert_eq!(std::fs::read(dir.join("nested/blob")).unwrap(), payload);
     assert!(access_pods(&env, ns).await.is_empty(), "the restore's access pod is gone");

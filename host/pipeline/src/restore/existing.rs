@@ -25,6 +25,9 @@ pub enum ExistingAction {
 
 /// Decides for `desired` (the item as the restore would create it) against `live`.
 pub fn compare(desired: &Item, live: &Value, policy: ExistingResourcePolicy) -> ExistingAction {
+    if desired.is("", "serviceaccounts") {
+        return merge_service_account(&desired.object, live);
+    }
     let Some(path) = first_difference(&comparable(&desired.object), &comparable(live), String::new()) else {
         return ExistingAction::Unchanged;
     };
@@ -37,6 +40,46 @@ pub fn compare(desired: &Item, live: &Value, policy: ExistingResourcePolicy) -> 
         ExistingResourcePolicy::Update => {
             ExistingAction::Patch { merge_patch: merge_patch(&desired.object, live).unwrap_or(Value::Object(Map::new())) }
         }
+    }
+}
+
+/// A ServiceAccount that exists already (a namespace's `default` one, which Kubernetes makes
+/// with the namespace) is merged with the backed-up one whatever the policy, as Velero's
+/// service-account action does: the labels, annotations, `secrets` and `imagePullSecrets` the
+/// backup has and the live one lacks are added; nothing is removed or replaced, and that is no
+/// difference worth a warning.
+fn merge_service_account(desired: &Value, live: &Value) -> ExistingAction {
+    let desired = comparable(desired);
+    let mut patch = Map::new();
+    let mut metadata = Map::new();
+    for field in ["labels", "annotations"] {
+        let missing: Map<String, Value> = desired
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| live.pointer(&format!("/metadata/{field}")).and_then(|m| m.get(k.as_str())).is_none())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !missing.is_empty() {
+            metadata.insert(field.into(), Value::Object(missing));
+        }
+    }
+    if !metadata.is_empty() {
+        patch.insert("metadata".into(), Value::Object(metadata));
+    }
+    for list in ["secrets", "imagePullSecrets"] {
+        let have: Vec<Value> = live.get(list).and_then(Value::as_array).cloned().unwrap_or_default();
+        let add: Vec<Value> =
+            desired.get(list).and_then(Value::as_array).into_iter().flatten().filter(|e| !have.contains(e)).cloned().collect();
+        if !add.is_empty() {
+            // A merge patch replaces a list whole: the live entries go first, kept.
+            patch.insert(list.into(), Value::Array(have.into_iter().chain(add).collect()));
+        }
+    }
+    match patch.is_empty() {
+        true => ExistingAction::Unchanged,
+        false => ExistingAction::Patch { merge_patch: Value::Object(patch) },
     }
 }
 
@@ -61,6 +104,8 @@ fn first_difference(desired: &Value, live: &Value, path: String) -> Option<Strin
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(key, value)| match l.get(key) {
             Some(live_value) => first_difference(value, live_value, format!("{path}/{}", escape(key))),
+            // An empty map (labels that held only restore labels) is no more than a missing one.
+            None if value.as_object().is_some_and(Map::is_empty) => None,
             None => Some(format!("{path}/{}", escape(key))),
         }),
         (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
@@ -121,6 +166,29 @@ mod tests {
                 json!([{"name": "app", "image": "app:2", "imagePullPolicy": "IfNotPresent"}]),
             )
             .object()
+    }
+
+    #[test]
+    fn an_existing_service_account_is_merged_with_the_backed_up_one_whatever_the_policy() {
+        let info = crate::item::ApiResourceInfo::new("", "v1", "serviceaccounts", "ServiceAccount", true);
+        let sa = |object: Value| Item::new(object, &info).unwrap();
+        // What Kubernetes made with the namespace, and the backup's, restore labels and all.
+        let live = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "shop", "uid": "u"}});
+        let backed_up = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": "shop", "labels": {"stowage.io/backup-name": "b", "stowage.io/restore-name": "r"}}});
+        for policy in [ExistingResourcePolicy::None, ExistingResourcePolicy::Update] {
+            assert_eq!(compare(&sa(backed_up.clone()), &live, policy), ExistingAction::Unchanged, "a clean restore says nothing");
+        }
+        let mut pulls = backed_up.clone();
+        pulls["imagePullSecrets"] = json!([{"name": "registry"}, {"name": "mirror"}]);
+        pulls["metadata"]["annotations"] = json!({"team": "shop"});
+        let mut live_pulls = live.clone();
+        live_pulls["imagePullSecrets"] = json!([{"name": "mirror"}]);
+        live_pulls["metadata"]["annotations"] = json!({"team": "ops"});
+        let ExistingAction::Patch { merge_patch } = compare(&sa(pulls), &live_pulls, ExistingResourcePolicy::None) else {
+            panic!("a merge")
+        };
+        assert_eq!(merge_patch, json!({"imagePullSecrets": [{"name": "mirror"}, {"name": "registry"}]}), "added, nothing replaced");
     }
 
     #[test]
