@@ -9,9 +9,9 @@ mod e2e;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{claim_dir, cli, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
-use kube::api::{Api, Patch, PatchParams};
+use e2e::{apply_extension, claim_dir, cli, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::Api;
 use serde_json::{json, Value};
 use stowage_api::{Backup, PodVolumeBackup};
 
@@ -307,15 +307,8 @@ fn post_backup(ctx, target) {
     let component = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sync-hook", "namespace": NS, "labels": {"stowage.io/extension": "hook"}},
         "binaryData": {"extension.wasm": base64::engine::general_purpose::STANDARD.encode(wasm)},
         "data": {"config.yaml": "optIn: true\ncapabilities:\n  exec: [{container: app}]\nparameters:\n  container: app\n"}});
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
     for cm in [&rhai, &component] {
-        let name = cm["metadata"]["name"].as_str().unwrap();
-        cms.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(cm)).await.unwrap();
-        wait_for(&format!("extension {name} to load"), 30, || async {
-            let cm = cms.get(name).await.ok()?;
-            (cm.metadata.annotations?.get("stowage.io/extension-state")? == "Active").then_some(())
-        })
-        .await;
+        apply_extension(&env, cm).await;
     }
     let data = app(&env, ns, "db", json!({"tier": "db"}), json!({"backup.stowage.io/backup-volumes": "data",
         "hooks.stowage.io/extensions": "sync-hook", "hooks.stowage.io/param.command": "touch data/wasm-pre"}))

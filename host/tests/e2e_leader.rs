@@ -7,7 +7,7 @@ mod e2e;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use e2e::{cli, free_address, http_get, wait_for, Env, NS};
+use e2e::{cli, free_port, http_get, wait_for, Env, NS};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -38,7 +38,7 @@ impl Drop for Server {
 }
 
 fn server(env: &Env, identity: &'static str) -> Server {
-    let metrics = free_address();
+    let metrics = free_port();
     Server { identity, metrics, child: env.spawn_server(identity, metrics, &LEASE) }
 }
 

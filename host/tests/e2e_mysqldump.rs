@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use e2e::{claim_dir, cli, pod_volume_backups, restic, wait_for, Env, NS};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use e2e::{apply_extension, claim_dir, cli, pod_volume_backups, restic, shipped_extension, wait_for, Env};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
@@ -26,12 +26,6 @@ fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
-/// The shipped ConfigMap with its script filled in (what extensions/install.sh does).
-fn shipped_mysqldump() -> Value {
-    let mut cm: Value = serde_yaml::from_str(&std::fs::read_to_string(repo_path("extensions/mysqldump/configmap.yaml")).unwrap()).unwrap();
-    cm["data"]["script.rhai"] = Value::String(std::fs::read_to_string(repo_path("extensions/mysqldump/script.rhai")).unwrap());
-    cm
-}
 
 
 fn free_port() -> u16 {
@@ -123,16 +117,7 @@ async fn mysqldump_backs_up_a_consistent_dump_fails_partial_ones_and_loads_it_af
     let sockets = tempfile::Builder::new().prefix("md").tempdir_in("/tmp").unwrap();
     let socket = sockets.path().join("mariadb.sock");
 
-    let cm = shipped_mysqldump();
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
-    cms.patch("mysqldump", &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(&cm)).await.unwrap();
-    wait_for("the mysqldump extension to load", 30, || async {
-        let cm = cms.get("mysqldump").await.ok()?;
-        let state = cm.metadata.annotations?.get("stowage.io/extension-state")?.clone();
-        assert_ne!(state, "Quarantined", "{}", env.server_log());
-        (state == "Active").then_some(())
-    })
-    .await;
+    apply_extension(&env, &shipped_extension("mysqldump")).await;
 
     let ns = "mysqldump-e2e";
     env.create_namespace(ns).await;

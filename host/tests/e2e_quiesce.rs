@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use e2e::{claim_dir, cli, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
+use e2e::{apply_extension, claim_dir, cli, pod_volume_backups, restic, running_pods, shipped_extension, wait_for, Env, NS};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use stowage_api::{Backup, PodVolumeBackup};
@@ -72,25 +72,9 @@ async fn quiesce_env(node_agent: bool, server_flags: &[&str]) -> Option<Env> {
         env.start_node_agent();
     }
     for name in ["fsfreeze", "scale-to-zero"] {
-        load_shipped(&env, name).await;
+        apply_extension(&env, &shipped_extension(name)).await;
     }
     Some(env)
-}
-
-/// Loads a shipped extension from its `configmap.yaml` and script, as `extensions/install.sh`
-/// does, and waits until the server has it active.
-async fn load_shipped(env: &Env, name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../extensions").join(name);
-    let mut cm: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap()).unwrap();
-    cm["metadata"]["namespace"] = json!(NS);
-    cm["data"]["script.rhai"] = json!(std::fs::read_to_string(dir.join("script.rhai")).unwrap());
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
-    cms.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(&cm)).await.unwrap();
-    wait_for(&format!("extension {name} to load"), 30, || async {
-        let cm = cms.get(name).await.ok()?;
-        (cm.metadata.annotations?.get("stowage.io/extension-state")? == "Active").then_some(())
-    })
-    .await;
 }
 
 /// A pod whose container `app` and sidecar `fsfreeze` mount its claim at /data, bound to the

@@ -111,7 +111,8 @@ async fn client_for(kubeconfig: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
-fn free_port() -> SocketAddr {
+/// A free loopback address to serve on.
+pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
@@ -229,23 +230,28 @@ impl Env {
     }
 
     /// Starts the server with extra flags; its log is appended to (a restarted server's too).
+    /// It keeps the same pod name across restarts, as a restarted container does: it takes
+    /// its Lease back at once rather than waiting for it to expire.
     pub fn start_server_with(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        self.server = Some(self.run_server("server.log", "stowage-e2e", self.metrics_address, extra));
+    }
+
+    /// A `stowage server` process against this cluster named `identity` (its pod name),
+    /// appending to `log` in the test's directory.
+    fn run_server(&self, log: &str, identity: &str, metrics: SocketAddr, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_stowage"))
             .args(["server", "--kubeconfig"])
             .arg(&self.kubeconfig)
             .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
-            .arg(self.metrics_address.to_string())
+            .arg(metrics.to_string())
             .args(extra)
             .env("RUST_LOG", "info")
-            // The same pod name across restarts, as a restarted container keeps: it takes its
-            // Lease back at once rather than waiting for it to expire.
-            .env("POD_NAME", "stowage-e2e")
+            .env("POD_NAME", identity)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("stowage binary runs");
-        self.server = Some(child);
+            .expect("stowage binary runs")
     }
 
     /// Starts the real `stowage-node-agent` binary for the simulated cluster's node.
@@ -408,29 +414,12 @@ impl Env {
     /// name a Deployment would give it), metrics address and log (`server-<identity>.log`);
     /// the caller owns the process.
     pub fn spawn_server(&self, identity: &str, metrics: SocketAddr, extra: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("server-{identity}.log"))).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_stowage"))
-            .args(["server", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
-            .arg(metrics.to_string())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("POD_NAME", identity)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("stowage binary runs")
+        self.run_server(&format!("server-{identity}.log"), identity, metrics, extra)
     }
 
     pub fn spawned_server_log(&self, identity: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("server-{identity}.log"))).unwrap_or_default()
     }
-}
-
-/// A free loopback address to serve on.
-pub fn free_address() -> SocketAddr {
-    free_port()
 }
 
 /// GET `path` from an HTTP server on `addr` once it answers 200; returns the body.
@@ -447,6 +436,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         head.starts_with("HTTP/1.1 200").then(|| body.to_string())
     })
     .await
+}
+
+/// A shipped extension's ConfigMap (`extensions/<name>/configmap.yaml`) with its script
+/// filled in, as `extensions/install.sh` makes it, in Stowage's namespace.
+pub fn shipped_extension(name: &str) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../extensions").join(name);
+    let mut cm: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap()).unwrap();
+    cm["metadata"]["namespace"] = json!(NS);
+    cm["data"]["script.rhai"] = json!(std::fs::read_to_string(dir.join("script.rhai")).unwrap());
+    cm
+}
+
+/// Applies an extension ConfigMap in Stowage's namespace and waits until the server has it
+/// active; one it quarantines fails the test with the server's log.
+pub async fn apply_extension(env: &Env, cm: &Value) {
+    let name = cm["metadata"]["name"].as_str().expect("the ConfigMap has a name");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(env.client.clone(), NS);
+    cms.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(cm)).await.unwrap();
+    wait_for(&format!("extension {name} to load"), 30, || async {
+        let cm = cms.get(name).await.ok()?;
+        let state = cm.metadata.annotations?.get("stowage.io/extension-state")?.clone();
+        assert_ne!(state, "Quarantined", "extension {name}: {}", env.server_log());
+        (state == "Active").then_some(())
+    })
+    .await;
 }
 
 /// Runs the `stowage` CLI against this cluster, in Stowage's namespace; returns stdout.
