@@ -402,14 +402,7 @@ fn test_hook(set: &Arc<stowage_runtime::ExtensionSet>, context: OperationContext
         let host = Arc::new(DryRunHost { target: Some(item.object.clone()), ..Default::default() });
         let mut session = set.session(context.clone(), host.clone());
         // The pod's hooks.stowage.io/param.<key> annotations, as in the cluster.
-        let parameters: BTreeMap<String, String> = item
-            .object
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.strip_prefix(stowage_api::labels::HOOK_PARAMETER_PREFIX)?.to_string(), v.as_str()?.to_string())))
-            .collect();
+        let parameters = crate::hooks::extension::hook_parameters(&item.object);
         out += &format!("{}:\n", item.id);
         for phase in [HookPhase::PreBackup, HookPhase::PostBackup, HookPhase::PostRestore] {
             let result = tokio::task::block_in_place(|| session.run_hook(&ext.id, phase, &target, &parameters));

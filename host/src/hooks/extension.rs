@@ -52,6 +52,17 @@ pub struct HookExtensions {
     quiescer: Option<Arc<Quiescer>>,
 }
 
+/// The parameters a pod gives its hook extensions: its `hooks.stowage.io/param.<key>`
+/// annotations.
+pub fn hook_parameters(pod: &Value) -> BTreeMap<String, String> {
+    pod.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.strip_prefix(HOOK_PARAMETER_PREFIX)?.to_string(), v.as_str()?.to_string())))
+        .collect()
+}
+
 /// The hook extensions of one pod: those called on it, and those called on its workload.
 #[derive(Clone, Debug, Default)]
 pub struct PodExtensions {
@@ -127,13 +138,7 @@ impl HookExtensions {
                 )),
             }
         }
-        let parameters: BTreeMap<String, String> = pod
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.strip_prefix(HOOK_PARAMETER_PREFIX)?.to_string(), v.as_str()?.to_string())))
-            .collect();
+        let parameters = hook_parameters(pod);
         let mut bound = PodExtensions::default();
         for id in ids {
             let on_workload = self.set.get(&id).is_some_and(|e| e.config.target == TargetKind::Workload);

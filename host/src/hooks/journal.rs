@@ -82,14 +82,19 @@ impl Journal {
     }
 }
 
-/// The debts recorded on a Backup.
+/// The debts recorded on a Backup, by pod (or workload) uid.
 pub fn owed_by(backup: &Backup) -> Vec<(String, Result<OwedHooks, String>)> {
+    records(backup, OWED_PREFIX)
+}
+
+/// The records a Backup's annotations under `prefix` hold, by the rest of their key.
+pub(super) fn records<T: serde::de::DeserializeOwned>(backup: &Backup, prefix: &str) -> Vec<(String, Result<T, String>)> {
     backup
         .annotations()
         .iter()
         .filter_map(|(k, v)| {
-            let uid = k.strip_prefix(OWED_PREFIX)?;
-            Some((uid.to_string(), serde_json::from_str(v).map_err(|e| format!("annotation {k} is unreadable: {e}"))))
+            let rest = k.strip_prefix(prefix)?;
+            Some((rest.to_string(), serde_json::from_str(v).map_err(|e| format!("annotation {k} is unreadable: {e}"))))
         })
         .collect()
 }
@@ -102,7 +107,7 @@ pub async fn pay_owed(ctx: &Context) -> anyhow::Result<()> {
     let mut resources = None;
     for backup in api.list(&ListParams::default()).await?.items {
         let debts = owed_by(&backup);
-        if debts.is_empty() && super::quiesce::owed_by(&backup).is_empty() {
+        if debts.is_empty() && !backup.annotations().keys().any(|k| k.starts_with(super::quiesce::UNDO_PREFIX)) {
             continue;
         }
         if resources.is_none() {

@@ -396,22 +396,14 @@ fn record_undo(ledger: &Ledger, undo: &Undo, took: Duration, error: Option<Strin
     });
 }
 
-/// The undos a Backup's annotations record.
-pub fn owed_by(backup: &Backup) -> Vec<(String, Result<Undo, String>)> {
-    backup
-        .annotations()
-        .iter()
-        .filter(|(k, _)| k.starts_with(UNDO_PREFIX))
-        .map(|(k, v)| (k.clone(), serde_json::from_str::<Undo>(v).map_err(|e| format!("annotation {k} is unreadable: {e}"))))
-        .collect()
-}
 
 /// Takes back every step a stopped server left recorded on `backup`; returns the annotations to
 /// clear.
 pub async fn pay_owed(ctx: &Context, backup: &Backup, ledger: &Ledger) -> BTreeMap<String, Value> {
     let uid = backup.uid().unwrap_or_default();
     let mut cleared = BTreeMap::new();
-    for (key, undo) in owed_by(backup) {
+    for (key, undo) in super::journal::records::<Undo>(backup, UNDO_PREFIX) {
+        let key = format!("{UNDO_PREFIX}{key}");
         match undo {
             Ok(undo) => {
                 ledger.log().warn(format!("the server stopped while a hook's quiesce step was in force: {} now", undo.describe()));
