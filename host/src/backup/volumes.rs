@@ -331,10 +331,7 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
         }
     }
     if created > 0 {
-        let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
-        let waited =
-            wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, created, shared.plan.pod_volume_timeout, shared.log).await;
-        if let Err(e) = waited {
+        if let Err(e) = wait_for_group(shared, id, created).await {
             outcome.error(None, format!("waiting for the pod volume backups: {e:#}"));
         }
     }
@@ -343,6 +340,13 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
     }
     shared.hooks.post(&members, &owing, &mut outcome).await;
     outcome
+}
+
+/// Waits for the `count` PodVolumeBackups of group `id` to end (up to the backup's timeout).
+async fn wait_for_group(shared: &Shared<'_>, id: usize, count: usize) -> anyhow::Result<()> {
+    let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
+    wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, count, shared.plan.pod_volume_timeout, shared.log).await?;
+    Ok(())
 }
 
 /// Groups that share a key (a workload) become one.
@@ -391,9 +395,7 @@ async fn back_up_unmounted(shared: &Shared<'_>, id: usize, claim: &Item) -> Outc
     };
     shared.log.info(format!("claim {ns}/{} is mounted by no pod: copied through access pod {}", claim.name, access_pod.name));
     if create_backup(shared, id, &access_item(&access_pod), &volume, Via::Unmounted, &mut outcome).await {
-        let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
-        let waited = wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, 1, shared.plan.pod_volume_timeout, shared.log).await;
-        if let Err(e) = waited {
+        if let Err(e) = wait_for_group(shared, id, 1).await {
             outcome.error(None, format!("waiting for the backup of claim {ns}/{}: {e:#}", claim.name));
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -114,46 +114,32 @@ fn quiesced_mark(object: &Value) -> Option<QuiescedMark> {
     serde_json::from_str(text).ok()
 }
 
-/// A Deployment or StatefulSet, through the typed API of its kind.
-enum Workload {
-    Deployment(Api<Deployment>),
-    StatefulSet(Api<StatefulSet>),
-}
+/// A Deployment or StatefulSet, through the API of its kind.
+struct Workload(Api<DynamicObject>);
 
 impl Workload {
     fn new(client: &Client, namespace: &str, kind: &str) -> Result<Workload, String> {
-        match kind {
-            "Deployment" => Ok(Workload::Deployment(Api::namespaced(client.clone(), namespace))),
-            "StatefulSet" => Ok(Workload::StatefulSet(Api::namespaced(client.clone(), namespace))),
-            other => Err(format!("{other} cannot be scaled to zero: only Deployments and StatefulSets")),
-        }
+        let resource = match kind {
+            "Deployment" => ApiResource::erase::<Deployment>(&()),
+            "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
+            other => return Err(format!("{other} cannot be scaled to zero: only Deployments and StatefulSets")),
+        };
+        Ok(Workload(Api::namespaced_with(client.clone(), namespace, &resource)))
     }
 
     async fn get(&self, name: &str) -> Result<Option<Value>, String> {
-        let found = match self {
-            Workload::Deployment(api) => api.get_opt(name).await.map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())),
-            Workload::StatefulSet(api) => api.get_opt(name).await.map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default())),
-        };
-        found.map_err(|e| format!("reading {name}: {e}"))
+        let found = self.0.get_opt(name).await.map_err(|e| format!("reading {name}: {e}"))?;
+        Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
     }
 
     async fn patch(&self, name: &str, patch: Value) -> Result<(), String> {
-        let pp = PatchParams::default();
-        let done = match self {
-            Workload::Deployment(api) => api.patch(name, &pp, &Patch::Merge(&patch)).await.map(|_| ()),
-            Workload::StatefulSet(api) => api.patch(name, &pp, &Patch::Merge(&patch)).await.map(|_| ()),
-        };
-        done.map_err(|e| format!("patching {name}: {e}"))
+        self.0.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).map_err(|e| format!("patching {name}: {e}"))
     }
 
     async fn scale(&self, name: &str, replicas: u32) -> Result<(), String> {
-        let pp = PatchParams::default();
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-        let done = match self {
-            Workload::Deployment(api) => api.patch_scale(name, &pp, &patch).await.map(|_| ()),
-            Workload::StatefulSet(api) => api.patch_scale(name, &pp, &patch).await.map(|_| ()),
-        };
-        done.map_err(|e| format!("scaling {name} to {replicas}: {e}"))
+        let done = self.0.patch_scale(name, &PatchParams::default(), &patch).await;
+        done.map(|_| ()).map_err(|e| format!("scaling {name} to {replicas}: {e}"))
     }
 }
 
