@@ -28,6 +28,12 @@ pub struct Context {
     pub repository_lock: tokio::sync::Mutex<()>,
     /// The extensions loaded from ConfigMaps; each operation takes a snapshot when it starts.
     pub extensions: stowage_runtime::Registry,
+    /// The Backups running, and how many may.
+    pub backup_queue: crate::server::queue::Queue,
+    /// The Restores running, and how many may.
+    pub restore_queue: crate::server::queue::Queue,
+    /// How many times an operation is started before it fails, when servers stop under it.
+    pub max_attempts: u32,
 }
 
 impl Context {

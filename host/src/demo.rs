@@ -198,6 +198,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         lease_duration: Duration::from_secs(15),
         lease_renew_deadline: Duration::from_secs(10),
         lease_retry_period: Duration::from_secs(2),
+        concurrent_backups: 2,
+        concurrent_restores: 2,
+        max_attempts: 3,
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
         namespaced_extension_capabilities: stowage_runtime::Capabilities {
             log: true,

@@ -1,16 +1,22 @@
 //! Two `stowage server` processes against one cluster (kube-sim, or a real one): exactly one
 //! leads through the `stowage-server` Lease and runs the controllers; the other is ready and
-//! takes over when the leader is killed; a leader that loses its Lease stops at once.
+//! takes over when the leader is killed; a leader that loses its Lease stops at once; a backup
+//! and a restore whose leader dies are finished by the next one.
 
 mod e2e;
 
+use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use e2e::{cli, free_port, http_get, wait_for, Env, NS};
+use e2e::{claim_dir, cli, free_port, http_get, pod_volume_backups, restic, running_pods, wait_for, Env, NS};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use stowage_api::podvolume::PodVolumePhase;
+use stowage_api::{Backup, PodVolumeRestore, Restore};
 
 /// Short leases, so the tests take seconds.
 const LEASE: [&str; 6] = ["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"];
@@ -105,4 +111,125 @@ async fn a_leader_that_loses_its_lease_stops_at_once() {
     assert!(seen.elapsed() < Duration::from_secs(3), "within a retry period or two, before the intruder's lease could be doubted");
     let log = env.spawned_server_log("stowage-a");
     assert!(log.contains("no longer leading: the Lease is now held by intruder"), "{log}");
+}
+
+/// A pod `name` in `ns` whose container mounts the claim `<name>-data` at /data (opted in to
+/// volume backups), with more annotations; returns the claim's directory once it runs.
+async fn app(env: &Env, ns: &str, name: &str, annotations: Value) -> PathBuf {
+    let claim = format!("{name}-data");
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": claim}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}}))
+    .await;
+    let mut a = json!({"backup.stowage.io/backup-volumes": "data"});
+    a.as_object_mut().unwrap().extend(annotations.as_object().unwrap().clone());
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": name, "annotations": a},
+        "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
+    .await;
+    wait_for(&format!("pod {ns}/{name} to run"), 60, || async {
+        let p = Api::<Pod>::namespaced(env.client.clone(), ns).get(name).await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    claim_dir(env, ns, &claim).await
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Kills the server holding the Lease; returns its identity.
+async fn kill_leader(env: &Env, servers: &mut Vec<Server>) -> String {
+    let leader = holder(env).await.expect("a leader");
+    let at = servers.iter().position(|s| s.identity == leader).expect("the leader is one of ours");
+    let mut dead = servers.remove(at);
+    let _ = dead.child.kill();
+    let _ = dead.child.wait();
+    leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_and_a_restore_whose_leader_dies_are_finished_by_the_next_leader() {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: volume data and hooks go through kube-sim's node filesystem");
+        return;
+    }
+    let mut env = Env::start_with_local_exec().await;
+    env.start_node_agent();
+    let mut servers = vec![server(&env, "stowage-a"), server(&env, "stowage-b")];
+    wait_for("a leader", 30, || async { holder(&env).await }).await;
+    let ns = "ha";
+    env.create_namespace(ns).await;
+    // `fast` is copied at once; `slow`'s pre hook keeps its group busy while the leader dies,
+    // and its post-restore hook keeps the restore busy the same way.
+    let fast = app(&env, ns, "fast", json!({})).await;
+    let slow = app(&env, ns, "slow", json!({
+        "pre.hook.backup.stowage.io/command": r#"["/bin/sh", "-c", "sleep 6"]"#,
+        "pre.hook.backup.stowage.io/timeout": "60s",
+        "post.hook.restore.stowage.io/command": r#"["/bin/sh", "-c", "sleep 6; touch data/hooked"]"#,
+        "post.hook.restore.stowage.io/exec-timeout": "60s",
+    }))
+    .await;
+    let (fast_data, slow_data) = (random_bytes(3 << 20, 1), random_bytes(2 << 20, 2));
+    std::fs::write(fast.join("table.db"), &fast_data).unwrap();
+    std::fs::write(slow.join("queue.db"), &slow_data).unwrap();
+
+    env.create::<Backup>(json!({"metadata": {"name": "ha", "namespace": NS}, "spec": {"includedNamespaces": [ns]}})).await;
+    let first = wait_for("the fast pod's volume to be copied", 60, || async {
+        pod_volume_backups(&env, "ha").await.into_iter().find(|p| {
+            p.spec.pod.name.as_deref() == Some("fast") && p.status.as_ref().and_then(|s| s.phase) == Some(PodVolumePhase::Completed)
+        })
+    })
+    .await;
+    let phase = env.get_in::<Backup>(NS, "ha").await.unwrap()["status"]["phase"].clone();
+    assert_eq!(phase, "WaitingForVolumes", "the slow pod's hook still runs");
+    let killed = kill_leader(&env, &mut servers).await;
+    let status = env.wait_finished::<Backup>("ha").await;
+    let survivor = servers[0].identity;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.spawned_server_log(survivor));
+    assert_eq!(status["attempts"], 2, "{status}");
+    assert_eq!(status["podVolumeBackupsCompleted"], 2, "{status}");
+    let pvbs = pod_volume_backups(&env, "ha").await;
+    let fast_pvbs: Vec<String> = pvbs.iter().filter(|p| p.spec.pod.name.as_deref() == Some("fast")).map(|p| p.name_any()).collect();
+    assert_eq!(fast_pvbs, vec![first.name_any()], "the volume copied under {killed} is reused, not copied again");
+    let log = env.read_zstd_text("backups/ha/ha-logs.zst").await;
+    assert!(log.contains("attempt 2 of 3") && log.contains(&format!("reusing PodVolumeBackup {}", first.name_any())), "{log}");
+    let recorded = env.read_zstd_json("backups/ha/ha-podvolumebackups.json.zst").await;
+    assert_eq!(recorded.as_array().unwrap().len(), 2, "{recorded}");
+    restic(&env, ns, &["check", "--read-data"]);
+
+    // The restore: its leader dies while the post-restore hook runs, after the volumes are back.
+    servers.push(server(&env, "stowage-c"));
+    env.delete_namespace_and_wait(ns).await;
+    env.create::<Restore>(json!({"metadata": {"name": "ha-restore", "namespace": NS}, "spec": {"backupName": "ha"}})).await;
+    wait_for("the restored volumes", 90, || async {
+        let r = env.get_in::<Restore>(NS, "ha-restore").await?;
+        (r["status"]["podVolumeRestoresCompleted"] == 2).then_some(())
+    })
+    .await;
+    let status = env.get_in::<Restore>(NS, "ha-restore").await.unwrap()["status"].clone();
+    assert!(!status["phase"].as_str().is_some_and(|p| p == "Completed"), "the post-restore hook still runs: {status}");
+    kill_leader(&env, &mut servers).await;
+    let status = env.wait_finished::<Restore>("ha-restore").await;
+    let logs: String = servers.iter().map(|s| env.spawned_server_log(s.identity)).collect();
+    assert_eq!(status["phase"], "Completed", "{status}\n{logs}");
+    assert_eq!(status["attempts"], 2, "{status}");
+    assert_eq!(status.get("warnings"), None, "what the first attempt created is no conflict: {status}");
+    let restore_log = env.read_zstd_text("restores/ha-restore/ha-restore-logs.zst").await;
+    assert!(restore_log.contains("attempt 2 of 3"), "{restore_log}");
+    let pvrs = Api::<PodVolumeRestore>::namespaced(env.client.clone(), NS).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pvrs.len(), 2, "the volumes restored by the first attempt are not restored again: {pvrs:?}");
+    running_pods(&env, ns, 2).await;
+    assert_eq!(std::fs::read(claim_dir(&env, ns, "fast-data").await.join("table.db")).unwrap(), fast_data);
+    let slow = claim_dir(&env, ns, "slow-data").await;
+    assert_eq!(std::fs::read(slow.join("queue.db")).unwrap(), slow_data);
+    assert!(slow.join("hooked").exists(), "the post-restore hook ran");
 }

@@ -1,6 +1,7 @@
 //! The server's handling of backups over their life, through the real binary: deletion of one
 //! backup among others, logs served through DownloadRequests, metrics, validation errors that
-//! say what to do, damaged archives, and operations a previous server left unfinished.
+//! say what to do, damaged archives, operations a previous server left unfinished, and the
+//! queue of concurrent backups.
 
 mod e2e;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use e2e::apps::config_map;
 use e2e::{wait_for, Env, NS};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use stowage_api::requests::{DeleteBackupRequest, DownloadRequest};
@@ -202,12 +203,12 @@ async fn damaged_archives_fail_the_restore_and_create_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_left_in_progress_by_a_previous_server_are_marked_failed() {
+async fn operations_left_in_progress_by_a_previous_server_are_started_again_up_to_max_attempts() {
     let mut env = Env::start().await;
-    let set_phase = |kind: &'static str, name: &'static str, phase: &'static str| {
+    let set_status = |kind: &'static str, name: &'static str, phase: &'static str, attempts: u32| {
         let env = &env;
         async move {
-            let status = Patch::Merge(json!({"status": {"phase": phase, "startTimestamp": "2024-05-01T03:00:00Z"}}));
+            let status = Patch::Merge(json!({"status": {"phase": phase, "startTimestamp": "2024-05-01T03:00:00Z", "attempts": attempts}}));
             let pp = PatchParams::default();
             let client = env.client.clone();
             match kind {
@@ -216,26 +217,84 @@ async fn operations_left_in_progress_by_a_previous_server_are_marked_failed() {
             }
         }
     };
-    for (name, phase) in [("interrupted", "InProgress"), ("finalizing", "Finalizing"), ("finished", "Completed")] {
-        env.create::<Backup>(json!({"metadata": {"name": name, "namespace": NS}, "spec": {}})).await;
-        set_phase("Backup", name, phase).await;
+    env.create_namespace("app").await;
+    env.create_in::<ConfigMap>("app", json!({"metadata": {"name": "settings"}, "data": {"k": "v"}})).await;
+    for (name, phase, attempts) in [("interrupted", "InProgress", 1), ("finalizing", "Finalizing", 3), ("finished", "Completed", 1)] {
+        env.create::<Backup>(json!({"metadata": {"name": name, "namespace": NS}, "spec": {"includedNamespaces": ["app"]}})).await;
+        set_status("Backup", name, phase, attempts).await;
     }
     env.create::<Restore>(json!({"metadata": {"name": "interrupted-restore", "namespace": NS},
         "spec": {"backupName": "finished"}})).await;
-    set_phase("Restore", "interrupted-restore", "InProgress").await;
+    set_status("Restore", "interrupted-restore", "InProgress", 3).await;
 
     env.start_server();
-    for name in ["interrupted", "finalizing"] {
-        let status = env.wait_finished::<Backup>(name).await;
-        assert_eq!(status["phase"], "Failed", "{name}: {status}");
-        let reason = status["failureReason"].as_str().unwrap_or_default();
-        assert!(reason.contains("server restarted") && reason.contains("Create it again"), "{status}");
-        assert!(status["completionTimestamp"].is_string(), "{status}");
-    }
+    // Started once before: started again, and completed.
+    let status = env.wait_finished::<Backup>("interrupted").await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert_eq!(status["attempts"], 2, "{status}");
+    assert!(status.get("failureReason").is_none(), "{status}");
+    let log = env.read_zstd_text("backups/interrupted/interrupted-logs.zst").await;
+    assert!(log.contains("attempt 2 of 3") && log.contains("stopped before it ended"), "{log}");
+    // Started --max-attempts times already: failed, saying why and what to do.
+    let status = env.wait_finished::<Backup>("finalizing").await;
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let reason = status["failureReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stopped while it was Finalizing, 3 times") && reason.contains("create the backup again"), "{status}");
+    assert!(status["completionTimestamp"].is_string(), "{status}");
     let status = env.wait_finished::<Restore>("interrupted-restore").await;
     assert_eq!(status["phase"], "Failed", "{status}");
-    assert!(status["failureReason"].as_str().is_some_and(|r| r.contains("server restarted")), "{status}");
+    assert!(status["failureReason"].as_str().is_some_and(|r| r.contains("3 times")), "{status}");
     let finished = env.get_in::<Backup>(NS, "finished").await.unwrap();
     assert_eq!(finished["status"]["phase"], "Completed", "a finished backup is left alone: {finished}");
     assert!(finished["status"].get("failureReason").is_none());
+}
+
+/// A namespace with one running pod whose pre-backup hook takes `seconds`.
+async fn slow_namespace(env: &Env, ns: &str, seconds: u32) {
+    env.create_namespace(ns).await;
+    let hook = serde_json::to_string(&["/bin/sh", "-c", &format!("sleep {seconds}")]).unwrap();
+    env.create_in::<Pod>(ns, json!({"metadata": {"name": "app", "annotations": {"pre.hook.backup.stowage.io/command": hook,
+            "pre.hook.backup.stowage.io/timeout": "60s"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}}))
+    .await;
+    e2e::running_pods(env, ns, 1).await;
+}
+
+fn timestamp(status: &Value, field: &str) -> k8s_openapi::jiff::Timestamp {
+    status[field].as_str().unwrap_or_else(|| panic!("no {field}: {status}")).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disjoint_backups_run_together_and_an_overlapping_one_waits_queued() {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: the slow pre hooks run through kube-sim's local exec");
+        return;
+    }
+    let mut env = Env::start_with_local_exec().await;
+    slow_namespace(&env, "left", 4).await;
+    slow_namespace(&env, "right", 4).await;
+    env.start_server();
+    for (name, namespaces) in [("left", json!(["left"])), ("right", json!(["right"])), ("both", json!(["left", "right"]))] {
+        env.create::<Backup>(json!({"metadata": {"name": name, "namespace": NS}, "spec": {"includedNamespaces": namespaces}})).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queued = wait_for("the overlapping backup to be queued", 30, || async {
+        let status = env.get_in::<Backup>(NS, "both").await?["status"].clone();
+        (status["phase"] == "Queued").then_some(status)
+    })
+    .await;
+    assert_eq!(queued["queuePosition"], 1, "{queued}");
+    let describe = e2e::cli(&env, &["backup", "describe", "both"]);
+    assert!(describe.contains("Queued (position 1"), "{describe}");
+    let (left, right, both) =
+        (env.wait_finished::<Backup>("left").await, env.wait_finished::<Backup>("right").await, env.wait_finished::<Backup>("both").await);
+    for s in [&left, &right, &both] {
+        assert_eq!(s["phase"], "Completed", "{s}\n{}", env.server_log());
+        assert!(s.get("queuePosition").is_none(), "a running backup has no queue position: {s}");
+    }
+    // The two disjoint backups ran at the same time; the overlapping one after both.
+    assert!(timestamp(&left, "startTimestamp") < timestamp(&right, "completionTimestamp"), "{left}\n{right}");
+    assert!(timestamp(&right, "startTimestamp") < timestamp(&left, "completionTimestamp"), "{left}\n{right}");
+    let started = timestamp(&both, "startTimestamp");
+    assert!(started >= timestamp(&left, "completionTimestamp") && started >= timestamp(&right, "completionTimestamp"), "{both}");
 }

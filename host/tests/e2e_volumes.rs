@@ -358,3 +358,93 @@ async fn deleting_a_backup_forgets_its_snapshots_and_keeps_the_others_restorable
     let pod = running_pods(&env, ns, 1).await.remove(0);
     assert_eq!(std::fs::read(empty_dir(&env, &pod, "v").join("a.txt")).unwrap(), b"second");
 }
+
+/// Bytes of `ns`'s repository under `dir/` (`data`, `index`).
+async fn repository_files(env: &Env, ns: &str, dir: &str) -> (usize, u64) {
+    let objects = env.store().list(&format!("restic/{ns}/{dir}/")).await.unwrap();
+    (objects.len(), objects.iter().map(|o| o.size).sum())
+}
+
+/// What a node agent killed while it copies a volume of `mib` MiB of random data (at
+/// `kill_at` of its bytes) leaves, once the restarted agent finished the copy.
+struct Retried {
+    /// Bytes in `data/` and index files when the agent was killed.
+    data_at_kill: u64,
+    index_files_at_kill: usize,
+    /// Bytes in `data/` once the retry completed.
+    data_at_end: u64,
+    volume_bytes: u64,
+    seconds_after_restart: f64,
+}
+
+async fn kill_node_agent_mid_backup(env: &mut Env, ns: &str, mib: usize, kill_at: f64) -> Retried {
+    let pod = app_with_state_volume(env, ns).await;
+    let dir = empty_dir(env, &pod, "state");
+    let data = noise(mib << 20, 7);
+    std::fs::write(dir.join("blob.bin"), &data).unwrap();
+    let backup = format!("{ns}-backup");
+    env.create::<stowage_api::Backup>(json!({"metadata": {"name": backup, "namespace": NS}, "spec": {"includedNamespaces": [ns]}})).await;
+    let target = (data.len() as f64 * kill_at) as u64;
+    wait_for("the volume copy to get far enough", 600, || async {
+        let pvb = pod_volume_backups(env, &backup).await.into_iter().next()?;
+        let status = pvb.status?;
+        assert_ne!(status.phase, Some(stowage_api::podvolume::PodVolumePhase::Completed), "copied before the agent could be killed: a larger volume is needed");
+        (status.phase == Some(stowage_api::podvolume::PodVolumePhase::InProgress) && status.progress?.bytes_done >= target).then_some(())
+    })
+    .await;
+    env.stop_node_agent();
+    let (index_files_at_kill, _) = repository_files(env, ns, "index").await;
+    let (_, data_at_kill) = repository_files(env, ns, "data").await;
+    let restarted = std::time::Instant::now();
+    env.start_node_agent();
+    let status = env.wait_finished::<stowage_api::Backup>(&backup).await;
+    let seconds_after_restart = restarted.elapsed().as_secs_f64();
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let pvb = pod_volume_backups(env, &backup).await.remove(0);
+    let pvb_status = pvb.status.unwrap();
+    assert_eq!(pvb_status.attempts, 2, "started again by the new agent: {pvb_status:?}");
+    assert!(pvb_status.message.as_deref().unwrap_or("").contains("node agent restarted"), "{pvb_status:?}");
+    let (_, data_at_end) = repository_files(env, ns, "data").await;
+    Retried { data_at_kill, index_files_at_kill, data_at_end, volume_bytes: data.len() as u64, seconds_after_restart }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_agent_killed_mid_volume_is_retried_by_the_next_and_the_volume_restores() {
+    let Some(mut env) = sim_env().await else { return };
+    let ns = "retried";
+    // 256 MiB take the debug build's engine about 5 s: killed at 30%, after a progress report or two.
+    let retried = kill_node_agent_mid_backup(&mut env, ns, 256, 0.3).await;
+    assert!(retried.data_at_end >= retried.volume_bytes, "random data is all stored");
+    // The killed agent's lock is stale (its process is gone): restic's exclusive lock refuses
+    // any lock, stale or not, until `unlock` removes the stale ones (repository maintenance does
+    // the same).
+    restic(&env, ns, &["unlock"]);
+    restic(&env, ns, &["check", "--read-data"]);
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("retried-restore", json!({"backupName": "retried-backup"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    assert_eq!(std::fs::read(empty_dir(&env, &pod, "state").join("blob.bin")).unwrap(), noise(256 << 20, 7));
+}
+
+/// How much of a volume a retry uploads again after the node agent was killed half way:
+/// `SIZE_MIB=1024 cargo test -p stowage --test e2e_volumes -- --ignored --nocapture retry_reupload`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: run it by name"]
+async fn retry_reupload() {
+    let Some(mut env) = sim_env().await else { return };
+    let mib: usize = std::env::var("SIZE_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let r = kill_node_agent_mid_backup(&mut env, "reupload", mib, 0.5).await;
+    let again = r.data_at_end.saturating_sub(r.volume_bytes);
+    println!(
+        "BENCH retry volume={} MiB killed_at=50% data_at_kill={:.0} MiB index_files_at_kill={} data_at_end={:.0} MiB \
+         stored_twice={:.0} MiB ({:.1}% of the volume) retry_seconds={:.1}",
+        mib,
+        r.data_at_kill as f64 / 1048576.0,
+        r.index_files_at_kill,
+        r.data_at_end as f64 / 1048576.0,
+        again as f64 / 1048576.0,
+        100.0 * again as f64 / r.volume_bytes as f64,
+        r.seconds_after_restart
+    );
+}

@@ -28,7 +28,9 @@ use crate::paths;
 
 /// How often a running operation writes its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-const RESTARTED: &str = "the node agent restarted while this was in progress; the server retries nothing: run the backup or restore again";
+/// How many times an agent starts one PodVolumeBackup or PodVolumeRestore before it gives up
+/// on a volume that brings it down (killed for memory, say).
+pub const MAX_ATTEMPTS: u32 = 3;
 
 pub struct Agent {
     pub client: Client,
@@ -42,6 +44,21 @@ pub struct Agent {
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The status of an operation an agent restart interrupted after `attempts` starts: New again
+/// (the agent takes it up), or Failed once it was started [`MAX_ATTEMPTS`] times.
+fn retry_or_fail(what: &str, attempts: u32) -> serde_json::Value {
+    if attempts >= MAX_ATTEMPTS {
+        let message = format!(
+            "the node agent restarted while this volume {what} ran, {attempts} times; look at why it stopped \
+             (kubectl describe pod of the node agent: OOMKilled?), then run the {what} again"
+        );
+        json!({"status": {"phase": "Failed", "message": message, "completionTimestamp": now()}})
+    } else {
+        let message = format!("the node agent restarted while this ran (attempt {attempts}); started again");
+        json!({"status": {"phase": "New", "message": message}})
+    }
 }
 
 fn phase(status: Option<&PodVolumeStatus>) -> Option<PodVolumePhase> {
@@ -67,7 +84,7 @@ impl Agent {
 
     /// Runs both controllers until the process stops.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        self.fail_interrupted().await?;
+        self.retry_interrupted().await?;
         tracing::info!(node = %self.node, namespace = %self.namespace, "node agent started");
         let backups = Controller::new(self.pvbs(), watcher::Config::default())
             .run(
@@ -93,17 +110,24 @@ impl Agent {
         Ok(())
     }
 
-    /// Operations a previous incarnation of this agent left InProgress will never finish.
-    async fn fail_interrupted(&self) -> anyhow::Result<()> {
-        let failed = json!({"status": {"phase": "Failed", "message": RESTARTED, "completionTimestamp": now()}});
+    /// Operations a previous incarnation of this agent left InProgress are started again (a
+    /// backup's packs and index files already uploaded are not uploaded twice), up to
+    /// [`MAX_ATTEMPTS`] times; then they fail, saying so.
+    async fn retry_interrupted(&self) -> anyhow::Result<()> {
         for pvb in self.pvbs().list(&ListParams::default()).await?.items {
             if pvb.spec.node == self.node && phase(pvb.status.as_ref()) == Some(PodVolumePhase::InProgress) {
-                self.pvbs().patch_status(&pvb.name_any(), &PatchParams::default(), &Patch::Merge(&failed)).await?;
+                let attempts = pvb.status.as_ref().map_or(0, |s| s.attempts);
+                let patch = retry_or_fail("backup", attempts);
+                tracing::warn!(pvb = %pvb.name_any(), attempts, "interrupted by a restart of the node agent: {}", patch["status"]["message"]);
+                self.pvbs().patch_status(&pvb.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
         }
         for pvr in self.pvrs().list(&ListParams::default()).await?.items {
             if phase(pvr.status.as_ref()) == Some(PodVolumePhase::InProgress) && self.pod_node(&pvr).await.as_deref() == Some(&self.node) {
-                self.pvrs().patch_status(&pvr.name_any(), &PatchParams::default(), &Patch::Merge(&failed)).await?;
+                let attempts = pvr.status.as_ref().map_or(0, |s| s.attempts);
+                let patch = retry_or_fail("restore", attempts);
+                tracing::warn!(pvr = %pvr.name_any(), attempts, "interrupted by a restart of the node agent: {}", patch["status"]["message"]);
+                self.pvrs().patch_status(&pvr.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
         }
         Ok(())
@@ -312,7 +336,8 @@ impl Agent {
             anyhow::bail!("the pod was replaced by another of the same name before its volume was backed up");
         }
         let path = self.volume_path(&pod, &pvb.spec.volume).await?;
-        self.patch_backup(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": path.display().to_string()}))
+        let attempts = pvb.status.as_ref().map_or(0, |s| s.attempts) + 1;
+        self.patch_backup(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": path.display().to_string(), "attempts": attempts}))
             .await?;
         let ns = pvb.spec.pod.namespace.clone().unwrap_or_default();
         let repo = self.repository(&pvb.spec.backup_storage_location, &ns).await?;
@@ -400,7 +425,8 @@ impl Agent {
             .map(String::from)
             .ok_or_else(|| anyhow::anyhow!("label {} is missing: the restore helper could not be told", labels::RESTORE_UID.name))?;
         let path = self.volume_path(pod, &pvr.spec.volume).await?;
-        self.patch_restore(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": path.display().to_string()}))
+        let attempts = pvr.status.as_ref().map_or(0, |s| s.attempts) + 1;
+        self.patch_restore(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": path.display().to_string(), "attempts": attempts}))
             .await?;
         let source_ns = pvr.spec.source_namespace.clone().or_else(|| pvr.spec.pod.namespace.clone()).unwrap_or_default();
         let repo = self.repository(&pvr.spec.backup_storage_location, &source_ns).await?;
@@ -491,5 +517,22 @@ mod tests {
         let mut markers: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         markers.sort();
         assert_eq!(markers, ["uid-2", "uid-3"]);
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_volume_operation_is_retried_then_fails_naming_the_cause() {
+        for attempts in 0..MAX_ATTEMPTS {
+            let patch = retry_or_fail("backup", attempts);
+            assert_eq!(patch["status"]["phase"], "New", "attempt {attempts} is retried");
+        }
+        let patch = retry_or_fail("restore", MAX_ATTEMPTS);
+        assert_eq!(patch["status"]["phase"], "Failed");
+        let message = patch["status"]["message"].as_str().unwrap();
+        assert!(message.contains("3 times") && message.contains("run the restore again"), "{message}");
     }
 }

@@ -114,6 +114,8 @@ impl BackupSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum BackupPhase {
     New,
+    /// Waiting for a backup of the same namespaces, or for a free slot, to start.
+    Queued,
     FailedValidation,
     InProgress,
     /// Objects are written; pod volume backups are still running.
@@ -173,6 +175,13 @@ pub struct BackupStatus {
     /// Why the backup failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// How many times the backup was started (more than one: a server stopped while it ran,
+    /// and the next leader started it again).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempts: u32,
+    /// While Queued: how many queued backups go first, plus one.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub queue_position: u32,
 }
 
 /// How far a backup got.

@@ -117,6 +117,10 @@ pub struct PodVolumeStatus {
     pub completion_timestamp: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<PodVolumeProgress>,
+    /// How many times a node agent started it (more than one: an agent restarted while it ran,
+    /// and the next one took it up again).
+    #[serde(default, skip_serializing_if = "crate::serde_util::is_zero_u32")]
+    pub attempts: u32,
 }
 
 /// Bytes processed so far, updated while the operation runs.

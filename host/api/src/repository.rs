@@ -56,6 +56,33 @@ pub struct BackupRepositoryStatus {
     /// When the repository was last checked and pruned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_maintenance_time: Option<Time>,
+    /// The last few maintenance runs, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_maintenance: Vec<MaintenanceRun>,
+    /// Bytes the repository holds, as of the last maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// How a maintenance run ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MaintenanceResult {
+    Succeeded,
+    Failed,
+}
+
+/// One maintenance run of a repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRun {
+    pub result: MaintenanceResult,
+    pub start_timestamp: Time,
+    pub completion_timestamp: Time,
+    /// Bytes the run removed from the storage location.
+    #[serde(default)]
+    pub bytes_freed: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[cfg(test)]

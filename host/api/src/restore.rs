@@ -91,6 +91,8 @@ pub enum ExistingResourcePolicy {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum RestorePhase {
     New,
+    /// Waiting for a restore into the same namespaces, or for a free slot, to start.
+    Queued,
     FailedValidation,
     InProgress,
     /// Objects are created; pod volume restores are still running.
@@ -139,6 +141,13 @@ pub struct RestoreStatus {
     pub extensions: Vec<ExtensionRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// How many times the restore was started (more than one: a server stopped while it ran,
+    /// and the next leader resumed it).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempts: u32,
+    /// While Queued: how many queued restores go first, plus one.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub queue_position: u32,
 }
 
 /// How far a restore got.

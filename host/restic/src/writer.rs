@@ -75,10 +75,11 @@ const INDEX_BLOBS: usize = 50_000;
 /// once `packs` are waiting, or when the oldest has waited `age`, whichever comes first.
 ///
 /// restic saves one at 50,000 blobs or 10 minutes. A pack not yet indexed is stored again by
-/// the next backup if this one dies, so the defaults bound that loss: 5 minutes of uploads,
-/// or 64 packs (0.5 to 1 GiB of 8 to 16 MiB packs, about 1,000 blobs of restic's ~1 MiB
-/// chunks). A backup reads every index file when it starts, so their count matters too: a
-/// fast backup makes one per 0.5 to 1 GiB, a slow one at most twelve an hour.
+/// the next backup if this one dies (a node agent that restarts retries the volume at once),
+/// so the defaults bound that loss: 5 minutes of uploads, or 16 packs (128 to 256 MiB of 8 to
+/// 16 MiB packs, about 250 blobs of restic's ~1 MiB chunks). A backup reads every index file
+/// when it starts, so their count matters too: a fast backup makes one per 128 to 256 MiB, a
+/// slow one at most twelve an hour, and repository maintenance merges them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IndexEvery {
     pub(crate) packs: usize,
@@ -88,7 +89,7 @@ pub(crate) struct IndexEvery {
 impl Default for IndexEvery {
     fn default() -> Self {
         IndexEvery {
-            packs: 64,
+            packs: 16,
             age: Duration::from_secs(5 * 60),
         }
     }

@@ -375,6 +375,7 @@ mod tests {
             hook_specs: stowage_pipeline::hooks::BackupHookSpecs::compile(&Default::default()).unwrap(),
             any_pod_may_have_hooks: false,
             backup_unmounted_volumes: false,
+            attempt: 1,
         }
     }
 

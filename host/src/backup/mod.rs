@@ -44,6 +44,8 @@ pub struct BackupPlan {
     pub any_pod_may_have_hooks: bool,
     /// Whether the data of claims no pod mounts is copied too (`spec.backupUnmountedVolumes`).
     pub backup_unmounted_volumes: bool,
+    /// Which start of the backup this is (1 unless a server stopped while it ran).
+    pub attempt: u32,
 }
 
 /// What a backup run produced, apart from the plan.
@@ -122,6 +124,7 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
                 hook_specs,
                 any_pod_may_have_hooks,
                 backup_unmounted_volumes: backup.spec.backup_unmounted_volumes,
+                attempt: backup.status.as_ref().map_or(0, |s| s.attempts) + 1,
             };
             Ok((plan, store))
         }
@@ -151,14 +154,26 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
     let expiration = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         start.0 + k8s_openapi::jiff::SignedDuration::try_from(plan.ttl).unwrap_or_default(),
     );
+    // A new attempt starts with clean counts: nothing of an earlier one was uploaded.
     ctx.patch_status::<Backup>(&name, json!({"phase": "InProgress", "startTimestamp": start, "expiration": expiration,
-        "formatVersion": stowage_pipeline::archive::FORMAT_VERSION})).await?;
+        "formatVersion": stowage_pipeline::archive::FORMAT_VERSION, "attempts": plan.attempt, "queuePosition": null,
+        "progress": null, "warnings": null, "errors": null, "failureReason": null,
+        "podVolumeBackupsAttempted": null, "podVolumeBackupsCompleted": null, "podVolumeBackupsFailed": null})).await?;
     if backup.spec.storage_location.is_none() {
         // Record which location "the default" was, as Velero does: `get` and `describe` show it,
         // and a later change of default does not move this backup.
         let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
         let spec = json!({"spec": {"storageLocation": plan.location.name_any()}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&spec)).await?;
+    }
+    if plan.attempt > 1 {
+        log.warn(format!(
+            "attempt {} of {}: the server running attempt {} stopped before it ended (it restarted or lost its leadership); \
+             starting again from the beginning, reusing the pod volume backups it completed",
+            plan.attempt,
+            ctx.max_attempts,
+            plan.attempt - 1
+        ));
     }
     log.info(format!("backup started, storage location {:?}", plan.location.name_any()));
 

@@ -31,6 +31,8 @@ use crate::repositories;
 const GROUPS_AT_ONCE: usize = 4;
 /// Label on PodVolumeBackups: the group of pods (see `volumes::groups`) they belong to.
 const GROUP_LABEL: &str = "stowage.io/volume-group";
+/// Label on PodVolumeBackups: the attempt of the backup that made (or reused) them.
+const ATTEMPT_LABEL: &str = "stowage.io/attempt";
 /// Label on PodVolumeBackups taken through an access pod: `pod-gone` (the tag `pod` names the
 /// pod that went away) or `unmounted-claim` (the tag `pvc` names the claim).
 pub const ACCESS_KIND_LABEL: &str = "stowage.io/access";
@@ -112,6 +114,48 @@ struct Shared<'a> {
     log: &'a OperationLog,
     /// Each namespace's repository, once ensured.
     repositories: tokio::sync::Mutex<BTreeMap<String, Result<String, String>>>,
+    /// The PodVolumeBackups an earlier attempt of this backup completed, by [`reuse_key`].
+    reusable: tokio::sync::Mutex<BTreeMap<String, PodVolumeBackup>>,
+}
+
+/// What makes two PodVolumeBackups of one backup copies of the same volume: the pod (by uid)
+/// and volume, or for those taken through access pods the pod that went away or the claim.
+fn reuse_key(pvb: &PodVolumeBackup) -> String {
+    let ns = pvb.spec.pod.namespace.as_deref().unwrap_or("");
+    let tag = |k: &str| pvb.spec.tags.get(k).map(String::as_str).unwrap_or("");
+    match pvb.metadata.labels.as_ref().and_then(|l| l.get(ACCESS_KIND_LABEL)).map(String::as_str) {
+        Some("pod-gone") => format!("gone/{ns}/{}/{}", tag("pod"), pvb.spec.volume),
+        Some(_) => format!("claim/{ns}/{}", tag("pvc-uid")),
+        None => format!("pod/{ns}/{}/{}", pvb.spec.pod.uid.as_deref().unwrap_or(""), pvb.spec.volume),
+    }
+}
+
+/// The PodVolumeBackups earlier attempts of the backup completed, by [`reuse_key`].
+async fn completed_earlier(ctx: &Context, backup_uid: &str, attempt: u32) -> anyhow::Result<BTreeMap<String, PodVolumeBackup>> {
+    if attempt <= 1 {
+        return Ok(BTreeMap::new());
+    }
+    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let all = api.list(&ListParams::default().labels(&format!("{}={backup_uid}", labels::BACKUP_UID.name))).await?.items;
+    Ok(all
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase) == Some(PodVolumePhase::Completed))
+        .map(|p| (reuse_key(&p), p))
+        .collect())
+}
+
+/// Deletes the PodVolumeBackups earlier attempts left and this one did not reuse: what they
+/// copied is not part of the backup.
+async fn delete_earlier(ctx: &Context, backup_uid: &str, attempt: u32) {
+    if attempt <= 1 {
+        return;
+    }
+    let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Ok(all) = api.list(&ListParams::default().labels(&format!("{}={backup_uid}", labels::BACKUP_UID.name))).await else { return };
+    let current = attempt.to_string();
+    for p in all.items.iter().filter(|p| p.labels().get(ATTEMPT_LABEL) != Some(&current)) {
+        let _ = api.delete(&p.name_any(), &Default::default()).await;
+    }
 }
 
 /// For each group of pods: their pre hooks, then their volumes (PodVolumeBackups for the node
@@ -169,8 +213,9 @@ pub async fn back_up(
         hooks,
         log,
         repositories: Default::default(),
+        reusable: tokio::sync::Mutex::new(completed_earlier(ctx, &backup.uid().unwrap_or_default(), plan.attempt).await?),
     };
-    let selector = format!("{}={}", labels::BACKUP_UID.name, shared.backup_uid);
+    let selector = format!("{}={},{ATTEMPT_LABEL}={}", labels::BACKUP_UID.name, shared.backup_uid, plan.attempt);
     let done = std::sync::atomic::AtomicBool::new(false);
     let run_groups = async {
         let mut runs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + '_>>> = Vec::new();
@@ -193,6 +238,7 @@ pub async fn back_up(
     }
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let done = api.list(&ListParams::default().labels(&selector)).await?.items;
+    delete_earlier(ctx, &shared.backup_uid, plan.attempt).await;
     for pvb in &done {
         let status = pvb.status.clone().unwrap_or_default();
         let ns = pvb.spec.pod.namespace.as_deref();
@@ -344,7 +390,7 @@ async fn run_group(shared: &Shared<'_>, id: usize, group: &PodGroup, pods: &[(It
 
 /// Waits for the `count` PodVolumeBackups of group `id` to end (up to the backup's timeout).
 async fn wait_for_group(shared: &Shared<'_>, id: usize, count: usize) -> anyhow::Result<()> {
-    let selector = format!("{}={},{GROUP_LABEL}={id}", labels::BACKUP_UID.name, shared.backup_uid);
+    let selector = format!("{}={},{GROUP_LABEL}={id},{ATTEMPT_LABEL}={}", labels::BACKUP_UID.name, shared.backup_uid, shared.plan.attempt);
     wait_for_volumes::<PodVolumeBackup, Backup>(shared.ctx, None, &selector, count, shared.plan.pod_volume_timeout, shared.log).await?;
     Ok(())
 }
@@ -448,8 +494,26 @@ async fn create_backup(shared: &Shared<'_>, group: usize, pod: &Item, volume: &P
             return false;
         }
     };
-    pvb.metadata.labels.get_or_insert_with(Default::default).insert(GROUP_LABEL.to_string(), group.to_string());
+    let pvb_labels = pvb.metadata.labels.get_or_insert_with(Default::default);
+    pvb_labels.insert(GROUP_LABEL.to_string(), group.to_string());
+    pvb_labels.insert(ATTEMPT_LABEL.to_string(), shared.plan.attempt.to_string());
     let api: Api<PodVolumeBackup> = Api::namespaced(shared.ctx.client.clone(), &shared.ctx.namespace);
+    if let Some(earlier) = shared.reusable.lock().await.remove(&reuse_key(&pvb)) {
+        // Completed by an earlier attempt of this backup: counted in this one, not redone.
+        let relabel = json!({"metadata": {"labels": {GROUP_LABEL: group.to_string(), ATTEMPT_LABEL: shared.plan.attempt.to_string()}}});
+        match api.patch(&earlier.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&relabel)).await {
+            Ok(_) => {
+                shared.log.info(format!(
+                    "pod volume {pod_ref}/{}: reusing PodVolumeBackup {}, completed by an earlier attempt (snapshot {})",
+                    volume.name,
+                    earlier.name_any(),
+                    earlier.status.as_ref().and_then(|s| s.snapshot_id.as_deref()).unwrap_or("?")
+                ));
+                return true;
+            }
+            Err(e) => shared.log.warn(format!("pod volume {pod_ref}/{}: reusing PodVolumeBackup {}: {e}; copying it again", volume.name, earlier.name_any())),
+        }
+    }
     match api.create(&PostParams::default(), &pvb).await {
         Ok(p) => {
             shared.log.info(format!("pod volume {pod_ref}/{} on node {node}: PodVolumeBackup {}", volume.name, p.name_any()));

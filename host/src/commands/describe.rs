@@ -98,6 +98,19 @@ pub fn phase(phase: Option<String>, logs_command: &str) -> String {
     }
 }
 
+/// The phase line with what a Queued operation waits for and, when a server stopped under it,
+/// how many times it was started.
+pub fn phase_with_queue(phase_line: String, queue_position: u32, attempts: u32) -> String {
+    let mut line = phase_line;
+    if line == "Queued" && queue_position > 0 {
+        line += &format!(" (position {queue_position}: waiting for operations on the same namespaces, or for a free slot)");
+    }
+    if attempts > 1 {
+        line += &format!(" (attempt {attempts}: the server running an earlier attempt stopped)");
+    }
+    line
+}
+
 /// The hook counts, then each hook as it ran (pod, container, phase, exit code, duration).
 pub fn hook_status(status: Option<&HookStatus>) -> String {
     let Some(s) = status.filter(|s| s.hooks_attempted > 0) else { return String::new() };
@@ -196,6 +209,13 @@ pub fn downloaded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_or_restarted_operation_says_so_in_its_phase() {
+        assert_eq!(phase_with_queue("Queued".into(), 2, 0), "Queued (position 2: waiting for operations on the same namespaces, or for a free slot)");
+        assert_eq!(phase_with_queue("Completed".into(), 0, 2), "Completed (attempt 2: the server running an earlier attempt stopped)");
+        assert_eq!(phase_with_queue("Completed".into(), 0, 1), "Completed");
+    }
 
     #[test]
     fn results_group_cluster_and_namespaces() {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 use stowage_pipeline::archive::ExtractedArchive;
 use stowage_pipeline::restore::existing::{compare, ExistingAction};
@@ -135,12 +136,16 @@ pub async fn apply_all(
             }
             volumes_restorer.prepare(&source_namespace, &mut item);
             let pod_hooks = hooks.prepare(&mut item, &mut done.outcome);
-            match create_or_compare(ctx, plan, &d, &item, &mut done).await {
+            match create_or_compare(ctx, plan, &d, &item, volumes_restorer.resuming(), &mut done).await {
                 Some(Created::New(obj)) => {
                     hooks.created(&obj, pod_hooks);
                     volumes_restorer.created(ctx, &source_namespace, &item, &obj, &mut done.outcome).await
                 }
                 Some(Created::Existing) => volumes_restorer.existing(&source_namespace, &item, &mut done.outcome),
+                Some(Created::Earlier(obj)) => {
+                    hooks.created(&obj, pod_hooks);
+                    volumes_restorer.resumed(ctx, &source_namespace, &item, &obj, &mut done.outcome).await
+                }
                 None => {}
             }
             for extra in additional {
@@ -151,7 +156,7 @@ pub async fn apply_all(
                 }
                 match discovery::find(&discovered, &extra.group, &extra.resource).cloned() {
                     Some(d) => {
-                        create_or_compare(ctx, plan, &d, &extra, &mut done).await;
+                        create_or_compare(ctx, plan, &d, &extra, volumes_restorer.resuming(), &mut done).await;
                     }
                     None => done.outcome.warn(extra.namespace.as_deref(), format!("{} added by an extension is not served", extra.item_ref())),
                 }
@@ -189,13 +194,16 @@ async fn ensure_namespace(ctx: &Context, plan: &RestorePlan, ns: &str, outcome: 
     }
 }
 
-/// What became of an object: created, or found already there.
+/// What became of an object: created, found already there, or found created by an earlier
+/// attempt of this restore (a server stopped while it ran).
 enum Created {
     New(Box<DynamicObject>),
     Existing,
+    Earlier(Box<DynamicObject>),
 }
 
-async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, item: &Item, done: &mut Applied) -> Option<Created> {
+/// `resuming`: this is a later attempt of the restore; objects labelled with its name are its own.
+async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, item: &Item, resuming: bool, done: &mut Applied) -> Option<Created> {
     let api: Api<DynamicObject> = match &item.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &d.api),
         None => Api::all_with(ctx.client.clone(), &d.api),
@@ -221,6 +229,10 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let live = match api.get(&item.name).await {
+                Ok(l) if resuming && created_by(&l, &plan.restore_name) => {
+                    record(done);
+                    return Some(Created::Earlier(Box::new(l)));
+                }
                 Ok(l) => serde_json::to_value(l).unwrap_or_default(),
                 Err(e) => {
                     done.outcome.error(ns, format!("{item} exists but cannot be read: {e}"));
@@ -246,3 +258,9 @@ async fn create_or_compare(ctx: &Context, plan: &RestorePlan, d: &Discovered, it
     }
 }
 
+
+/// Whether `live` was created by the restore named `restore` (its label says so): an earlier
+/// attempt of the same restore, not a conflict.
+fn created_by(live: &DynamicObject, restore: &str) -> bool {
+    live.labels().get(stowage_api::labels::RESTORE_NAME.name).is_some_and(|r| r == restore)
+}

@@ -157,7 +157,17 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         let spec = json!({"spec": {"backupName": v.backup.name_any()}});
         api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&spec)).await?;
     }
-    ctx.patch_status::<Restore>(&name, json!({"phase": "InProgress", "startTimestamp": locations::now()})).await?;
+    let attempt = restore.status.as_ref().map_or(0, |s| s.attempts) + 1;
+    ctx.patch_status::<Restore>(&name, json!({"phase": "InProgress", "startTimestamp": locations::now(), "attempts": attempt,
+        "queuePosition": null, "failureReason": null})).await?;
+    if attempt > 1 {
+        log.warn(format!(
+            "attempt {attempt} of {}: the server running attempt {} stopped before it ended (it restarted or lost its leadership); \
+             resuming: objects this restore already created are recognised by its label, volumes already restored are kept",
+            ctx.max_attempts,
+            attempt - 1
+        ));
+    }
     log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
     let result = async {
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any(), ctx.archive_limits)

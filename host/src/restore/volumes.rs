@@ -39,9 +39,18 @@ pub struct Restorer {
     restore_uid: String,
     location: String,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-    /// PodVolumeRestores created so far.
+    /// PodVolumeRestores created (or completed by an earlier attempt and counted) so far.
     pub created: usize,
+    /// Which start of the restore this is (1 unless a server stopped while it ran).
+    attempt: u32,
+    /// The PodVolumeRestores earlier attempts completed.
+    earlier: Vec<PodVolumeRestore>,
 }
+
+/// Label on PodVolumeRestores into an access pod: the claim it fills.
+const CLAIM_LABEL: &str = "stowage.io/claim";
+/// Label on PodVolumeRestores: the uid of the pod they restore into.
+const POD_UID_LABEL: &str = "stowage.io/pod-uid";
 
 impl Restorer {
     pub async fn new(ctx: &Context, restore: &Restore, location: &str, backups: Vec<PodVolumeBackup>, timeout: Duration, log: &OperationLog) -> Restorer {
@@ -84,7 +93,67 @@ impl Restorer {
             location: location.to_string(),
             owner: restore.controller_owner_ref(&()),
             created: 0,
+            attempt: restore.status.as_ref().map_or(0, |s| s.attempts) + 1,
+            earlier: Vec::new(),
         }
+        .with_earlier_attempts(ctx, log)
+        .await
+    }
+
+    /// On a later attempt: keeps the PodVolumeRestores earlier attempts completed and deletes the
+    /// others (their access pods are gone; the pods they fill wait for a new one).
+    async fn with_earlier_attempts(mut self, ctx: &Context, log: &OperationLog) -> Restorer {
+        if self.attempt <= 1 {
+            return self;
+        }
+        let api: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        let selector = format!("{}={}", labels::RESTORE_UID.name, self.restore_uid);
+        match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                for pvr in list.items {
+                    if pvr.status.as_ref().and_then(|s| s.phase) == Some(PodVolumePhase::Completed) {
+                        self.earlier.push(pvr);
+                    } else {
+                        log.info(format!("PodVolumeRestore {} of an earlier attempt did not complete: deleted, the volume is restored again", pvr.name_any()));
+                        let _ = api.delete(&pvr.name_any(), &Default::default()).await;
+                    }
+                }
+            }
+            Err(e) => log.warn(format!("listing the PodVolumeRestores of earlier attempts: {e}; volumes are restored again")),
+        }
+        self
+    }
+
+    /// Whether this is a later attempt of the restore.
+    pub fn resuming(&self) -> bool {
+        self.attempt > 1
+    }
+
+    /// After an object an earlier attempt created was found: the volumes it still needs.
+    pub async fn resumed(&mut self, ctx: &Context, source_namespace: &str, item: &Item, live: &DynamicObject, outcome: &mut Outcome) {
+        let ns = item.namespace.clone().unwrap_or_default();
+        if item.is("", "persistentvolumeclaims") {
+            let filled = self.earlier.iter().any(|p| {
+                p.labels().get(CLAIM_LABEL) == Some(&item.name) && p.spec.pod.namespace.as_deref() == Some(ns.as_str())
+            });
+            if filled {
+                self.created += 1;
+                self.claims_pending += 1;
+            } else {
+                self.claim_created(ctx, source_namespace, item, outcome).await;
+            }
+            return;
+        }
+        if !item.is("", "pods") {
+            return;
+        }
+        let Some(pvbs) = self.volumes_of(source_namespace, &item.name).cloned() else { return };
+        let uid = live.uid().unwrap_or_default();
+        let (done, missing): (Vec<PodVolumeBackup>, Vec<PodVolumeBackup>) = pvbs.into_iter().partition(|pvb| {
+            self.earlier.iter().any(|p| p.labels().get(POD_UID_LABEL) == Some(&uid) && p.spec.volume == pvb.spec.volume)
+        });
+        self.created += done.len();
+        self.restore_into(ctx, source_namespace, (&ns, &item.name, Some(uid)), &missing, None, outcome).await;
     }
 
     fn volumes_of(&self, source_namespace: &str, pod: &str) -> Option<&Vec<PodVolumeBackup>> {
@@ -114,7 +183,7 @@ impl Restorer {
         }
         let Some(pvbs) = self.volumes_of(source_namespace, &item.name).cloned() else { return };
         let ns = item.namespace.clone().unwrap_or_default();
-        self.restore_into(ctx, source_namespace, (&ns, &item.name, pod.uid()), &pvbs, false, outcome).await;
+        self.restore_into(ctx, source_namespace, (&ns, &item.name, pod.uid()), &pvbs, None, outcome).await;
     }
 
     async fn claim_created(&mut self, ctx: &Context, source_namespace: &str, item: &Item, outcome: &mut Outcome) {
@@ -131,7 +200,7 @@ impl Restorer {
                 self.access_pods.push((ns.clone(), access_pod.name.clone()));
                 let target = (ns.as_str(), access_pod.name.as_str(), Some(access_pod.uid.clone()));
                 let before = self.created;
-                self.restore_into(ctx, source_namespace, target, &[pvb], true, outcome).await;
+                self.restore_into(ctx, source_namespace, target, &[pvb], Some(&item.name), outcome).await;
                 self.claims_pending += self.created - before;
             }
             Err(e) => outcome.error(Some(&ns), format!("claim {ns}/{}: its data cannot be put back: {e}", item.name)),
@@ -162,14 +231,14 @@ impl Restorer {
     }
 
     /// One PodVolumeRestore per volume backup, into `(namespace, pod, uid)`; `into_claim`: the
-    /// pod is an access pod filling a claim.
+    /// pod is an access pod filling that claim.
     async fn restore_into(
         &mut self,
         ctx: &Context,
         source_namespace: &str,
         (ns, pod_name, pod_uid): (&str, &str, Option<String>),
         pvbs: &[PodVolumeBackup],
-        into_claim: bool,
+        into_claim: Option<&str>,
         outcome: &mut Outcome,
     ) {
         let ns = ns.to_string();
@@ -183,10 +252,12 @@ impl Restorer {
                     labels: Some(BTreeMap::from([
                         (labels::RESTORE_NAME.name.to_string(), self.restore_name.clone()),
                         (labels::RESTORE_UID.name.to_string(), self.restore_uid.clone()),
-                        ("stowage.io/pod-uid".to_string(), pod_uid.clone().unwrap_or_default()),
+                        (POD_UID_LABEL.to_string(), pod_uid.clone().unwrap_or_default()),
                     ])
                     .into_iter()
-                    .chain(into_claim.then(|| (ACCESS_KIND_LABEL.to_string(), "unmounted-claim".to_string())))
+                    .chain(into_claim.into_iter().flat_map(|claim| {
+                        [(ACCESS_KIND_LABEL.to_string(), "unmounted-claim".to_string()), (CLAIM_LABEL.to_string(), claim.to_string())]
+                    }))
                     .collect()),
                     owner_references: self.owner.clone().map(|o| vec![o]),
                     ..Default::default()

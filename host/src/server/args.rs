@@ -63,6 +63,17 @@ pub struct ServerArgs {
     /// How often standbys try for the Lease and the leader renews it.
     #[arg(long, value_parser = parse_period, default_value = "2s")]
     pub lease_retry_period: std::time::Duration,
+    /// How many Backups run at once; a backup of namespaces another one in flight covers waits
+    /// Queued whatever this says.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrent_backups: u32,
+    /// How many Restores run at once; restores into the same namespaces run one after another.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrent_restores: u32,
+    /// How many times a Backup or Restore is started before it fails, when servers stop while
+    /// it runs (the next leader starts it again).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
 }
 
 /// Application teams' extensions may log and read the clock unless the admin allows more.

@@ -8,6 +8,7 @@ pub mod extensions;
 pub mod leader;
 pub mod locations;
 mod operations;
+pub mod queue;
 
 use std::sync::Arc;
 
@@ -46,6 +47,9 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
             &args.namespace,
             args.namespaced_extension_capabilities.clone(),
         )?,
+        backup_queue: queue::Queue::new(args.concurrent_backups),
+        restore_queue: queue::Queue::new(args.concurrent_restores),
+        max_attempts: args.max_attempts,
     });
     // Every replica serves health and metrics, leading or not: a standby is ready too, or it
     // would stall rolling updates and node drains.
@@ -86,7 +90,7 @@ async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration) -> anyhow::R
     if let Err(e) = crate::access::sweep(&ctx).await {
         tracing::error!("deleting the access pods of interrupted operations: {e:#}");
     }
-    operations::fail_interrupted(&ctx).await?;
+    operations::resume_interrupted(&ctx).await?;
     tracing::info!(namespace = %ctx.namespace, "stowage server started");
     tokio::select! {
         () = operations::run_backups(ctx.clone()) => {}

@@ -1,5 +1,6 @@
-//! The Backup and Restore controllers: thin reconcilers that hand new requests to their runs,
-//! and the restart rule — an operation found in progress at start-up is marked Failed.
+//! The Backup and Restore controllers: thin reconcilers that hand new requests to their runs
+//! when the queue lets them start, and the restart rule — an operation found in progress when
+//! a server starts leading is started again, up to `--max-attempts` times.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,29 +15,52 @@ use stowage_api::{Backup, BackupPhase, Restore, RestorePhase};
 
 use crate::context::Context;
 use crate::locations;
+use super::queue::Scope;
 
-const INTERRUPTED: &str = "the server restarted while this was in progress; nothing was left running. Create it again";
-
-/// Marks operations a previous server left InProgress as Failed, with the reason.
-pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
+/// Starts again the operations a stopped server (a leader that died or lost its Lease) left in
+/// progress: each goes back to New and is run again, keeping its name and counting its
+/// attempts; one that was already started `--max-attempts` times fails with the reason.
+/// Backups restart from the beginning (nothing of an unfinished backup is visible in the
+/// bucket: its metadata goes up last) and reuse the pod volume backups completed for them;
+/// restores resume, recognising what they already created by its restore label.
+pub async fn resume_interrupted(ctx: &Context) -> anyhow::Result<()> {
     let backups: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     for b in backups.list(&ListParams::default()).await?.items {
-        let phase = b.status.as_ref().and_then(|s| s.phase);
-        if matches!(phase, Some(BackupPhase::InProgress | BackupPhase::WaitingForVolumes | BackupPhase::Finalizing)) {
-            tracing::warn!(backup = %b.name_any(), "marking interrupted backup Failed");
-            ctx.patch_status::<Backup>(&b.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
-                "completionTimestamp": locations::now()})).await?;
+        let status = b.status.clone().unwrap_or_default();
+        if let Some(phase @ (BackupPhase::InProgress | BackupPhase::WaitingForVolumes | BackupPhase::Finalizing)) = status.phase {
+            resume::<Backup>(ctx, &b.name_any(), "backup", &format!("{phase:?}"), status.attempts).await?;
         }
     }
     let restores: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     for r in restores.list(&ListParams::default()).await?.items {
-        let phase = r.status.as_ref().and_then(|s| s.phase);
-        if matches!(phase, Some(RestorePhase::InProgress | RestorePhase::WaitingForVolumes | RestorePhase::Finalizing)) {
-            tracing::warn!(restore = %r.name_any(), "marking interrupted restore Failed");
-            ctx.patch_status::<Restore>(&r.name_any(), json!({"phase": "Failed", "failureReason": INTERRUPTED,
-                "completionTimestamp": locations::now()})).await?;
+        let status = r.status.clone().unwrap_or_default();
+        if let Some(phase @ (RestorePhase::InProgress | RestorePhase::WaitingForVolumes | RestorePhase::Finalizing)) = status.phase {
+            resume::<Restore>(ctx, &r.name_any(), "restore", &format!("{phase:?}"), status.attempts).await?;
         }
     }
+    Ok(())
+}
+
+async fn resume<K>(ctx: &Context, name: &str, kind: &str, phase: &str, attempts: u32) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let attempts = attempts.max(1);
+    if attempts >= ctx.max_attempts {
+        let reason = format!(
+            "the server running this {kind} stopped while it was {phase}, {attempts} times (--max-attempts {}); \
+             see the server's log for why it stopped, then create the {kind} again",
+            ctx.max_attempts
+        );
+        tracing::warn!(%kind, %name, "{reason}");
+        ctx.patch_status::<K>(name, json!({"phase": "Failed", "failureReason": reason, "completionTimestamp": locations::now()})).await?;
+        return Ok(());
+    }
+    tracing::warn!(%kind, %name, attempt = attempts + 1, "the server running it stopped while it was {phase}: starting it again");
+    ctx.patch_status::<K>(name, json!({"phase": "New"})).await?;
     Ok(())
 }
 
@@ -44,8 +68,82 @@ pub async fn fail_interrupted(ctx: &Context) -> anyhow::Result<()> {
 /// it was already taken.
 fn is_new(backup: &Backup) -> bool {
     let phase = backup.status.as_ref().and_then(|s| s.phase);
-    matches!(phase, None | Some(BackupPhase::New)) && locations::synced_from(backup).is_none()
+    matches!(phase, None | Some(BackupPhase::New | BackupPhase::Queued)) && locations::synced_from(backup).is_none()
 }
+
+fn restore_is_new(restore: &Restore) -> bool {
+    let phase = restore.status.as_ref().and_then(|s| s.phase);
+    matches!(phase, None | Some(RestorePhase::New | RestorePhase::Queued))
+}
+
+/// Oldest first, by creation time then name.
+fn by_age<K: ResourceExt>(items: &mut [K]) {
+    items.sort_by_key(|k| (k.meta().creation_timestamp.clone().map(|t| t.0), k.name_any()));
+}
+
+/// The operations waiting before `name` (scopes, oldest first), from `waiting` sorted by age.
+fn ahead_of<K: ResourceExt>(waiting: &[K], name: &str, scope: impl Fn(&K) -> Scope) -> Vec<Scope> {
+    waiting.iter().take_while(|k| k.name_any() != name).map(scope).collect()
+}
+
+fn backup_scope(b: &Backup) -> Scope {
+    Scope::of(&b.spec.included_namespaces)
+}
+
+fn restore_scope(r: &Restore) -> Scope {
+    Scope::of_restore(&r.spec.included_namespaces, &r.spec.namespace_mapping)
+}
+
+/// Runs a new Backup when the queue lets it start, else marks it Queued with its position.
+async fn reconcile_backup(b: Arc<Backup>, ctx: Arc<Context>) -> anyhow::Result<Action> {
+    if !is_new(&b) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut waiting: Vec<Backup> = api.list(&ListParams::default()).await?.items.into_iter().filter(is_new).collect();
+    by_age(&mut waiting);
+    let ahead = ahead_of(&waiting, &b.name_any(), backup_scope);
+    match ctx.backup_queue.try_start(&b.name_any(), &backup_scope(&b), &ahead) {
+        Ok(_slot) => {
+            crate::backup::run(ctx.clone(), b).await?;
+            Ok(Action::await_change())
+        }
+        Err(position) => {
+            let status = b.status.clone().unwrap_or_default();
+            if status.phase != Some(BackupPhase::Queued) || status.queue_position != position {
+                ctx.patch_status::<Backup>(&b.name_any(), json!({"phase": "Queued", "queuePosition": position})).await?;
+            }
+            Ok(Action::requeue(QUEUE_POLL))
+        }
+    }
+}
+
+/// Runs a new Restore when the queue lets it start, else marks it Queued with its position.
+async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> anyhow::Result<Action> {
+    if !restore_is_new(&r) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut waiting: Vec<Restore> = api.list(&ListParams::default()).await?.items.into_iter().filter(restore_is_new).collect();
+    by_age(&mut waiting);
+    let ahead = ahead_of(&waiting, &r.name_any(), restore_scope);
+    match ctx.restore_queue.try_start(&r.name_any(), &restore_scope(&r), &ahead) {
+        Ok(_slot) => {
+            crate::restore::run(ctx.clone(), r).await?;
+            Ok(Action::await_change())
+        }
+        Err(position) => {
+            let status = r.status.clone().unwrap_or_default();
+            if status.phase != Some(RestorePhase::Queued) || status.queue_position != position {
+                ctx.patch_status::<Restore>(&r.name_any(), json!({"phase": "Queued", "queuePosition": position})).await?;
+            }
+            Ok(Action::requeue(QUEUE_POLL))
+        }
+    }
+}
+
+/// How often a queued operation looks again whether it may start.
+const QUEUE_POLL: Duration = Duration::from_secs(2);
 
 fn on_error<K>(_: Arc<K>, e: &anyhow::Error, _: Arc<Context>) -> Action {
     tracing::warn!("{e:#}");
@@ -60,12 +158,7 @@ pub async fn run_backups(ctx: Arc<Context>) {
     let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     Controller::new(api, watcher::Config::default())
         .run(
-            |b: Arc<Backup>, ctx: Arc<Context>| async move {
-                if is_new(&b) {
-                    crate::backup::run(ctx, b).await.map_err(RunError)?;
-                }
-                Ok::<_, RunError>(Action::await_change())
-            },
+            |b: Arc<Backup>, ctx: Arc<Context>| async move { reconcile_backup(b, ctx).await.map_err(RunError) },
             |b, e, ctx| on_error(b, &e.0, ctx),
             ctx,
         )
@@ -77,13 +170,7 @@ pub async fn run_restores(ctx: Arc<Context>) {
     let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     Controller::new(api, watcher::Config::default())
         .run(
-            |r: Arc<Restore>, ctx: Arc<Context>| async move {
-                let phase = r.status.as_ref().and_then(|s| s.phase);
-                if phase.is_none() || phase == Some(RestorePhase::New) {
-                    crate::restore::run(ctx, r).await.map_err(RunError)?;
-                }
-                Ok::<_, RunError>(Action::await_change())
-            },
+            |r: Arc<Restore>, ctx: Arc<Context>| async move { reconcile_restore(r, ctx).await.map_err(RunError) },
             |r, e, ctx| on_error(r, &e.0, ctx),
             ctx,
         )

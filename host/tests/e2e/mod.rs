@@ -259,7 +259,8 @@ impl Env {
         let sim = self.sim.as_ref().expect("node agents run on kube-sim's node; a real cluster runs the DaemonSet");
         let pods = sim.kubelet_root().join("pods");
         std::fs::create_dir_all(&pods).unwrap();
-        let log = std::fs::File::create(self.dir.path().join("node-agent.log")).unwrap();
+        // Appended to: a restarted agent's log follows the one before.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("node-agent.log")).unwrap();
         let child = Command::new(workspace_binary("stowage-node-agent"))
             .args(["--node-name", "node-1", "-n", NS, "--kubeconfig"])
             .arg(&self.kubeconfig)

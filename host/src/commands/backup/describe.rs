@@ -56,7 +56,7 @@ pub fn describe(backup: &Backup, details: Option<&BackupDetails>) -> String {
     let status = backup.status.clone().unwrap_or_default();
     let mut s = Sections::default();
     s.push(d::header(&backup.metadata));
-    s.fields(&[("Phase", d::phase(Some(table::phase(backup)), &format!("stowage backup logs {name}")))]);
+    s.fields(&[("Phase", d::phase_with_queue(d::phase(Some(table::phase(backup)), &format!("stowage backup logs {name}")), status.queue_position, status.attempts))]);
     match details.and_then(|d| d.results.as_ref()) {
         Some(results) => s.push(d::downloaded("Warnings and errors", results, d::results)),
         None => s.fields(&[("Errors", status.errors.to_string()), ("Warnings", status.warnings.to_string())]),

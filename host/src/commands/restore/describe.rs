@@ -56,7 +56,7 @@ pub fn describe(restore: &Restore, results: Option<&Result<Vec<u8>, String>>) ->
     let mut s = Sections::default();
     s.push(d::header(&restore.metadata));
     s.fields(&[
-        ("Phase", d::phase(Some(phase(restore)), &format!("stowage restore logs {name}"))),
+        ("Phase", d::phase_with_queue(d::phase(Some(phase(restore)), &format!("stowage restore logs {name}")), status.queue_position, status.attempts)),
         ("Total items to be restored", progress.total_items.to_string()),
         ("Items restored", progress.items_restored.to_string()),
     ]);
