@@ -230,7 +230,8 @@ impl Repo {
     /// a backup, restore or forget holds a fresh lock, or [`EngineError::Locked`] while a
     /// user's `restic prune`/`check` does) and prunes: packs no snapshot uses are deleted,
     /// partly used ones repacked until at most `max_unused_percent` of the repository is
-    /// unused, and the index rewritten. See [`crate::maintain`].
+    /// unused, and the index rewritten, as `restic prune` does (the `maintain` module has the
+    /// details).
     pub async fn maintain(
         &self,
         opts: MaintenanceOptions,
