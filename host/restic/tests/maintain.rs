@@ -177,7 +177,7 @@ async fn partly_used_packs_are_repacked() {
     assert_eq!(files(&case.repo_dir), before, "a dry run changes nothing");
     assert_eq!(written_locks(&case.repo_dir), 0);
 
-    // With the default limit, 2 MiB unused out of ~4 MiB is too much: the pack is repacked.
+    // With no unused share allowed, the half-used pack of the first backup is repacked.
     let opts = MaintenanceOptions {
         max_unused_percent: 0.0,
         dry_run: false,
