@@ -60,6 +60,14 @@ pub enum EngineError {
     )]
     Locked { repo: String, holder: String },
 
+    /// Maintenance found a fresh lock of another operation (a running backup, restore or
+    /// forget): it needs the repository to itself, and nothing was changed.
+    #[error(
+        "restic repository {repo} is in use: {holder} (a backup, restore or forget is running); \
+         maintenance needs the repository to itself and will run later"
+    )]
+    Busy { repo: String, holder: String },
+
     #[error("restic repository {repo}: {operation} canceled")]
     Canceled {
         repo: String,
@@ -78,5 +86,10 @@ pub enum EngineError {
 impl EngineError {
     pub fn is_canceled(&self) -> bool {
         matches!(self, EngineError::Canceled { .. })
+    }
+
+    /// Another operation holds the repository (a fresh lock): retry later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, EngineError::Busy { .. } | EngineError::Locked { .. })
     }
 }

@@ -28,7 +28,7 @@
 //!
 //! # Locks
 //!
-//! rustic_core writes no locks. Every operation here takes a restic-compatible,
+//! rustic_core writes no locks. Every operation here but maintenance takes a restic-compatible,
 //! **non-exclusive** lock (the kind `restic backup` takes), refreshed every 5 minutes and
 //! removed when the operation ends however it ends (success, error, cancel, timeout or panic:
 //! the guard lives on the operation's thread). Why:
@@ -43,6 +43,11 @@
 //!
 //! `forget` also takes only a non-exclusive lock: it deletes snapshot files, never data, and
 //! an exclusive lock would make it wait for every backup running in the namespace.
+//!
+//! [`Repo::maintain`] (prune) is the one operation with an **exclusive** lock, as
+//! `restic prune`: it first removes stale locks, refuses with [`EngineError::Busy`] while any
+//! other lock is fresh (a running backup's), and while it holds its lock backups fail with
+//! [`EngineError::Locked`] (see `maintain`).
 //!
 //! # Memory
 //!
@@ -83,6 +88,7 @@ mod crypto;
 mod error;
 mod keys;
 mod lock;
+mod maintain;
 mod memory;
 mod progress;
 mod repo;
@@ -92,6 +98,7 @@ mod source;
 mod writer;
 
 pub use error::EngineError;
+pub use maintain::{MaintenanceOptions, MaintenanceSummary};
 pub use repo::Repo;
 
 use std::path::PathBuf;

@@ -9,7 +9,10 @@ use crate::lock::RepoLock;
 use crate::progress::{ByteCounters, CountingBars, TICK};
 use crate::source::Warnings;
 use crate::writer::{IndexEvery, Writer};
-use crate::{BackupRequest, BackupSummary, Progress, RepoConfig, RestoreSummary, SnapshotInfo};
+use crate::{
+    BackupRequest, BackupSummary, MaintenanceOptions, MaintenanceSummary, Progress, RepoConfig,
+    RestoreSummary, SnapshotInfo,
+};
 use rustic_core::repofile::{MasterKey, SnapshotFile};
 use rustic_core::{
     ConfigOptions, Credentials, FileType, KeyOptions, OpenStatus, ReadBackend, Repository,
@@ -223,15 +226,87 @@ impl Repo {
         .await
     }
 
-    /// Runs `work` on the blocking pool with a session of its own, under a repository lock,
-    /// reporting progress every tick and turning cancellation (or this future being dropped,
-    /// e.g. by a timeout) into the session's backend refusing further calls.
+    /// Removes stale locks, takes an exclusive lock (refusing with [`EngineError::Busy`] while
+    /// a backup, restore or forget holds a fresh lock, or [`EngineError::Locked`] while a
+    /// user's `restic prune`/`check` does) and prunes: packs no snapshot uses are deleted,
+    /// partly used ones repacked until at most `max_unused_percent` of the repository is
+    /// unused, and the index rewritten, as `restic prune` does (the `maintain` module has the
+    /// details).
+    pub async fn maintain(
+        &self,
+        opts: MaintenanceOptions,
+    ) -> Result<MaintenanceSummary, EngineError> {
+        let limit = crate::maintain::max_unused(opts.max_unused_percent).map_err(|message| {
+            EngineError::Repository {
+                repo: self.inner.name.clone(),
+                operation: "maintenance",
+                message,
+            }
+        })?;
+        let inner = self.inner.clone();
+        self.run_locked(
+            "maintenance",
+            no_progress(),
+            CancellationToken::new(),
+            LockMode::Exclusive {
+                remove_stale: !opts.dry_run,
+            },
+            move |session, stale_locks| {
+                let err = |e| inner.err(&session.ctx, "maintenance", e);
+                crate::maintain::Maintenance {
+                    repo: &session.repo,
+                    store: &*inner.store,
+                    prefix: &inner.prefix,
+                    handle: &inner.handle,
+                    name: &inner.name,
+                    err: &err,
+                }
+                .run(limit, opts.dry_run, stale_locks)
+            },
+        )
+        .await
+    }
+
+    /// Bytes of all the repository's files, as the store lists them.
+    pub async fn size(&self) -> Result<u64, EngineError> {
+        let objects = self
+            .inner
+            .store
+            .list(&self.inner.prefix)
+            .await
+            .map_err(|source| EngineError::Storage {
+                repo: self.inner.name.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(objects.iter().map(|o| o.size).sum())
+    }
+
+    /// Runs `work` on the blocking pool with a session of its own, under a non-exclusive
+    /// repository lock, reporting progress every tick and turning cancellation (or this
+    /// future being dropped, e.g. by a timeout) into the session's backend refusing further
+    /// calls.
     async fn run<T: Send + 'static>(
         &self,
         operation: &'static str,
         progress: ProgressFn,
         cancel: CancellationToken,
         work: impl FnOnce(Session) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        self.run_locked(operation, progress, cancel, LockMode::Shared, |s, _| {
+            work(s)
+        })
+        .await
+    }
+
+    /// [`Repo::run`] under the lock `mode` says; `work` also gets how many stale locks taking
+    /// it removed (always 0 for a shared lock).
+    async fn run_locked<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        progress: ProgressFn,
+        cancel: CancellationToken,
+        mode: LockMode,
+        work: impl FnOnce(Session, usize) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
         let counters = Arc::new(ByteCounters::default());
         let guard = OperationGuard::start(&cancel, counters.clone(), progress.clone());
@@ -240,14 +315,30 @@ impl Repo {
         let bars = CountingBars(counters.clone());
         let joined = tokio::task::spawn_blocking(move || {
             let session = inner.session(flag, bars, operation)?;
-            let _lock = RepoLock::acquire(
+            let (store, prefix, key, handle) = (
                 inner.store.clone(),
                 &inner.prefix,
                 &inner.data_key,
                 inner.handle.clone(),
-                &inner.name,
-            )?;
-            work(session)
+            );
+            let (_lock, stale_locks) = match mode {
+                LockMode::Shared => (
+                    RepoLock::acquire(store, prefix, key, handle, &inner.name)?,
+                    0,
+                ),
+                LockMode::Exclusive { remove_stale } => {
+                    let taken = RepoLock::acquire_exclusive(
+                        store,
+                        prefix,
+                        key,
+                        handle,
+                        &inner.name,
+                        remove_stale,
+                    )?;
+                    (taken.lock, taken.stale_locks)
+                }
+            };
+            work(session, stale_locks)
         })
         .await;
         let canceled = guard.flag.is_cancelled();
@@ -278,6 +369,14 @@ impl Repo {
             operation,
         }
     }
+}
+
+/// The lock an operation holds.
+enum LockMode {
+    /// Non-exclusive, as `restic backup` takes: every operation but maintenance.
+    Shared,
+    /// Exclusive, as `restic prune` takes, after removing stale locks (or only counting them).
+    Exclusive { remove_stale: bool },
 }
 
 fn no_progress() -> ProgressFn {

@@ -46,6 +46,20 @@ async fn round_trip_over_s3_readable_by_restic() {
     assert_same_tree(&volume, &target);
     assert!(store.list("restic/apps/locks/").await.unwrap().is_empty());
 
+    // Maintenance over S3: the big file's data goes once no snapshot has it.
+    std::fs::remove_file(volume.join("nested/big.bin")).unwrap();
+    let third = back_up(&repo, &volume, "u1").await;
+    repo.forget(&[first.snapshot_id.clone(), second.snapshot_id.clone()])
+        .await
+        .unwrap();
+    let opts = stowage_restic::MaintenanceOptions {
+        max_unused_percent: 0.0,
+        dry_run: false,
+    };
+    let summary = repo.maintain(opts).await.unwrap();
+    assert!(summary.bytes_freed > 2 << 20, "{summary:?}");
+    assert!(store.list("restic/apps/locks/").await.unwrap().is_empty());
+
     let Some(restic) = restic() else { return };
     let repo_url = format!("s3:{}/{bucket}/restic/apps", server.endpoint());
     let mut cmd = restic_cmd(&restic, &repo_url, PASSWORD);
@@ -59,5 +73,7 @@ async fn round_trip_over_s3_readable_by_restic() {
         .env("AWS_SECRET_ACCESS_KEY", server.secret_key())
         .args(["snapshots", "--json"]);
     let json = run_ok(&mut cmd);
-    assert!(json.contains(&second.snapshot_id), "{json}");
+    assert!(json.contains(&third.snapshot_id), "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{json}");
 }
