@@ -201,6 +201,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         concurrent_backups: 2,
         concurrent_restores: 2,
         max_attempts: 3,
+        default_repo_maintain_frequency: Duration::from_secs(7 * 24 * 3600),
+        repo_maintain_max_unused: 5.0,
+        repo_maintain_check_period: Duration::from_secs(60),
         restore_helper_image: stowage_api::names::DEFAULT_RESTORE_HELPER_IMAGE.to_string(),
         namespaced_extension_capabilities: stowage_runtime::Capabilities {
             log: true,

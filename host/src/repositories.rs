@@ -60,9 +60,7 @@ pub async fn ensure(
         return Ok(existing);
     }
     let result = async {
-        let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
-        let password = repository_password(&key, &repo_ref.identity)?;
-        let config = stowage_restic::RepoConfig { store, namespace: volume_namespace.to_string(), password };
+        let config = config(ctx, loc, store, volume_namespace).await?;
         let (_, created) = stowage_restic::Repo::open_or_init(config).await?;
         anyhow::Ok(created)
     }
@@ -82,4 +80,18 @@ pub async fn ensure(
             anyhow::bail!(message)
         }
     }
+}
+
+/// How to open the repository of `volume_namespace` in `loc`: its password is derived from the
+/// cluster master key.
+pub async fn config(
+    ctx: &Context,
+    loc: &BackupStorageLocation,
+    store: Arc<dyn ObjectStore>,
+    volume_namespace: &str,
+) -> anyhow::Result<stowage_restic::RepoConfig> {
+    let repo_ref = stowage_access::repository_of(loc, volume_namespace)?;
+    let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
+    let password = repository_password(&key, &repo_ref.identity)?;
+    Ok(stowage_restic::RepoConfig { store, namespace: volume_namespace.to_string(), password })
 }

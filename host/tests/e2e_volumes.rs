@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use e2e::apps::{self, NGINX};
-use e2e::{claim_dir, restic, running_pods, wait_for, Env, NS};
+use e2e::{claim_dir, restic, restic_command, running_pods, wait_for, Env, NS};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{json, Value};
@@ -447,4 +447,108 @@ async fn retry_reupload() {
         100.0 * again as f64 / r.volume_bytes as f64,
         r.seconds_after_restart
     );
+}
+
+/// Names of the repository's lock files.
+async fn locks(env: &Env, ns: &str) -> Vec<String> {
+    env.store().list(&format!("restic/{ns}/locks/")).await.unwrap().into_iter().map(|o| o.key).collect()
+}
+
+/// A `restic backup --stdin` holding its lock while its stdin stays open.
+fn restic_holding_a_lock(env: &Env, ns: &str) -> std::process::Child {
+    restic_command(env, ns)
+        .args(["backup", "--stdin", "--stdin-filename", "held.txt"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the restic CLI is installed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repository_maintenance_frees_deleted_backups_data_and_respects_fresh_locks() {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: pod volume tests write volume data through kube-sim's node filesystem");
+        return;
+    }
+    let mut env = Env::start().await;
+    env.start_server_with(&["--repo-maintain-check-period", "1s"]);
+    env.start_node_agent();
+    let ns = "pruned";
+    let pod = app_with_state_volume(&env, ns).await;
+    let dir = empty_dir(&env, &pod, "state");
+    // Three backups: each of the first two holds data the last does not.
+    for (i, name) in ["first", "second", "third"].iter().enumerate() {
+        std::fs::write(dir.join(format!("{name}.bin")), noise(6 << 20, i as u64 + 10)).unwrap();
+        if i > 0 {
+            let _ = std::fs::remove_file(dir.join(if i == 1 { "first.bin" } else { "second.bin" }));
+        }
+        std::fs::write(dir.join("kept.txt"), b"in every backup").unwrap();
+        let status = env.backup(name, json!({"includedNamespaces": [ns]})).await;
+        assert_eq!(status["phase"], "Completed", "{status}");
+    }
+    for name in ["first", "second"] {
+        e2e::cli(&env, &["backup", "delete", name, "--confirm"]);
+        wait_for(&format!("backup {name} to be deleted"), 60, || async { env.get_in::<stowage_api::Backup>(NS, name).await.is_none().then_some(()) }).await;
+    }
+    let before = repository_bytes(&env, ns).await;
+
+    // A lock left by a killed process on this host is stale; one held by a running one is not.
+    let mut killed = restic_holding_a_lock(&env, ns);
+    wait_for("the first lock", 30, || async { (!locks(&env, ns).await.is_empty()).then_some(()) }).await;
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let stale = locks(&env, ns).await;
+    let mut holder = restic_holding_a_lock(&env, ns);
+    let held = wait_for("the second lock", 30, || async {
+        let now = locks(&env, ns).await;
+        (now.len() == 2).then(|| now.into_iter().find(|l| !stale.contains(l)).unwrap())
+    })
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["repo", "maintain", ns, "--timeout", "4s", "-n", NS, "--kubeconfig"])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "maintenance must wait for the running backup: {err}");
+    assert!(err.contains("maintenance waits") && err.contains(&format!("pid {}", holder.id())), "the message names the lock's holder: {err}");
+    assert!(locks(&env, ns).await.contains(&held), "the fresh lock is left alone");
+    assert_eq!(repository_bytes(&env, ns).await, before, "nothing was pruned while it was held");
+    {
+        use std::io::Write;
+        let mut stdin = holder.stdin.take().unwrap();
+        stdin.write_all(b"written while maintenance waited").unwrap();
+    }
+    assert!(holder.wait().unwrap().success(), "the running backup finishes and releases its lock");
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["repo", "maintain", ns, "--timeout", "120s", "-n", NS, "--kubeconfig"])
+        .arg(&env.kubeconfig)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{}\n{}", String::from_utf8_lossy(&run.stderr), env.server_log());
+    assert!(out.contains("Succeeded") && out.contains("1 stale lock(s) removed"), "{out}");
+    let after = repository_bytes(&env, ns).await;
+    assert!(after + (10 << 20) < before, "the deleted backups' data is gone: {before} -> {after} bytes");
+    assert!(locks(&env, ns).await.is_empty(), "no lock is left");
+    restic(&env, ns, &["check", "--read-data"]);
+    let table = e2e::cli(&env, &["repo", "get"]);
+    assert!(table.contains("MiB") && !table.contains("<unknown>"), "size and last maintenance are shown: {table}");
+    let repo = Api::<stowage_api::BackupRepository>::namespaced(env.client.clone(), NS).list(&ListParams::default()).await.unwrap().items.remove(0);
+    let status = repo.status.unwrap();
+    assert!(status.last_maintenance_time.is_some());
+    let run = status.recent_maintenance.last().unwrap();
+    assert!(run.bytes_freed > 10 << 20, "{run:?}");
+
+    // What is left restores byte for byte.
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("third-restore", json!({"backupName": "third"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let restored = empty_dir(&env, &pod, "state");
+    assert_eq!(std::fs::read(restored.join("third.bin")).unwrap(), noise(6 << 20, 12));
+    assert_eq!(std::fs::read(restored.join("kept.txt")).unwrap(), b"in every backup");
+    assert!(!restored.join("first.bin").exists() && !restored.join("second.bin").exists());
 }

@@ -1,6 +1,7 @@
-//! `stowage repo restic-env`: the restic CLI as a first-class way into volume backups (seed 003:
-//! restore one deleted file). Prints the environment a user exports to run `restic snapshots`
-//! or `restic restore` against a namespace's repository.
+//! `stowage repo`: the volume repositories (`get`, with their last maintenance and size), their
+//! maintenance on demand (`maintain`, run by the server), and `restic-env`: the restic CLI as a
+//! first-class way into volume backups (seed 003: restore one deleted file), the environment a
+//! user exports to run `restic snapshots` or `restic restore` against a namespace's repository.
 
 use anyhow::Context as _;
 use stowage_api::location::Provider;
@@ -36,6 +37,19 @@ pub enum RepoCommand {
         /// The storage location (default: the default one).
         #[arg(long)]
         location: Option<String>,
+    },
+    /// Maintain the repository of one namespace's volume data now, through the server: remove
+    /// stale locks, delete the data no snapshot uses any more, repack mostly unused packs.
+    /// Backups and restores of that namespace wait while it runs.
+    Maintain {
+        /// The namespace whose pod volumes the repository holds.
+        volume_namespace: String,
+        /// The storage location (default: the default one).
+        #[arg(long)]
+        location: Option<String>,
+        /// How long to wait for the server to run it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        timeout: std::time::Duration,
     },
 }
 
@@ -108,27 +122,77 @@ pub async fn run(args: RepoArgs, cluster: &ClusterArgs) -> anyhow::Result<()> {
             }
         }
         RepoCommand::ResticEnv { volume_namespace, location } => {
-            let locs = ctx.api::<BackupStorageLocation>();
-            let loc = match &location {
-                Some(n) => locs.get_opt(n).await?.with_context(|| {
-                    format!("storage location {n:?} not found in namespace {}; list them with `stowage backup-location get`", ctx.namespace)
-                })?,
-                None => locs.list(&Default::default()).await?.items.into_iter().find(|l| l.spec.default).with_context(|| {
-                    format!("no default storage location in namespace {}; pass --location", ctx.namespace)
-                })?,
-            };
+            let loc = location_of(&ctx, location.as_deref()).await?;
             let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
             let ini = stowage_access::credentials_file(&ctx.client, &ctx.namespace, &loc).await?;
             let env = restic_env(&loc, ini.as_deref(), &key, &volume_namespace)?;
             crate::cli::write_stdout(env.render().as_bytes())?;
             Ok(())
         }
+        RepoCommand::Maintain { volume_namespace, location, timeout } => maintain(&ctx, &volume_namespace, location.as_deref(), timeout).await,
     }
 }
 
-/// `NAME  VOLUME NAMESPACE  LOCATION  PHASE  LAST MAINTENANCE  REPOSITORY`.
+/// The named storage location, or the default one.
+async fn location_of(ctx: &Context, location: Option<&str>) -> anyhow::Result<BackupStorageLocation> {
+    let locs = ctx.api::<BackupStorageLocation>();
+    Ok(match location {
+        Some(n) => locs.get_opt(n).await?.with_context(|| {
+            format!("storage location {n:?} not found in namespace {}; list them with `stowage backup-location get`", ctx.namespace)
+        })?,
+        None => locs.list(&Default::default()).await?.items.into_iter().find(|l| l.spec.default).with_context(|| {
+            format!("no default storage location in namespace {}; pass --location", ctx.namespace)
+        })?,
+    })
+}
+
+/// Asks the server to maintain the repository now and waits for the run's result.
+async fn maintain(ctx: &Context, volume_namespace: &str, location: Option<&str>, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use crate::server::maintenance::REQUESTED;
+    use stowage_api::repository::MaintenanceResult;
+    let loc = location_of(ctx, location).await?;
+    let loc_name = loc.metadata.name.clone().unwrap_or_default();
+    let name = stowage_access::repository_object_name(&loc_name, volume_namespace);
+    let api = ctx.api::<BackupRepository>();
+    if api.get_opt(&name).await?.is_none() {
+        anyhow::bail!(
+            "no repository holds volume data of namespace {volume_namespace} in storage location {loc_name:?}: \
+             one is created by the first backup of a pod volume there (`stowage repo get` lists them)"
+        );
+    }
+    // As the annotation holds it (whole seconds), which the server compares runs with.
+    let requested: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time = serde_json::from_value(serde_json::to_value(crate::locations::now())?)?;
+    let patch = serde_json::json!({"metadata": {"annotations": {REQUESTED: requested}}});
+    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    eprintln!("Maintenance of repository {name} requested; waiting for the server (up to {}).", humantime::format_duration(timeout));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let repo = api.get(&name).await?;
+        let status = repo.status.unwrap_or_default();
+        if let Some(run) = status.recent_maintenance.iter().rev().find(|r| r.start_timestamp.0 >= requested.0) {
+            let line = format!("{:?}: {}", run.result, run.message);
+            return match run.result {
+                MaintenanceResult::Succeeded => {
+                    println!("Repository {name}: {line}");
+                    Ok(())
+                }
+                MaintenanceResult::Failed => anyhow::bail!("maintenance of repository {name} failed: {}", run.message),
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let waits = status.message.map(|m| format!(": {m}")).unwrap_or_default();
+            anyhow::bail!(
+                "the server has not maintained repository {name} within {}{waits}; it stays requested and runs once nothing holds the repository",
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// `NAME  VOLUME NAMESPACE  LOCATION  PHASE  LAST MAINTENANCE  SIZE  REPOSITORY`.
 pub fn table(repos: &[BackupRepository]) -> String {
-    let mut t = Table::new(&["NAME", "VOLUME NAMESPACE", "LOCATION", "PHASE", "LAST MAINTENANCE", "REPOSITORY"]);
+    let mut t = Table::new(&["NAME", "VOLUME NAMESPACE", "LOCATION", "PHASE", "LAST MAINTENANCE", "SIZE", "REPOSITORY"]);
     for r in repos {
         let status = r.status.clone().unwrap_or_default();
         t.row(vec![
@@ -137,10 +201,20 @@ pub fn table(repos: &[BackupRepository]) -> String {
             r.spec.backup_storage_location.clone(),
             status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "New".into()),
             output::time(status.last_maintenance_time.as_ref()),
+            status.size_bytes.map(size).unwrap_or_else(|| "<unknown>".into()),
             r.spec.restic_identifier.clone(),
         ]);
     }
     t.render()
+}
+
+/// Bytes as `1.5GiB`, `12MiB`, `340KiB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1}GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{}MiB", b >> 20),
+        b => format!("{}KiB", b.div_ceil(1024)),
+    }
 }
 
 #[cfg(test)]
@@ -172,9 +246,10 @@ mod tests {
             "kind": "BackupRepository", "metadata": {"name": "app-default-x1", "namespace": "stowage"},
             "spec": {"volumeNamespace": "app", "backupStorageLocation": "default",
                 "resticIdentifier": "s3:http://minio:9000/velero/restic/app"},
-            "status": {"phase": "Ready"}}))
+            "status": {"phase": "Ready", "sizeBytes": 1610612736u64}}))
         .unwrap();
         let text = table(&[repo]);
+        assert!(text.contains("1.5GiB"), "{text}");
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("NAME"));
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

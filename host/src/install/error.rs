@@ -10,6 +10,9 @@ pub enum InstallError {
     )]
     ExtensionCapabilities(String),
 
+    #[error("--default-repo-maintain-frequency {0}; write a Go duration such as 168h or 24h (0 turns scheduled maintenance off)")]
+    MaintainFrequency(String),
+
     #[error(
         "--provider is required: use --provider aws (S3 or S3-compatible, e.g. MinIO) or --provider filesystem, \
          or pass --no-default-backup-location to install without a storage location"

@@ -90,6 +90,12 @@ pub struct InstallArgs {
     #[arg(long)]
     pub namespaced_extension_capabilities: Option<String>,
 
+    /// How often each volume repository is maintained (stale locks removed, unused data
+    /// pruned), unless its BackupRepository says otherwise (Go duration; the server's default
+    /// is 168h).
+    #[arg(long)]
+    pub default_repo_maintain_frequency: Option<String>,
+
     /// Server replicas: one leads (a Lease), the others stand by to take over.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=10))]
     pub replicas: i32,
@@ -152,6 +158,8 @@ pub struct InstallPlan {
     pub namespaced_extension_capabilities: Option<String>,
     /// Server replicas (one leads).
     pub replicas: i32,
+    /// The server's `--default-repo-maintain-frequency`, checked.
+    pub default_repo_maintain_frequency: Option<String>,
     /// Things the user should know, printed before installing.
     pub warnings: Vec<String>,
 }
@@ -212,6 +220,13 @@ impl InstallArgs {
             }
             None => None,
         };
+        let default_repo_maintain_frequency = match &self.default_repo_maintain_frequency {
+            Some(f) => {
+                stowage_api::duration::parse(f.trim()).map_err(|e| InstallError::MaintainFrequency(format!("{f:?}: {e}")))?;
+                Some(f.trim().to_string())
+            }
+            None => None,
+        };
         Ok(InstallPlan {
             namespace: self.namespace.clone(),
             image: self.image.trim().to_string(),
@@ -222,6 +237,7 @@ impl InstallArgs {
             default_volumes_to_fs_backup: self.default_volumes_to_fs_backup,
             namespaced_extension_capabilities,
             replicas: self.replicas,
+            default_repo_maintain_frequency,
             warnings,
         })
     }

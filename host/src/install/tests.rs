@@ -391,3 +391,14 @@ fn unknown_provider_and_conflicts_are_rejected_by_the_parser() {
     assert!(parse(&["--node-agent-concurrency", "0"]).is_err());
     assert!(parse(&["-o", "table"]).is_err());
 }
+
+#[test]
+fn the_repository_maintenance_frequency_goes_to_the_server_checked() {
+    let f = fixture(CREDENTIALS);
+    let objects = build_objects(&minio_args(&f, &["--default-repo-maintain-frequency", "24h"]));
+    let deployment: Deployment = find(&objects, "Deployment", "stowage");
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--default-repo-maintain-frequency=24h".to_string()), "{args:?}");
+    let err = error_of(&minio_args(&f, &["--default-repo-maintain-frequency", "weekly"]));
+    assert!(err.contains("--default-repo-maintain-frequency \"weekly\"") && err.contains("168h"), "{err}");
+}

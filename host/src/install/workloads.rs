@@ -36,6 +36,9 @@ pub fn server(plan: &InstallPlan) -> Deployment {
             "--namespaced-extension-capabilities={capabilities}"
         ));
     }
+    if let Some(frequency) = &plan.default_repo_maintain_frequency {
+        args.push(format!("--default-repo-maintain-frequency={frequency}"));
+    }
     let mut container = base_container(plan, names::SERVER, "stowage", args);
     // Its identity in the leader Lease.
     container.env.get_or_insert_default().push(field_env("POD_NAME", "metadata.name"));

@@ -74,6 +74,17 @@ pub struct ServerArgs {
     /// it runs (the next leader starts it again).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
+    /// How often each BackupRepository is maintained (stale locks removed, unused data pruned)
+    /// unless its spec.maintenanceFrequency says otherwise (Go duration; Velero's flag name).
+    #[arg(long, value_parser = parse_period, default_value = "168h")]
+    pub default_repo_maintain_frequency: std::time::Duration,
+    /// The share of a repository that may stay unused after maintenance, in percent (restic's
+    /// `prune --max-unused`): partly used packs are repacked until at most this is unused.
+    #[arg(long, default_value_t = 5.0)]
+    pub repo_maintain_max_unused: f64,
+    /// How often the server looks for repositories due for maintenance.
+    #[arg(long, value_parser = parse_period, default_value = "1m")]
+    pub repo_maintain_check_period: std::time::Duration,
 }
 
 /// Application teams' extensions may log and read the clock unless the admin allows more.

@@ -1,5 +1,5 @@
 //! `stowage server`: the controllers for backups, restores, schedules, garbage collection,
-//! storage locations, deletions and downloads, and the metrics endpoint.
+//! storage locations, deletions, downloads and repository maintenance, and the metrics endpoint.
 
 mod args;
 pub mod deletions;
@@ -7,6 +7,7 @@ pub mod downloads;
 pub mod extensions;
 pub mod leader;
 pub mod locations;
+pub mod maintenance;
 mod operations;
 pub mod queue;
 
@@ -70,12 +71,16 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
             tracing::error!("no longer leading: {lost}; stopping so that only one server acts");
             std::process::exit(1);
         }
-        r = lead(ctx.clone(), args.garbage_collection_frequency) => r,
+        r = lead(ctx.clone(), args.garbage_collection_frequency, maintenance::MaintenanceConfig {
+            default_frequency: args.default_repo_maintain_frequency,
+            max_unused_percent: args.repo_maintain_max_unused,
+            check_period: args.repo_maintain_check_period,
+        }) => r,
     }
 }
 
 /// What the leader does: pays what a stopped server owed, then runs the controllers.
-async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration) -> anyhow::Result<()> {
+async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration, maintenance: maintenance::MaintenanceConfig) -> anyhow::Result<()> {
     if let Err(e) = extensions::load_all(&ctx).await {
         tracing::warn!("loading the extension ConfigMaps: {e:#}");
     }
@@ -101,6 +106,7 @@ async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration) -> anyhow::R
         () = downloads::run(ctx.clone()) => {}
         () = crate::schedules::run(ctx.clone()) => {}
         () = crate::gc::run(ctx.clone(), gc_frequency) => {}
+        () = maintenance::run(ctx.clone(), maintenance) => {}
         r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
     }
     Ok(())

@@ -504,9 +504,9 @@ pub async fn running_pods(env: &Env, ns: &str, count: usize) -> Vec<Pod> {
     .await
 }
 
-/// Runs the `restic` CLI against a namespace's repository with the environment
-/// `stowage repo restic-env` prints; returns stdout.
-pub fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
+/// The `restic` CLI set up for a namespace's repository with the environment
+/// `stowage repo restic-env` prints.
+pub fn restic_command(env: &Env, namespace: &str) -> Command {
     let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
         .args(["repo", "restic-env", namespace, "-n", NS, "--kubeconfig"])
         .arg(&env.kubeconfig)
@@ -518,7 +518,13 @@ pub fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
         let (k, v) = line.trim_start_matches("export ").split_once('=').unwrap();
         cmd.env(k, v.trim_matches('\''));
     }
-    let out = cmd.args(["--no-cache", "--quiet"]).args(args).output().expect("the restic CLI is installed (scripts/test.sh installs it)");
+    cmd.args(["--no-cache", "--quiet"]);
+    cmd
+}
+
+/// Runs the `restic` CLI against a namespace's repository; returns stdout.
+pub fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
+    let out = restic_command(env, namespace).args(args).output().expect("the restic CLI is installed (scripts/test.sh installs it)");
     assert!(
         out.status.success(),
         "restic {args:?} failed: {}\n{}",
