@@ -233,3 +233,60 @@ async fn a_backup_and_a_restore_whose_leader_dies_are_finished_by_the_next_leade
     assert_eq!(std::fs::read(slow.join("queue.db")).unwrap(), slow_data);
     assert!(slow.join("hooked").exists(), "the post-restore hook ran");
 }
+
+/// Stops a server the way Kubernetes does (SIGTERM) and waits for it to exit.
+fn terminate(mut s: Server) {
+    let status = std::process::Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = Instant::now();
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(exited.elapsed() < Duration::from_secs(10), "{} did not stop on SIGTERM", s.identity);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_both_servers_loses_no_backup_schedule_or_restore() {
+    let env = Env::start().await;
+    env.create_namespace("rolling").await;
+    env.create_in::<k8s_openapi::api::core::v1::ConfigMap>("rolling", json!({"metadata": {"name": "settings"}, "data": {"a": "1"}})).await;
+    let mut servers = vec![server(&env, "stowage-a"), server(&env, "stowage-b")];
+    wait_for("a leader", 30, || async { holder(&env).await }).await;
+    assert_eq!(env.backup("before", json!({"includedNamespaces": ["rolling"]})).await["phase"], "Completed");
+    cli(&env, &["schedule", "create", "often", "--schedule", "@every 2s", "--include-namespaces", "rolling"]);
+    env.create::<Backup>(json!({"metadata": {"name": "during", "namespace": NS}, "spec": {"includedNamespaces": ["rolling"]}})).await;
+
+    // A rolling update: a new replica comes up and is ready, then an old one is stopped.
+    for (old, new) in [("stowage-a", "stowage-a2"), ("stowage-b", "stowage-b2")] {
+        let replacement = server(&env, new);
+        assert_eq!(http_get(replacement.metrics, "/readyz").await, "ok");
+        servers.push(replacement);
+        let leading = holder(&env).await;
+        let at = servers.iter().position(|s| s.identity == old).unwrap();
+        let stopped = Instant::now();
+        terminate(servers.remove(at));
+        let leader = wait_for("a leader after the stop", 30, || async { holder(&env).await.filter(|h| h != old && !h.is_empty()) }).await;
+        if leading.as_deref() == Some(old) {
+            // The stopped leader gave its Lease up: no waiting for it to run out (4s).
+            assert!(stopped.elapsed() < Duration::from_secs(3), "{leader} took over in {:?}", stopped.elapsed());
+            assert!(env.spawned_server_log(old).contains("gave up the Lease"), "{}", env.spawned_server_log(old));
+        }
+    }
+    let status = env.wait_finished::<Backup>("during").await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    let scheduled = wait_for("the schedule to back up under the new servers", 30, || async {
+        let backups = Api::<Backup>::namespaced(env.client.clone(), NS).list(&ListParams::default().labels("stowage.io/schedule-name=often")).await.ok()?;
+        let done: Vec<Backup> = backups.items.into_iter().filter(|b| b.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal())).collect();
+        (done.len() >= 2).then_some(done)
+    })
+    .await;
+    for b in &scheduled {
+        assert_eq!(b.status.as_ref().and_then(|s| s.phase), Some(stowage_api::BackupPhase::Completed), "{b:?}");
+    }
+    let status = env.restore("after", json!({"backupName": "before", "namespaceMapping": {"rolling": "rolled"}})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    assert!(env.get_in::<k8s_openapi::api::core::v1::ConfigMap>("rolled", "settings").await.is_some());
+    for name in ["before", "during"] {
+        assert!(env.get_in::<Backup>(NS, name).await.is_some(), "backup {name} is kept");
+    }
+}

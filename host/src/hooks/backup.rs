@@ -129,7 +129,13 @@ impl<'a> BackupHookRunner<'a> {
     pub fn new(ctx: &'a Context, backup: &Backup, specs: &'a BackupHookSpecs, resources: Vec<Discovered>, log: &OperationLog) -> Self {
         let (name, uid) = (backup.metadata.name.clone().unwrap_or_default(), backup.metadata.uid.clone().unwrap_or_default());
         let extensions = HookExtensions::start(ctx, OperationKind::Backup, (&name, &uid), &backup.spec.extensions, resources, log);
-        BackupHookRunner { ctx, specs, extensions, journal: Journal::new(ctx, &name), ledger: Ledger::new(log) }
+        // A later attempt goes on from the runs already recorded (an earlier attempt's, and the
+        // post hooks a restarted server paid for it).
+        let ledger = match backup.status.as_ref().and_then(|s| s.hook_status.clone()) {
+            Some(recorded) => Ledger::resume(recorded, log),
+            None => Ledger::new(log),
+        };
+        BackupHookRunner { ctx, specs, extensions, journal: Journal::new(ctx, &name), ledger }
     }
 
     /// The hooks of `pod` (as collected), whose volumes `copied` the backup copies; malformed

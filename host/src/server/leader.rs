@@ -125,6 +125,26 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up (when this process holds it), so a standby takes over at its next
+    /// try instead of waiting for the Lease to run out: a rolling update hands over at once.
+    pub async fn release(&mut self) {
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else { return Ok(()) };
+            let mut spec = lease.spec.clone().unwrap_or_default();
+            if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+                return Ok(());
+            }
+            spec.holder_identity = None;
+            lease.spec = Some(spec);
+            self.api.replace(LEASE_NAME, &PostParams::default(), &lease).await.map(drop)
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!("gave up the Lease {}/{LEASE_NAME}", self.config.namespace),
+            Err(e) => tracing::warn!("giving up the Lease {}/{LEASE_NAME}: {e}; a standby takes over when it runs out", self.config.namespace),
+        }
+    }
+
     /// One attempt to take or renew the Lease; true when this process holds it afterwards.
     async fn try_hold(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());

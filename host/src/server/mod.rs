@@ -60,7 +60,7 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
     tokio::select! {
         () = elector.acquire() => {}
         r = serving => return Err(r.map_err(anyhow::Error::from).and_then(|r| r).err().unwrap_or_else(|| anyhow::anyhow!("the metrics server stopped"))),
-        r = tokio::signal::ctrl_c() => { r?; return Ok(()); }
+        r = stop_signal() => { r?; return Ok(()); }
     }
     ctx.metrics.leader.set(1);
     tracing::info!(identity = %lease.identity, "leading (Lease {}/{})", lease.namespace, leader::LEASE_NAME);
@@ -76,6 +76,22 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
             max_unused_percent: args.repo_maintain_max_unused,
             check_period: args.repo_maintain_check_period,
         }) => r,
+        r = stop_signal() => {
+            // Operations in flight are started again by the next leader; handing the Lease
+            // over now lets it start at once.
+            tracing::info!("stopping");
+            elector.release().await;
+            r
+        }
+    }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        r = tokio::signal::ctrl_c() => Ok(r?),
     }
 }
 
@@ -107,7 +123,6 @@ async fn lead(ctx: Arc<Context>, gc_frequency: std::time::Duration, maintenance:
         () = crate::schedules::run(ctx.clone()) => {}
         () = crate::gc::run(ctx.clone(), gc_frequency) => {}
         () = maintenance::run(ctx.clone(), maintenance) => {}
-        r = tokio::signal::ctrl_c() => { r?; tracing::info!("stopping"); }
     }
     Ok(())
 }
