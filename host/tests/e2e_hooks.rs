@@ -18,8 +18,7 @@ use stowage_api::{Backup, PodVolumeBackup};
 /// Hooks write into volumes through kube-sim's node filesystem; on a real cluster these tests
 /// would need real containers with a shell, so they run on kube-sim only.
 async fn hook_env(node_agent: bool) -> Option<Env> {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: hook tests read what hooks wrote through kube-sim's node filesystem");
+    if e2e::skipped_on_real_cluster("hook tests read what hooks wrote through kube-sim's node filesystem") {
         return None;
     }
     let mut env = Env::start_with_local_exec().await;

@@ -17,6 +17,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use stowage_api::podvolume::PodVolumePhase;
 use stowage_api::{Backup, PodVolumeRestore, Restore};
+use stowage_test_support::noise;
 
 /// Short leases, so the tests take seconds.
 const LEASE: [&str; 6] = ["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "500ms"];
@@ -134,17 +135,6 @@ async fn app(env: &Env, ns: &str, name: &str, annotations: Value) -> PathBuf {
     claim_dir(env, ns, &claim).await
 }
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Kills the server holding the Lease; returns its identity.
 async fn kill_leader(env: &Env, servers: &mut Vec<Server>) -> String {
@@ -158,8 +148,7 @@ async fn kill_leader(env: &Env, servers: &mut Vec<Server>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_and_a_restore_whose_leader_dies_are_finished_by_the_next_leader() {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: volume data and hooks go through kube-sim's node filesystem");
+    if e2e::skipped_on_real_cluster("volume data and hooks go through kube-sim's node filesystem") {
         return;
     }
     let mut env = Env::start_with_local_exec().await;
@@ -178,7 +167,7 @@ async fn a_backup_and_a_restore_whose_leader_dies_are_finished_by_the_next_leade
         "post.hook.restore.stowage.io/exec-timeout": "60s",
     }))
     .await;
-    let (fast_data, slow_data) = (random_bytes(3 << 20, 1), random_bytes(2 << 20, 2));
+    let (fast_data, slow_data) = (noise(3 << 20, 1), noise(2 << 20, 2));
     std::fs::write(fast.join("table.db"), &fast_data).unwrap();
     std::fs::write(slow.join("queue.db"), &slow_data).unwrap();
 

@@ -100,8 +100,7 @@ fn the_shipped_manifest_passes_the_offline_extension_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysqldump_backs_up_a_consistent_dump_fails_partial_ones_and_loads_it_after_a_restore() {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: MariaDB runs as a local process of kube-sim's node; a real cluster would need the mariadb image");
+    if e2e::skipped_on_real_cluster("MariaDB runs as a local process of kube-sim's node; a real cluster would need the mariadb image") {
         return;
     }
     for tool in ["mariadbd", "mariadb-install-db", "mariadb"] {

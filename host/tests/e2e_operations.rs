@@ -266,8 +266,7 @@ fn timestamp(status: &Value, field: &str) -> k8s_openapi::jiff::Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disjoint_backups_run_together_and_an_overlapping_one_waits_queued() {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: the slow pre hooks run through kube-sim's local exec");
+    if e2e::skipped_on_real_cluster("the slow pre hooks run through kube-sim's local exec") {
         return;
     }
     let mut env = Env::start_with_local_exec().await;

@@ -61,8 +61,7 @@ esac
 }
 
 async fn quiesce_env(node_agent: bool, server_flags: &[&str]) -> Option<Env> {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: quiesce tests read volume state through kube-sim's node filesystem");
+    if e2e::skipped_on_real_cluster("quiesce tests read volume state through kube-sim's node filesystem") {
         return None;
     }
     stand_in_fsfreeze();

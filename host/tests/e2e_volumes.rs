@@ -20,8 +20,7 @@ use stowage_test_support::noise;
 /// Volume data lives in kube-sim's node filesystem; on a real cluster these tests would need
 /// a container to write it, so they run on kube-sim only.
 async fn sim_env() -> Option<Env> {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: pod volume tests write volume data through kube-sim's node filesystem");
+    if e2e::skipped_on_real_cluster("pod volume tests write volume data through kube-sim's node filesystem") {
         return None;
     }
     let mut env = Env::start().await;
@@ -467,8 +466,7 @@ fn restic_holding_a_lock(env: &Env, ns: &str) -> std::process::Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repository_maintenance_frees_deleted_backups_data_and_respects_fresh_locks() {
-    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
-        eprintln!("SKIPPED: pod volume tests write volume data through kube-sim's node filesystem");
+    if e2e::skipped_on_real_cluster("pod volume tests write volume data through kube-sim's node filesystem") {
         return;
     }
     let mut env = Env::start().await;

@@ -112,6 +112,16 @@ async fn client_for(kubeconfig: &Path) -> Client {
 }
 
 /// A free loopback address to serve on.
+/// Whether the suites run against a real cluster (`STOWAGE_E2E_KUBECONFIG`), where a test that
+/// needs kube-sim's node (its filesystem, local exec) is skipped, saying `why`.
+pub fn skipped_on_real_cluster(why: &str) -> bool {
+    let real = std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some();
+    if real {
+        eprintln!("SKIPPED: {why}");
+    }
+    real
+}
+
 pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
