@@ -144,17 +144,27 @@ async fn completed_earlier(ctx: &Context, backup_uid: &str, attempt: u32) -> any
         .collect())
 }
 
-/// Deletes the PodVolumeBackups earlier attempts left and this one did not reuse: what they
-/// copied is not part of the backup.
-async fn delete_earlier(ctx: &Context, backup_uid: &str, attempt: u32) {
+/// Deletes the PodVolumeBackups earlier attempts left and this one did not reuse, and forgets
+/// the snapshots of those that completed: what they copied is not part of the backup.
+async fn delete_earlier(shared: &Shared<'_>) {
+    let (ctx, attempt) = (shared.ctx, shared.plan.attempt);
     if attempt <= 1 {
         return;
     }
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let Ok(all) = api.list(&ListParams::default().labels(&format!("{}={backup_uid}", labels::BACKUP_UID.name))).await else { return };
+    let selector = format!("{}={}", labels::BACKUP_UID.name, shared.backup_uid);
+    let Ok(all) = api.list(&ListParams::default().labels(&selector)).await else { return };
     let current = attempt.to_string();
+    let mut snapshots: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in all.items.iter().filter(|p| p.labels().get(ATTEMPT_LABEL) != Some(&current)) {
+        if let (Some(ns), Some(id)) = (&p.spec.pod.namespace, p.status.as_ref().and_then(|s| s.snapshot_id.clone())) {
+            snapshots.entry(ns.clone()).or_default().push(id);
+        }
         let _ = api.delete(&p.name_any(), &Default::default()).await;
+    }
+    let backup = &shared.plan.name;
+    if let Err(e) = crate::server::deletions::forget_in(ctx, &shared.plan.location, shared.store.clone(), backup, snapshots).await {
+        shared.log.warn(format!("forgetting the snapshots of an earlier attempt no pod volume of this one reused: {e:#}"));
     }
 }
 
@@ -238,7 +248,7 @@ pub async fn back_up(
     }
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let done = api.list(&ListParams::default().labels(&selector)).await?.items;
-    delete_earlier(ctx, &shared.backup_uid, plan.attempt).await;
+    delete_earlier(&shared).await;
     for pvb in &done {
         let status = pvb.status.clone().unwrap_or_default();
         let ns = pvb.spec.pod.namespace.as_deref();

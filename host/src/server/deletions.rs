@@ -75,6 +75,37 @@ pub async fn delete_backup(ctx: &Context, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Forgets snapshots (ids by volume namespace) of backup `backup` in each namespace's
+/// repository; a namespace without a repository has nothing to forget.
+pub async fn forget_in(
+    ctx: &Context,
+    loc: &stowage_api::BackupStorageLocation,
+    store: Arc<dyn stowage_storage::ObjectStore>,
+    backup: &str,
+    by_namespace: std::collections::BTreeMap<String, Vec<String>>,
+) -> anyhow::Result<()> {
+    if by_namespace.is_empty() {
+        return Ok(());
+    }
+    let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
+    for (ns, ids) in by_namespace {
+        let repo = stowage_access::repository_of(loc, &ns)?;
+        let password = stowage_api::repo_keys::repository_password(&key, &repo.identity)?;
+        let config = stowage_restic::RepoConfig { store: store.clone(), namespace: ns.clone(), password };
+        let opened = match stowage_restic::Repo::open(config).await {
+            Ok(r) => r,
+            Err(stowage_restic::EngineError::NotInitialised { .. }) => continue,
+            Err(e) => anyhow::bail!("opening the repository of namespace {ns} to forget its snapshots: {e}"),
+        };
+        let forgotten = opened
+            .forget(&ids)
+            .await
+            .map_err(|e| anyhow::anyhow!("forgetting its snapshots in {}: {e}", repo.restic_identifier))?;
+        tracing::info!(backup, namespace = %ns, "forgot {forgotten} of {} snapshots", ids.len());
+    }
+    Ok(())
+}
+
 /// Forgets the backup's volume snapshots in each namespace's repository; the data other
 /// snapshots share stays (a prune, not a forget, reclaims space).
 async fn forget_snapshots(
@@ -90,23 +121,7 @@ async fn forget_snapshots(
             by_namespace.entry(ns).or_default().push(id);
         }
     }
-    if by_namespace.is_empty() {
-        return Ok(());
-    }
-    let key = stowage_access::master_key(&ctx.client, &ctx.namespace).await?;
-    for (ns, ids) in by_namespace {
-        let repo = stowage_access::repository_of(loc, &ns)?;
-        let password = stowage_api::repo_keys::repository_password(&key, &repo.identity)?;
-        let config = stowage_restic::RepoConfig { store: store.clone(), namespace: ns.clone(), password };
-        let opened = match stowage_restic::Repo::open(config).await {
-            Ok(r) => r,
-            Err(stowage_restic::EngineError::NotInitialised { .. }) => continue,
-            Err(e) => anyhow::bail!("backup {backup:?}: opening the repository of namespace {ns} to forget its snapshots: {e}; the backup is kept, retry the deletion"),
-        };
-        let forgotten = opened.forget(&ids).await.map_err(|e| {
-            anyhow::anyhow!("backup {backup:?}: forgetting its snapshots in {}: {e}; the backup is kept, retry the deletion", repo.restic_identifier)
-        })?;
-        tracing::info!(backup, namespace = %ns, "forgot {forgotten} of {} snapshots", ids.len());
-    }
-    Ok(())
+    forget_in(ctx, loc, store, backup, by_namespace)
+        .await
+        .map_err(|e| anyhow::anyhow!("backup {backup:?}: {e:#}; the backup is kept, retry the deletion"))
 }
