@@ -263,6 +263,9 @@ async fn a_rolling_restart_of_both_servers_loses_no_backup_schedule_or_restore()
     }
     let status = env.wait_finished::<Backup>("during").await;
     assert_eq!(status["phase"], "Completed", "{status}");
+    // DownloadRequests are answered by whichever server leads now.
+    let logs = cli(&env, &["backup", "logs", "during"]);
+    assert!(logs.contains("backup started"), "{logs}");
     let scheduled = wait_for("the schedule to back up under the new servers", 30, || async {
         let backups = Api::<Backup>::namespaced(env.client.clone(), NS).list(&ListParams::default().labels("stowage.io/schedule-name=often")).await.ok()?;
         let done: Vec<Backup> = backups.items.into_iter().filter(|b| b.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_terminal())).collect();
