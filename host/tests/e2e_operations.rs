@@ -297,3 +297,28 @@ async fn disjoint_backups_run_together_and_an_overlapping_one_waits_queued() {
     let started = timestamp(&both, "startTimestamp");
     assert!(started >= timestamp(&left, "completionTimestamp") && started >= timestamp(&right, "completionTimestamp"), "{both}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backups_of_the_same_namespace_run_one_after_the_other_and_both_restore() {
+    if e2e::skipped_on_real_cluster("the slow pre hook runs through kube-sim's local exec") {
+        return;
+    }
+    let mut env = Env::start_with_local_exec().await;
+    slow_namespace(&env, "twice", 3).await;
+    env.create_in::<ConfigMap>("twice", config_map("settings", json!({"app": "twice"}))).await;
+    env.start_server();
+    for name in ["twice-1", "twice-2"] {
+        env.create::<Backup>(json!({"metadata": {"name": name, "namespace": NS}, "spec": {"includedNamespaces": ["twice"]}})).await;
+    }
+    let (first, second) = (env.wait_finished::<Backup>("twice-1").await, env.wait_finished::<Backup>("twice-2").await);
+    for s in [&first, &second] {
+        assert_eq!(s["phase"], "Completed", "{s}");
+    }
+    let (a, b) = if timestamp(&first, "startTimestamp") <= timestamp(&second, "startTimestamp") { (&first, &second) } else { (&second, &first) };
+    assert!(timestamp(b, "startTimestamp") >= timestamp(a, "completionTimestamp"), "one after the other:\n{a}\n{b}");
+    for (backup, target) in [("twice-1", "twice-a"), ("twice-2", "twice-b")] {
+        let status = env.restore(&format!("{backup}-restore"), json!({"backupName": backup, "namespaceMapping": {"twice": target}})).await;
+        assert_eq!(status["phase"], "Completed", "{status}");
+        assert!(env.get_in::<ConfigMap>(target, "settings").await.is_some(), "{backup} restores");
+    }
+}
