@@ -25,6 +25,9 @@ pub enum ExecError {
     /// It was still running at its timeout; the connection was dropped.
     #[error("timed out after {}", humantime::format_duration(*.0))]
     TimedOut(Duration),
+    /// The connection to the API server broke while it ran; it may have run on.
+    #[error("the connection to the API server broke while it ran: {0}")]
+    ConnectionLost(String),
 }
 
 /// Runs `command` (argv, no shell) in `container` of `namespace/pod`, for at most `timeout`.
@@ -59,8 +62,20 @@ pub async fn exec(
         };
         let out = attached.stdout().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
         let err = attached.stderr().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
-        let (stdout, stderr) = tokio::join!(read(out), read(err));
-        let status = match attached.take_status() {
+        let status = attached.take_status();
+        // A connection that breaks ends kube's message loop with an error but leaves the output
+        // streams open: watch the loop too, so a broken exec fails at once, not at its timeout.
+        let streams = async { tokio::join!(read(out), read(err)) };
+        let ended = attached.join();
+        tokio::pin!(streams, ended);
+        let (stdout, stderr) = tokio::select! {
+            outputs = &mut streams => outputs,
+            result = &mut ended => match result {
+                Err(e) => return Err(ExecError::ConnectionLost(e.to_string())),
+                Ok(()) => streams.await,
+            },
+        };
+        let status = match status {
             Some(s) => s.await,
             None => None,
         };

@@ -101,6 +101,7 @@ pub async fn run_exec(client: &Client, pod: &Value, plan: &ExecHookPlan, phase: 
         // Closing the connection is all an exec client can do; the container's runtime may let
         // the command run on.
         Err(ExecError::TimedOut(_)) => Some(format!("{}; no longer waited for", result.as_ref().unwrap_err())),
+        Err(e @ ExecError::ConnectionLost(_)) => Some(e.to_string()),
         Err(e) => Some(format!("could not be run: {e}")),
     };
     run.error = failure.clone();

@@ -218,11 +218,16 @@ impl Env {
     }
 
     pub async fn apply_location(&self, name: &str, bucket: &str, default: bool, access_mode: &str) {
+        self.apply_location_at(name, bucket, default, access_mode, self.s3.endpoint()).await;
+    }
+
+    /// A location reaching the S3 server through `s3_url` (a proxy in front of it).
+    pub async fn apply_location_at(&self, name: &str, bucket: &str, default: bool, access_mode: &str, s3_url: &str) {
         let api: Api<stowage_api::BackupStorageLocation> = Api::namespaced(self.client.clone(), NS);
         let bsl = json!({"apiVersion": "stowage.io/v1alpha1", "kind": "BackupStorageLocation",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"provider": "aws", "objectStorage": {"bucket": bucket}, "default": default, "accessMode": access_mode,
-                "config": {"region": self.s3.region(), "s3Url": self.s3.endpoint(), "s3ForcePathStyle": "true"}}});
+                "config": {"region": self.s3.region(), "s3Url": s3_url, "s3ForcePathStyle": "true"}}});
         api.patch(name, &PatchParams::apply("stowage-e2e").force(), &Patch::Apply(&bsl)).await.unwrap();
     }
 
@@ -246,13 +251,28 @@ impl Env {
         self.server = Some(self.run_server("server.log", "stowage-e2e", self.metrics_address, extra));
     }
 
+    /// Starts the server (log `server.log`) talking to the cluster through another kubeconfig,
+    /// e.g. one whose server URL is a proxy in front of the API server; with extra flags.
+    pub fn start_server_via(&mut self, kubeconfig: &Path, extra: &[&str]) {
+        self.server = Some(self.run_server_at(kubeconfig, "server.log", "stowage-e2e", self.metrics_address, extra));
+    }
+
+    /// Whether the server started by `start_server*` is still running.
+    pub fn server_running(&mut self) -> bool {
+        self.server.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// A `stowage server` process against this cluster named `identity` (its pod name),
     /// appending to `log` in the test's directory.
     fn run_server(&self, log: &str, identity: &str, metrics: SocketAddr, extra: &[&str]) -> Child {
+        self.run_server_at(&self.kubeconfig, log, identity, metrics, extra)
+    }
+
+    fn run_server_at(&self, kubeconfig: &Path, log: &str, identity: &str, metrics: SocketAddr, extra: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(log)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_stowage"))
             .args(["server", "--kubeconfig"])
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
             .arg(metrics.to_string())
             .args(extra)

@@ -4,14 +4,18 @@
 //!   `STOWAGE_TEST_S3_ENDPOINT`), optionally with request signing enforced.
 //! - [`unique_name`]: names for buckets and objects that do not collide between tests sharing a
 //!   server.
+//! - [`FaultProxy`]: a loopback TCP proxy that can be switched at run time to refuse, delay or
+//!   answer 5xx, for network fault tests.
 //! - [`noise`]: deterministic, poorly compressible bytes for volume and archive tests.
 //!
 //! This crate deliberately does not depend on `stowage-storage`, so that crate can use it as a
 //! dev-dependency; tests create buckets through `stowage_storage::S3Store::create_bucket`.
 
+mod fault_proxy;
 mod loopback_http;
 mod s3_server;
 
+pub use fault_proxy::{FaultProxy, Mode as FaultMode};
 pub use s3_server::{S3Server, TEST_REGION};
 
 use std::sync::atomic::{AtomicU32, Ordering};
