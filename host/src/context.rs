@@ -36,7 +36,36 @@ pub struct Context {
     pub max_attempts: u32,
 }
 
+/// How often, and how many times, an operation's end is written again when the API server
+/// does not take it (3 minutes in all).
+const END_RETRY: Duration = Duration::from_secs(2);
+const END_TRIES: u32 = 90;
+
 impl Context {
+    /// Writes an operation's end into its status, again and again for a while when the API
+    /// server does not take it (it may be what failed): an operation left in progress is never
+    /// run again by this server.
+    pub async fn record_end<K>(&self, name: &str, status: serde_json::Value) -> Result<K, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let mut tries = 0;
+        loop {
+            match self.patch_status::<K>(name, status.clone()).await {
+                Ok(k) => return Ok(k),
+                Err(e) if tries + 1 >= END_TRIES => return Err(e),
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(%name, "recording the end of {}: {e}; trying again in {END_RETRY:?}", K::kind(&()));
+                    tokio::time::sleep(END_RETRY).await;
+                }
+            }
+        }
+    }
+
     /// Merges `status` into the status of one of Stowage's objects in its namespace.
     pub async fn patch_status<K>(&self, name: &str, status: serde_json::Value) -> Result<K, kube::Error>
     where

@@ -132,11 +132,6 @@ async fn validate(ctx: &Context, backup: &Backup) -> Result<(BackupPlan, Arc<dyn
     }
 }
 
-/// How often, and how many times, a failed backup's end is written again when the API server
-/// does not take it (3 minutes in all).
-const FINAL_STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-const FINAL_STATUS_TRIES: u32 = 90;
-
 /// Runs a new backup to its end, recording everything in its status.
 pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
     let name = backup.name_any();
@@ -224,18 +219,9 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
             ctx.metrics.backup_failures.inc();
             // Keep what happened readable: the log goes up even when the backup failed.
             let _ = upload::upload_log(store.as_ref(), &name, &log).await;
-            // The API server may be what failed: a Backup left in progress is never run again
-            // by this server, so its end is written again until the API server takes it.
+            // The API server may be what failed.
             let status = json!({"phase": "Failed", "failureReason": reason, "completionTimestamp": locations::now()});
-            let mut tries = 0;
-            while let Err(e) = ctx.patch_status::<Backup>(&name, status.clone()).await {
-                tries += 1;
-                if tries >= FINAL_STATUS_TRIES {
-                    return Err(e.into());
-                }
-                tracing::warn!(backup = %name, "recording that the backup failed: {e}; trying again in {FINAL_STATUS_RETRY:?}");
-                tokio::time::sleep(FINAL_STATUS_RETRY).await;
-            }
+            ctx.record_end::<Backup>(&name, status).await?;
             Ok(())
         }
     }

@@ -227,7 +227,12 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
             if writable {
                 let _ = upload(v.store.as_ref(), &name, &log, None).await;
             }
-            ctx.patch_status::<Restore>(&name, json!({"phase": "Failed", "failureReason": format!("{e:#}"),
+            // The API server may be what failed.
+            let reason = match e.downcast_ref::<kube::Error>() {
+                Some(_) => format!("a request to the API server failed: {e:#}"),
+                None => format!("{e:#}"),
+            };
+            ctx.record_end::<Restore>(&name, json!({"phase": "Failed", "failureReason": reason,
                 "completionTimestamp": locations::now()})).await?;
         }
     }
