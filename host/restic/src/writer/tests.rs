@@ -264,8 +264,9 @@ async fn a_backup_saving_many_index_files_names_each_pack_once_and_restores() {
     std::fs::create_dir_all(case.volume.join("a/b")).unwrap();
     std::fs::write(case.volume.join("a/b/c"), b"deep").unwrap();
 
-    // An index file every two packs: three while the six or seven data packs are written,
-    // the last one (with the tree pack) at the end.
+    // An index file every two packs: two or three while the five to seven data packs are
+    // written (how full each pack gets depends on which worker's blob fills it), the last one
+    // (with the tree pack) at the end.
     let every = IndexEvery {
         packs: 2,
         age: Duration::from_secs(3600),
@@ -274,7 +275,7 @@ async fn a_backup_saving_many_index_files_names_each_pack_once_and_restores() {
     let first = back_up(&repo, &case.volume, CancellationToken::new()).await.unwrap();
     assert!(first.data_added > total, "{first:?}");
     let packs = case.pack_files().len();
-    assert!(packs >= 7, "{packs} packs");
+    assert!(packs >= 6, "{packs} packs");
     assert_eq!(case.assert_each_pack_indexed_once(), packs.div_ceil(2));
     case.restic(&["check", "--read-data"]);
     assert_restores(&repo, &case, &first.snapshot_id).await;
