@@ -97,6 +97,21 @@ pub fn print(text: &str) -> anyhow::Result<()> {
     crate::cli::write_stdout(text.as_bytes()).context("writing to stdout")
 }
 
+/// Bytes as people read them: 512 B, 1.5 KiB, 2.0 GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// A timestamp as Velero prints one: `2024-05-01 10:00:00 +0000 UTC`, `<n/a>` when unset.
 pub fn time(t: Option<&Time>) -> String {
     match t {

@@ -201,21 +201,13 @@ pub fn table(repos: &[BackupRepository]) -> String {
             r.spec.backup_storage_location.clone(),
             status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "New".into()),
             output::time(status.last_maintenance_time.as_ref()),
-            status.size_bytes.map(size).unwrap_or_else(|| "<unknown>".into()),
+            status.size_bytes.map(output::human_bytes).unwrap_or_else(|| "<unknown>".into()),
             r.spec.restic_identifier.clone(),
         ]);
     }
     t.render()
 }
 
-/// Bytes as `1.5GiB`, `12MiB`, `340KiB`.
-fn size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1}GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{}MiB", b >> 20),
-        b => format!("{}KiB", b.div_ceil(1024)),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -249,7 +241,7 @@ mod tests {
             "status": {"phase": "Ready", "sizeBytes": 1610612736u64}}))
         .unwrap();
         let text = table(&[repo]);
-        assert!(text.contains("1.5GiB"), "{text}");
+        assert!(text.contains("1.5 GiB"), "{text}");
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("NAME"));
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::repository::{BackupRepositoryPhase, MaintenanceResult, MaintenanceRun};
@@ -22,6 +22,7 @@ use stowage_restic::{MaintenanceOptions, MaintenanceSummary};
 
 use super::queue::Scope;
 use crate::context::Context;
+use crate::commands::output::human_bytes;
 use crate::{locations, repositories};
 
 /// Annotation on a BackupRepository: maintenance was asked for at this time (RFC 3339).
@@ -180,9 +181,7 @@ async fn maintain(ctx: &Context, repo: &BackupRepository, config: MaintenanceCon
 /// Says in the repository's status what its due maintenance waits for.
 async fn waiting(ctx: &Context, name: &str, why: String) {
     tracing::info!(repository = %name, "maintenance waits: {why}");
-    let api: Api<BackupRepository> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let patch = json!({"status": {"message": format!("maintenance waits: {why}")}});
-    let _ = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+    let _ = ctx.patch_status::<BackupRepository>(name, json!({"message": format!("maintenance waits: {why}")})).await;
 }
 
 fn describe(s: &MaintenanceSummary) -> String {
@@ -191,21 +190,13 @@ fn describe(s: &MaintenanceSummary) -> String {
         s.stale_locks_removed,
         s.packs_removed,
         s.packs_repacked,
-        bytesize(s.bytes_freed),
-        bytesize(s.bytes_before),
-        bytesize(s.bytes_after),
+        human_bytes(s.bytes_freed),
+        human_bytes(s.bytes_before),
+        human_bytes(s.bytes_after),
         s.blobs
     )
 }
 
-fn bytesize(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use stowage_api::{Backup, BackupPhase, Restore, RestorePhase};
 
 use crate::context::Context;
 use crate::locations;
-use super::queue::Scope;
+use super::queue::{Queue, Scope, Slot};
 
 /// Starts again the operations a stopped server (a leader that died or lost its Lease) left in
 /// progress: each goes back to New and is run again, keeping its name and counting its
@@ -94,28 +94,48 @@ fn restore_scope(r: &Restore) -> Scope {
     Scope::of_restore(&r.spec.included_namespaces, &r.spec.namespace_mapping)
 }
 
+/// Whether `op` may start now: its slot in `queue`, or None once it is marked Queued with its
+/// position among the waiting operations of its kind (`waiting`), oldest first.
+async fn admit<K>(
+    ctx: &Context,
+    op: &K,
+    queue: &Queue,
+    waiting: fn(&K) -> bool,
+    scope: fn(&K) -> Scope,
+    queued: fn(&K) -> (bool, u32),
+) -> anyhow::Result<Option<Slot>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut all: Vec<K> = api.list(&ListParams::default()).await?.items.into_iter().filter(|k| waiting(k)).collect();
+    by_age(&mut all);
+    let ahead = ahead_of(&all, &op.name_any(), scope);
+    match queue.try_start(&op.name_any(), &scope(op), &ahead) {
+        Ok(slot) => Ok(Some(slot)),
+        Err(position) => {
+            if queued(op) != (true, position) {
+                ctx.patch_status::<K>(&op.name_any(), json!({"phase": "Queued", "queuePosition": position})).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// Runs a new Backup when the queue lets it start, else marks it Queued with its position.
 async fn reconcile_backup(b: Arc<Backup>, ctx: Arc<Context>) -> anyhow::Result<Action> {
     if !is_new(&b) {
         return Ok(Action::await_change());
     }
-    let api: Api<Backup> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let mut waiting: Vec<Backup> = api.list(&ListParams::default()).await?.items.into_iter().filter(is_new).collect();
-    by_age(&mut waiting);
-    let ahead = ahead_of(&waiting, &b.name_any(), backup_scope);
-    match ctx.backup_queue.try_start(&b.name_any(), &backup_scope(&b), &ahead) {
-        Ok(_slot) => {
-            crate::backup::run(ctx.clone(), b).await?;
-            Ok(Action::await_change())
-        }
-        Err(position) => {
-            let status = b.status.clone().unwrap_or_default();
-            if status.phase != Some(BackupPhase::Queued) || status.queue_position != position {
-                ctx.patch_status::<Backup>(&b.name_any(), json!({"phase": "Queued", "queuePosition": position})).await?;
-            }
-            Ok(Action::requeue(QUEUE_POLL))
-        }
-    }
+    let queued = |b: &Backup| b.status.as_ref().map_or((false, 0), |s| (s.phase == Some(BackupPhase::Queued), s.queue_position));
+    let Some(_slot) = admit(&ctx, &*b, &ctx.backup_queue, is_new, backup_scope, queued).await? else {
+        return Ok(Action::requeue(QUEUE_POLL));
+    };
+    crate::backup::run(ctx.clone(), b).await?;
+    Ok(Action::await_change())
 }
 
 /// Runs a new Restore when the queue lets it start, else marks it Queued with its position.
@@ -123,23 +143,12 @@ async fn reconcile_restore(r: Arc<Restore>, ctx: Arc<Context>) -> anyhow::Result
     if !restore_is_new(&r) {
         return Ok(Action::await_change());
     }
-    let api: Api<Restore> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let mut waiting: Vec<Restore> = api.list(&ListParams::default()).await?.items.into_iter().filter(restore_is_new).collect();
-    by_age(&mut waiting);
-    let ahead = ahead_of(&waiting, &r.name_any(), restore_scope);
-    match ctx.restore_queue.try_start(&r.name_any(), &restore_scope(&r), &ahead) {
-        Ok(_slot) => {
-            crate::restore::run(ctx.clone(), r).await?;
-            Ok(Action::await_change())
-        }
-        Err(position) => {
-            let status = r.status.clone().unwrap_or_default();
-            if status.phase != Some(RestorePhase::Queued) || status.queue_position != position {
-                ctx.patch_status::<Restore>(&r.name_any(), json!({"phase": "Queued", "queuePosition": position})).await?;
-            }
-            Ok(Action::requeue(QUEUE_POLL))
-        }
-    }
+    let queued = |r: &Restore| r.status.as_ref().map_or((false, 0), |s| (s.phase == Some(RestorePhase::Queued), s.queue_position));
+    let Some(_slot) = admit(&ctx, &*r, &ctx.restore_queue, restore_is_new, restore_scope, queued).await? else {
+        return Ok(Action::requeue(QUEUE_POLL));
+    };
+    crate::restore::run(ctx.clone(), r).await?;
+    Ok(Action::await_change())
 }
 
 /// How often a queued operation looks again whether it may start.

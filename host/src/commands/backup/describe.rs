@@ -9,7 +9,7 @@ use stowage_api::Backup;
 
 use super::table;
 use crate::commands::describe::{self as d, Filters, Sections};
-use crate::commands::output::{aligned, list_or, time};
+use crate::commands::output::{aligned, human_bytes, list_or, time};
 use crate::commands::{download, selector, Context};
 
 /// What `--details` adds, fetched through the server: each file, or why it could not be had.
@@ -222,20 +222,6 @@ fn short_id(id: &str) -> &str {
     }
 }
 
-/// Bytes as people read them: 512 B, 1.5 KiB, 2.0 GiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
 
 #[cfg(test)]
 mod tests;
