@@ -2,6 +2,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Counts the heap each thread grows, so a Rhai extension's call is held to its `memoryLimit`.
+#[global_allocator]
+static ALLOCATOR: stowage_runtime::heap::CountingAllocator = stowage_runtime::heap::CountingAllocator;
+
 fn main() -> ExitCode {
     // One binary, several programs: called as `stowage-restore-helper` (a link, as `stowage demo`
     // makes for its simulated nodes), it is the restore helper init container.

@@ -27,8 +27,7 @@ pub struct ExtensionConfig {
     /// Wall-clock deadline of one call (1 to 300 s).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u32,
-    /// Memory cap of a WASM instance ("64Mi"; 1Mi to 1Gi). Rhai scripts are bounded by size
-    /// limits instead.
+    /// Memory cap of a WASM instance, and of the heap one Rhai call grows ("64Mi"; 1Mi to 1Gi).
     #[serde(default)]
     pub memory_limit: MemoryLimit,
     /// Passed to every call in the operation context.

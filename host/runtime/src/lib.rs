@@ -47,14 +47,16 @@
 //! - WASM: pooling allocator, memory cap per instance (`memoryLimit`, through `StoreLimits`),
 //!   wall-clock deadline per call (`timeoutSeconds`, through epoch interruption), no WASI
 //!   capabilities at all (the `wasi:*` imports of a `wasm32-wasip2` guest trap when called).
-//! - Rhai: operation, call-depth, expression-depth and size limits ([`RhaiLimits`]) and the
-//!   same wall-clock deadline.
+//! - Rhai: operation, call-depth, expression-depth and size limits ([`RhaiLimits`]), the
+//!   same wall-clock deadline, and the same `memoryLimit` on the heap a call grows where the
+//!   binary installs [`heap::CountingAllocator`].
 //! - Every host call is checked against the extension's granted capabilities and scope
 //!   before it reaches [`HostServices`]; a refusal is an error the extension sees and a
 //!   [`Denial`] in the report.
 
 mod config;
 mod error;
+pub mod heap;
 mod host;
 mod item;
 mod policy;

@@ -29,6 +29,7 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Module, Scope, Shared, AST};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -89,7 +90,13 @@ pub(crate) struct ScriptInstance {
     ast: Arc<AST>,
     gate: Arc<Gate>,
     timeout: Duration,
+    memory_limit: u64,
+    /// This thread's net heap ([`crate::heap`]) when the running call started.
+    heap_start: Arc<AtomicI64>,
 }
+
+/// What `on_progress` ends a call with when its heap outgrew the memory limit.
+const OUT_OF_MEMORY: &str = "memory limit";
 
 impl ScriptEngine {
     pub fn new(limits: RhaiLimits) -> ScriptEngine {
@@ -134,11 +141,18 @@ impl ScriptEngine {
         Ok(Script { ast: Arc::new(ast) })
     }
 
-    pub fn instantiate(&self, script: &Script, gate: Arc<Gate>, timeout: Duration) -> ScriptInstance {
+    pub fn instantiate(&self, script: &Script, gate: Arc<Gate>, memory_limit: u64, timeout: Duration) -> ScriptInstance {
         let mut engine = self.engine();
         register_host_functions(&mut engine, Some(gate.clone()));
         let deadline_gate = gate.clone();
+        let heap_start = Arc::new(AtomicI64::new(0));
+        let start = heap_start.clone();
+        let counted = crate::heap::installed();
         engine.on_progress(move |operations| {
+            // One operation grows the heap by at most a few strings of `max_string_size`.
+            if counted && crate::heap::net() - start.load(Ordering::Relaxed) > memory_limit as i64 {
+                return Some(OUT_OF_MEMORY.into());
+            }
             // Reading the clock on every operation would cost more than the operation.
             if operations % 1024 == 0 && Instant::now() > deadline_gate.deadline() {
                 Some(Dynamic::UNIT)
@@ -154,7 +168,7 @@ impl ScriptEngine {
         engine.on_debug(move |text, _, _| {
             let _ = debug_gate.log(LogLevel::Debug, text);
         });
-        ScriptInstance { engine, scope: Scope::new(), ast: script.ast.clone(), gate, timeout }
+        ScriptInstance { engine, scope: Scope::new(), ast: script.ast.clone(), gate, timeout, memory_limit, heap_start }
     }
 }
 
@@ -431,6 +445,7 @@ fn items_from(value: Option<Dynamic>) -> Result<Vec<Item>, String> {
 impl ScriptInstance {
     fn call(&mut self, function: &str, args: Vec<Dynamic>) -> Result<Dynamic, CallError> {
         self.gate.set_deadline(Instant::now() + self.timeout);
+        self.heap_start.store(crate::heap::net(), Ordering::Relaxed);
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         self.engine
             .call_fn_with_options::<Dynamic>(options, &mut self.scope, &self.ast, function, args)
@@ -439,6 +454,13 @@ impl ScriptInstance {
 
     fn describe(&self, error: EvalAltResult) -> CallError {
         match error {
+            EvalAltResult::ErrorTerminated(value, pos) if value.clone().into_string().is_ok_and(|s| s == OUT_OF_MEMORY) => {
+                CallError::Trapped(format!(
+                    "exceeded its memory limit of {}{}",
+                    crate::config::MemoryLimit(self.memory_limit),
+                    at(pos)
+                ))
+            }
             EvalAltResult::ErrorTerminated(..) => {
                 CallError::Trapped(format!("timed out after {}s", self.timeout.as_secs_f32()))
             }

@@ -502,7 +502,12 @@ impl Session {
                 (Instance::Wasm(instance), selector, fields)
             }
             Code::Rhai(script) => {
-                let mut instance = self.set.runtime.scripts.instantiate(script, gate.clone(), timeout);
+                let mut instance = self.set.runtime.scripts.instantiate(
+                    script,
+                    gate.clone(),
+                    extension.config.memory_limit.bytes(),
+                    timeout,
+                );
                 let fields = instance.object_fields(parameters).map_err(|e| asked("object_fields", e))?;
                 (Instance::Rhai(Box::new(instance)), None, fields)
             }

@@ -386,6 +386,25 @@ fn rhai_depth_and_size_limits() {
     assert!(messages[2].contains("too large") || messages[2].contains("Length of string"), "{}", messages[2]);
 }
 
+#[global_allocator]
+static ALLOCATOR: heap::CountingAllocator = heap::CountingAllocator;
+
+#[test]
+fn a_scripts_heap_is_held_to_its_memory_limit_map_keys_included() {
+    assert!(heap::installed());
+    let registry = registry();
+    registry.upsert(rhai_action("stowage", "keys", "map-key-bomb.rhai", "memoryLimit: 16Mi\ntimeoutSeconds: 60\n")).unwrap();
+    registry.upsert(item_action("zz-after", "annotate", "")).unwrap();
+    let started = Instant::now();
+    let outcome = with_session(&registry.snapshot(), RecordingHost::new(), |s| s.item_actions(pod("shop", "web")));
+    assert_eq!(outcome.issues.len(), 1, "{:?}", outcome.issues);
+    let message = &outcome.issues[0].message;
+    assert!(message.starts_with("extension stowage/keys on Pod shop/web: exceeded its memory limit of 16Mi"), "{message}");
+    // Stopped when the heap passed the limit, not at the deadline.
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert_eq!(annotation(&outcome.item, "fixture/touched").as_deref(), Some("yes"));
+}
+
 #[test]
 fn scripts_see_native_maps_and_parameters() {
     let registry = registry();
