@@ -16,7 +16,7 @@ pub use credentials::S3Credentials;
 pub use error::{Result, StorageError};
 pub use fs::FsStore;
 pub use location::{open, LocationSpec};
-pub use s3::{S3Config, S3Store, DEFAULT_PART_SIZE, DEFAULT_REGION};
+pub use s3::{S3Config, S3Store, DEFAULT_PART_SIZE, DEFAULT_REGION, REQUEST_ATTEMPTS};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -292,3 +292,44 @@ async fn unreachable_endpoint_is_a_clear_connection_error() {
     );
     assert!(message.ends_with("check spec.config.s3Url and that the server is reachable"));
 }
+
+/// The S3 endpoint behind a fault proxy: `host:port` of the shared server.
+async fn proxied_store(proxy_to: &S3Server) -> (S3Store, stowage_test_support::FaultProxy) {
+    let target = proxy_to
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the test S3 server listens on an IP address");
+    let proxy = stowage_test_support::FaultProxy::start(target).await.unwrap();
+    let mut config = config(proxy_to, &unique_name("stowage-test"), None);
+    config.endpoint = Some(proxy.url());
+    let store = S3Store::new(config).unwrap();
+    store.create_bucket().await.unwrap();
+    (store, proxy)
+}
+
+#[tokio::test]
+async fn requests_ride_out_a_short_outage_and_the_location_check_reports_it_at_once() {
+    let (store, proxy) = proxied_store(S3Server::shared()).await;
+    store.put("before", Bytes::from_static(b"before")).await.unwrap();
+
+    proxy.set(stowage_test_support::FaultMode::Refuse);
+    let checked = Instant::now();
+    let err = store.check().await.unwrap_err();
+    assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
+    assert!(checked.elapsed().as_secs() < 10, "the check waited {:?}", checked.elapsed());
+
+    // An upload and a read started during an 8 s outage complete once it ends.
+    let outage = Instant::now();
+    let ends = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+        proxy.set(stowage_test_support::FaultMode::Pass);
+        proxy
+    });
+    let (put, get) = tokio::join!(store.put("during", Bytes::from(vec![7u8; 100_000])), store.get("before"));
+    put.unwrap();
+    assert_eq!(get.unwrap(), Bytes::from_static(b"before"));
+    assert!(outage.elapsed().as_secs() >= 8, "finished before the outage ended: {:?}", outage.elapsed());
+    let _proxy = ends.await.unwrap();
+    assert_eq!(store.get("during").await.unwrap(), Bytes::from(vec![7u8; 100_000]));
+}

@@ -3,7 +3,7 @@
 
 use crate::credentials::S3Credentials;
 use crate::error::{Result, StorageError};
-use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition, TokenBucket};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -15,6 +15,14 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// Part size for multipart uploads: 8 MiB parts allow 80 GiB objects within S3's 10,000-part
 /// limit; a size hint raises it for bigger objects.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// How often one request is tried before it fails. Connection errors, timeouts, 5xx replies
+/// and throttling are retried after a jittered exponential backoff (up to 1 s, doubling to at
+/// most 20 s): 12 tries wait about 75 s on average and at most about 2.5 minutes, so a request
+/// rides out an outage of a minute or so and then fails naming the location.
+pub const REQUEST_ATTEMPTS: u32 = 12;
+/// Checking a location (its phase, `stowage backup-location get`) does not wait out an outage:
+/// it reports one.
+pub(super) const CHECK_ATTEMPTS: u32 = 3;
 /// S3's minimum size for every part but the last.
 pub(super) const MIN_PART_SIZE: usize = 5 << 20;
 
@@ -129,7 +137,19 @@ impl S3Config {
             .http_client(http_client)
             .force_path_style(self.force_path_style)
             .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(REQUEST_ATTEMPTS)
+                    .with_initial_backoff(Duration::from_secs(1))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            // The SDK's shared retry quota would stop retrying every location after a burst
+            // of failures in one; each request is bounded by its attempts instead.
+            .retry_partition(
+                RetryPartition::custom(format!("stowage-location-{}", self.location))
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            )
             // Many S3-compatible servers reject the SDK's default trailing CRC checksums; the
             // SigV4 payload hash already covers the body.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)

@@ -4,7 +4,7 @@ mod config;
 mod errors;
 mod upload;
 
-pub use config::{S3Config, DEFAULT_PART_SIZE, DEFAULT_REGION};
+pub use config::{S3Config, DEFAULT_PART_SIZE, DEFAULT_REGION, REQUEST_ATTEMPTS};
 
 use crate::error::{Result, StorageError};
 use crate::key::{dir_of, join, refuse_empty_prefix, validate_key, validate_prefix};
@@ -344,6 +344,11 @@ impl ObjectStore for S3Store {
                     .map(|p| format!("{p}/")),
             )
             .max_keys(1)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().retry_config(
+                aws_sdk_s3::config::retry::RetryConfig::standard()
+                    .with_max_attempts(config::CHECK_ATTEMPTS),
+            ))
             .send()
             .await
             .map_err(|e| self.map_err("ListObjectsV2", None, e))?;
