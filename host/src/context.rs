@@ -36,6 +36,25 @@ pub struct Context {
     pub max_attempts: u32,
 }
 
+/// Why an operation failed, for its `failureReason`: the API server or the server's own
+/// scratch space named when one of them is what failed, with what to do.
+pub fn failure_reason(e: &anyhow::Error) -> String {
+    if e.downcast_ref::<kube::Error>().is_some() {
+        return format!("a request to the API server failed: {e:#}");
+    }
+    // A full storage location says so itself, naming the location.
+    let names_location = e.chain().any(|c| c.downcast_ref::<stowage_storage::StorageError>().is_some());
+    let disk_full = e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull));
+    if disk_full && !names_location {
+        return format!(
+            "the server's temporary directory {} is full ({e:#}); give the server more scratch space \
+             (a larger `scratch` volume in its Deployment, or TMPDIR on a larger disk) and run it again",
+            std::env::temp_dir().display()
+        );
+    }
+    format!("{e:#}")
+}
+
 /// How often, and how many times, an operation's end is written again when the API server
 /// does not take it (3 minutes in all).
 const END_RETRY: Duration = Duration::from_secs(2);
@@ -77,5 +96,29 @@ impl Context {
         let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), &self.namespace);
         let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
         api.patch_status(name, &kube::api::PatchParams::default(), &patch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_full_disk_is_blamed_on_the_scratch_space_unless_a_location_is_named() {
+        let local = anyhow::Error::from(Error::from(ErrorKind::StorageFull)).context("writing the archive");
+        let reason = failure_reason(&local);
+        assert!(reason.starts_with("the server's temporary directory "), "{reason}");
+        assert!(reason.contains("writing the archive") && reason.contains("give the server more scratch space"), "{reason}");
+
+        let location = anyhow::Error::from(stowage_storage::StorageError::Io {
+            location: "nfs".into(),
+            action: "writing backups/b/b.tar.zst".into(),
+            source: Error::from(ErrorKind::StorageFull),
+        });
+        let reason = failure_reason(&location);
+        assert!(reason.starts_with("storage location \"nfs\": writing backups/b/b.tar.zst"), "{reason}");
+
+        assert_eq!(failure_reason(&anyhow::anyhow!("archive truncated")), "archive truncated");
     }
 }

@@ -16,6 +16,7 @@ use stowage_api::requests::{DeleteBackupRequest, DownloadRequest};
 use stowage_api::{Backup, Restore};
 use kube::api::Api;
 use stowage_storage::ObjectStore;
+use stowage_test_support::FaultProxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_cluster_with_a_read_only_location_syncs_and_restores_without_writing() {
@@ -33,6 +34,12 @@ async fn a_second_cluster_with_a_read_only_location_syncs_and_restores_without_w
     store.put("backups/Not_A_Name/stowage-backup.json", b"{}".to_vec().into()).await.unwrap();
 
     let mut target = source.second_cluster("ReadOnly").await;
+    // The second cluster reaches the bucket through a proxy that counts its requests.
+    let endpoint = source.s3.endpoint().trim_start_matches("http://").trim_end_matches('/').to_string();
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&endpoint).unwrap().next().unwrap();
+    let proxy = FaultProxy::start(address).await.unwrap();
+    let bucket = target.bucket.clone();
+    target.apply_location_at("default", &bucket, true, "ReadOnly", &proxy.url()).await;
     let before = target.bucket_keys("").await;
     target.start_server();
     target.wait_location_available("default").await;
@@ -72,6 +79,10 @@ async fn a_second_cluster_with_a_read_only_location_syncs_and_restores_without_w
 
     let after = target.bucket_keys("").await;
     assert_eq!(after, before, "nothing is written to a ReadOnly location");
+    let requests = proxy.requests();
+    assert!(requests.get("GET").copied().unwrap_or(0) > 0, "the second cluster read through the proxy: {requests:?}");
+    assert_eq!(proxy.writes(), 0, "no write request reached the bucket: {requests:?}");
+    eprintln!("requests from the read-only cluster: {requests:?}");
 
     // Deleted where it was made, the backup disappears from the second cluster too.
     source.create::<DeleteBackupRequest>(json!({"metadata": {"name": "delete-nginx", "namespace": NS},

@@ -408,7 +408,7 @@ async fn kill_node_agent_mid_backup(env: &mut Env, ns: &str, mib: usize, kill_at
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_agent_killed_mid_volume_is_retried_by_the_next_and_the_volume_restores() {
+async fn a_node_agent_killed_mid_backup_and_mid_restore_is_retried_by_the_next_and_the_volume_restores() {
     let Some(mut env) = sim_env().await else { return };
     let ns = "retried";
     // 256 MiB take the debug build's engine about 5 s: killed at 30%, after a progress report or two.
@@ -420,10 +420,33 @@ async fn a_node_agent_killed_mid_volume_is_retried_by_the_next_and_the_volume_re
     restic(&env, ns, &["unlock"]);
     restic(&env, ns, &["check", "--read-data"]);
     env.delete_namespace_and_wait(ns).await;
-    let status = env.restore("retried-restore", json!({"backupName": "retried-backup"})).await;
+
+    // The restore: the agent is killed again, once the volume is 30% written.
+    env.create::<stowage_api::Restore>(json!({"metadata": {"name": "retried-restore", "namespace": NS},
+        "spec": {"backupName": "retried-backup"}}))
+    .await;
+    let restores: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
+    let target = ((256u64 << 20) as f64 * 0.3) as u64;
+    wait_for("the volume restore to get far enough", 600, || async {
+        let pvr = restores.list(&ListParams::default().labels("stowage.io/restore-name=retried-restore")).await.ok()?.items.pop()?;
+        let status = pvr.status?;
+        assert_ne!(status.phase, Some(stowage_api::podvolume::PodVolumePhase::Completed), "restored before the agent could be killed: a larger volume is needed");
+        (status.phase == Some(stowage_api::podvolume::PodVolumePhase::InProgress) && status.progress?.bytes_done >= target).then_some(())
+    })
+    .await;
+    env.stop_node_agent();
+    env.start_node_agent();
+    let status = env.wait_finished::<stowage_api::Restore>("retried-restore").await;
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+    let pvrs = restores.list(&ListParams::default().labels("stowage.io/restore-name=retried-restore")).await.unwrap().items;
+    assert_eq!(pvrs.len(), 1, "one PodVolumeRestore, retried in place");
+    let pvr_status = pvrs[0].status.clone().unwrap();
+    assert_eq!(pvr_status.attempts, 2, "started again by the new agent: {pvr_status:?}");
     let pod = running_pods(&env, ns, 1).await.remove(0);
     assert_eq!(std::fs::read(empty_dir(&env, &pod, "state").join("blob.bin")).unwrap(), noise(256 << 20, 7));
+    // The agent killed mid-restore left its (non-exclusive) lock behind, stale like the first.
+    restic(&env, ns, &["unlock"]);
+    restic(&env, ns, &["check", "--read-data"]);
 }
 
 /// How much of a volume a retry uploads again after the node agent was killed half way:

@@ -8,14 +8,16 @@ mod e2e;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use e2e::{wait_for, Env, NS};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams};
 use serde_json::{json, Value};
 use stowage_api::Backup;
+use stowage_storage::ObjectStore;
 use stowage_test_support::{noise, FaultMode, FaultProxy};
 
 /// The S3 server's address, from its endpoint URL.
@@ -89,8 +91,8 @@ async fn wait_phase(env: &Env, name: &str, phases: &[&str], secs: u64) -> (Strin
 }
 
 /// Creates a backup of `ns` with the proxy slowing the S3 traffic so the upload takes a while,
-/// switches the proxy to `fault` once the backup is uploading, back to `Pass` after `outage`,
-/// and waits at most `bound` seconds from the fault for the backup to finish. Returns its
+/// switches the proxy to `fault` once the backup is uploading, back to `Pass` after `outage`
+/// (or once the backup ended), and waits at most `bound` seconds from the fault for the backup to finish. Returns its
 /// status and how long it took from the fault.
 async fn backup_through_fault(env: &Env, proxy: &FaultProxy, name: &str, ns: &str, fault: FaultMode, outage: Duration, bound: u64)
     -> (Value, Duration) {
@@ -103,8 +105,9 @@ async fn backup_through_fault(env: &Env, proxy: &FaultProxy, name: &str, ns: &st
     eprintln!("backup {name} is uploading: proxy switched to {fault:?} for {outage:?}");
     let mut ended = None;
     while at.elapsed() < outage {
-        if ended.is_none() && finished(&backup_status(env, name).await.0) {
+        if finished(&backup_status(env, name).await.0) {
             ended = Some(at.elapsed());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -118,6 +121,71 @@ async fn backup_through_fault(env: &Env, proxy: &FaultProxy, name: &str, ns: &st
     let took = ended.unwrap_or_else(|| at.elapsed());
     eprintln!("backup {name}: {phase} {took:.1?} after the fault: {}", status["failureReason"].as_str().unwrap_or(""));
     (status, took)
+}
+
+/// A proxy in front of kube-sim, and a kubeconfig reaching the API server through it.
+async fn api_proxy(env: &Env) -> (FaultProxy, PathBuf) {
+    let sim_url = env.sim.as_ref().unwrap().url();
+    let proxy = FaultProxy::start(env.sim.as_ref().unwrap().addr()).await.unwrap();
+    let kubeconfig = env.path().join("kubeconfig-via-proxy");
+    let text = std::fs::read_to_string(&env.kubeconfig).unwrap();
+    assert!(text.contains(&sim_url), "{text}");
+    std::fs::write(&kubeconfig, text.replace(&sim_url, &proxy.url())).unwrap();
+    (proxy, kubeconfig)
+}
+
+/// After the server was killed mid-backup: a restarted one finishes it as its second attempt,
+/// and it restores what `data` holds.
+async fn resumed_after_kill(env: &mut Env, name: &str) {
+    let at = Instant::now();
+    env.start_server();
+    let status = env.wait_finished::<Backup>(name).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    assert_eq!(status["attempts"], 2, "{status}");
+    eprintln!("backup {name}: Completed {:.1?} after the restart", at.elapsed());
+    restore_and_compare(env, name, "data", &format!("data-{name}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_it_collects_is_resumed_and_the_backup_restores() {
+    if std::env::var_os("STOWAGE_E2E_KUBECONFIG").is_some() {
+        eprintln!("SKIPPED: slowing the API server down needs kube-sim behind a proxy");
+        return;
+    }
+    let mut env = Env::start().await;
+    data_namespace(&env, "data", 200, 4 * 1024).await;
+    // Every chunk to and from the API server waits, so collecting takes seconds.
+    let (proxy, kubeconfig) = api_proxy(&env).await;
+    env.start_server_via(&kubeconfig, &[]);
+    env.wait_location_available("default").await;
+    proxy.set(FaultMode::Delay(Duration::from_millis(40)));
+    env.create::<Backup>(json!({"metadata": {"name": "collecting", "namespace": NS}, "spec": {"includedNamespaces": ["data"]}}))
+        .await;
+    let status = wait_for("the backup to report collected items", 120, || async {
+        let (phase, status) = backup_status(&env, "collecting").await;
+        assert!(phase.is_empty() || phase == "New" || phase == "InProgress", "collecting ended before the kill: {status}");
+        (status["progress"]["itemsBackedUp"].as_u64().unwrap_or(0) > 0).then_some(status)
+    })
+    .await;
+    env.kill_server();
+    eprintln!("server killed while collecting: {}", status["progress"]);
+    proxy.set(FaultMode::Pass);
+    resumed_after_kill(&mut env, "collecting").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_it_uploads_is_resumed_and_the_backup_restores() {
+    let (mut env, proxy) = env_with_s3_proxy().await;
+    data_namespace(&env, "data", 40, 96 * 1024).await;
+    proxy.set(FaultMode::Delay(Duration::from_millis(100)));
+    env.create::<Backup>(json!({"metadata": {"name": "uploading", "namespace": NS}, "spec": {"includedNamespaces": ["data"]}}))
+        .await;
+    let (phase, status) = wait_phase(&env, "uploading", &["Finalizing"], 60).await;
+    assert_eq!(phase, "Finalizing", "the backup finished before it could be killed uploading: {status}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.kill_server();
+    proxy.set(FaultMode::Pass);
+    resumed_after_kill(&mut env, "uploading").await;
 }
 
 /// What an S3 fault must leave: the backup made before it restores; the faulted one either
@@ -140,7 +208,7 @@ async fn check_after_s3_fault(env: &Env, status: &Value, faulted: &str, expected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_unreachable_for_30s_mid_upload_completes_or_fails_clearly() {
+async fn s3_unreachable_for_30s_mid_upload_is_ridden_out_by_retries() {
     let (env, proxy) = env_with_s3_proxy().await;
     data_namespace(&env, "data", 40, 96 * 1024).await;
     let status = env.backup("before", json!({"includedNamespaces": ["data"]})).await;
@@ -148,12 +216,30 @@ async fn s3_unreachable_for_30s_mid_upload_completes_or_fails_clearly() {
 
     let (status, took) =
         backup_through_fault(&env, &proxy, "during-outage", "data", FaultMode::Refuse, Duration::from_secs(30), 180).await;
+    // Each request is retried with backoff for about 75 s on average (REQUEST_ATTEMPTS).
+    assert_eq!(status["phase"], "Completed", "the retries ride a 30 s outage out: {status}\n{}", env.server_log());
     let outcome = check_after_s3_fault(&env, &status, "during-outage", &["cannot reach"]).await;
     eprintln!("S3 unreachable for 30s: backup {outcome} ({took:.1?} after the outage began)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_answering_503_for_10s_completes_or_fails_clearly() {
+async fn s3_gone_for_good_fails_the_backup_naming_the_location_after_the_retries() {
+    let (env, proxy) = env_with_s3_proxy().await;
+    data_namespace(&env, "data", 40, 96 * 1024).await;
+    let status = env.backup("before", json!({"includedNamespaces": ["data"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+
+    // Refused for longer than any request retries (12 tries, at most about 150 s of backoff).
+    let (status, took) =
+        backup_through_fault(&env, &proxy, "no-s3", "data", FaultMode::Refuse, Duration::from_secs(240), 300).await;
+    assert_eq!(status["phase"], "Failed", "{status}\n{}", env.server_log());
+    assert!(took > Duration::from_secs(10), "failed after {took:?}, without retrying: {status}");
+    let outcome = check_after_s3_fault(&env, &status, "no-s3", &["cannot reach"]).await;
+    eprintln!("S3 gone: backup {outcome} {took:.1?} after the outage began");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_answering_503_for_10s_is_ridden_out_by_retries() {
     let (env, proxy) = env_with_s3_proxy().await;
     data_namespace(&env, "data", 40, 96 * 1024).await;
     let status = env.backup("before", json!({"includedNamespaces": ["data"]})).await;
@@ -161,6 +247,7 @@ async fn s3_answering_503_for_10s_completes_or_fails_clearly() {
 
     let (status, took) =
         backup_through_fault(&env, &proxy, "during-503", "data", FaultMode::Fail5xx(503), Duration::from_secs(10), 180).await;
+    assert_eq!(status["phase"], "Completed", "the retries ride 10 s of 503s out: {status}\n{}", env.server_log());
     let outcome = check_after_s3_fault(&env, &status, "during-503", &["503", "Service Unavailable", "ServiceUnavailable"]).await;
     eprintln!("S3 answering 503 for 10s: backup {outcome} ({took:.1?} after the errors began)");
 }
@@ -203,12 +290,7 @@ async fn api_server_unreachable_for_30s_mid_backup_and_the_server_carries_on() {
     // The server reaches kube-sim through the proxy; the test's own client does not. Its Lease
     // outlasts the outage: with the defaults (10 s renew deadline) a leader cut off from the
     // API server stops by design, for a restarted one to resume.
-    let sim_url = env.sim.as_ref().unwrap().url();
-    let proxy = FaultProxy::start(env.sim.as_ref().unwrap().addr()).await.unwrap();
-    let kubeconfig = env.path().join("kubeconfig-via-proxy");
-    let text = std::fs::read_to_string(&env.kubeconfig).unwrap();
-    assert!(text.contains(&sim_url), "{text}");
-    std::fs::write(&kubeconfig, text.replace(&sim_url, &proxy.url())).unwrap();
+    let (proxy, kubeconfig) = api_proxy(&env).await;
     env.start_server_via(&kubeconfig, &["--lease-duration", "60s", "--lease-renew-deadline", "45s"]);
 
     env.create::<Backup>(json!({"metadata": {"name": "during-outage", "namespace": NS}, "spec": {"includedNamespaces": ["data"]}}))
@@ -253,4 +335,205 @@ async fn api_server_unreachable_for_30s_mid_backup_and_the_server_carries_on() {
     assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
     eprintln!("backup after-outage: Completed in {:.1?}", at.elapsed());
     restore_and_compare(&env, "after-outage", "data", "data-after").await;
+}
+
+/// What a Secret in the test holds: no log, description or uploaded file but the archive may
+/// contain it, in clear or in base64.
+const SECRET_MARKER: &str = "s3cr3t-marker-7f3a9c";
+
+/// Where `text` contains the marker, in clear or base64 (as a Secret's `data` holds it).
+fn marker_hits(what: &str, text: &[u8]) -> Vec<String> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_MARKER);
+    [SECRET_MARKER, encoded.as_str()]
+        .iter()
+        .filter(|m| text.windows(m.len()).any(|w| w == m.as_bytes()))
+        .map(|m| format!("{what} contains {m:?}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_a_log_a_description_or_an_uploaded_file_but_the_archive() {
+    if e2e::skipped_on_real_cluster("the node agent's log and the volume are kube-sim's") {
+        return;
+    }
+    let mut env = Env::start_with_local_exec().await;
+    // The most the server and agent would ever log, short of a dependency's request traces.
+    env.log_filter = "debug";
+    env.start_server();
+    env.start_node_agent();
+    env.create_namespace("vault").await;
+    env.create_in::<Secret>("vault", json!({"metadata": {"name": "db"}, "type": "Opaque",
+        "stringData": {"password": SECRET_MARKER, "url": format!("mysql://root:{SECRET_MARKER}@db:3306/shop")}}))
+    .await;
+    // A pod that reads the Secret from its environment and keeps a volume, so hooks, the
+    // node agent and the volume's repository all take part.
+    let hook = serde_json::to_string(&["/bin/sh", "-c", "echo quiesced"]).unwrap();
+    env.create_in::<Pod>("vault", json!({"metadata": {"name": "db", "annotations": {
+            "backup.stowage.io/backup-volumes": "data", "pre.hook.backup.stowage.io/command": hook}},
+        "spec": {"volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{"name": "db", "image": "busybox",
+                "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}}))
+    .await;
+    e2e::running_pods(&env, "vault", 1).await;
+
+    let status = env.backup("vault", json!({"includedNamespaces": ["vault"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    env.delete_namespace_and_wait("vault").await;
+    let status = env.restore("vault-restore", json!({"backupName": "vault"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let restored = env.get_in::<Secret>("vault", "db").await.expect("the Secret is restored");
+    assert!(!marker_hits("the restored Secret", restored.to_string().as_bytes()).is_empty(), "{restored}");
+
+    let mut hits = Vec::new();
+    let mut archive_has_it = false;
+    let store = env.store();
+    for key in env.bucket_keys("").await {
+        let raw = store.get(&key).await.unwrap();
+        let text = match key.ends_with(".zst") {
+            true => zstd::decode_all(&raw[..]).unwrap_or_else(|_| raw.to_vec()),
+            false => raw.to_vec(),
+        };
+        let found = marker_hits(&format!("bucket object {key}"), &text);
+        if key.ends_with("/vault.tar.zst") {
+            archive_has_it = !found.is_empty();
+        } else {
+            hits.extend(found);
+        }
+    }
+    assert!(archive_has_it, "the backup archive holds the Secret, so the test looks for something that was there");
+    let outputs = [
+        ("the server log", env.server_log()),
+        ("the node agent log", env.node_agent_log()),
+        ("backup describe --details", e2e::cli(&env, &["backup", "describe", "vault", "--details"])),
+        ("backup logs", e2e::cli(&env, &["backup", "logs", "vault"])),
+        ("restore describe --details", e2e::cli(&env, &["restore", "describe", "vault-restore", "--details"])),
+        ("restore logs", e2e::cli(&env, &["restore", "logs", "vault-restore"])),
+        ("backup get -o yaml", e2e::cli(&env, &["backup", "get", "vault", "-o", "yaml"])),
+    ];
+    for (what, text) in &outputs {
+        assert!(!text.is_empty(), "{what} is empty");
+        hits.extend(marker_hits(what, text.as_bytes()));
+    }
+    assert!(hits.is_empty(), "a Secret's value leaked: {hits:?}");
+    eprintln!("no Secret value in {} bucket objects and {} logs and descriptions", env.bucket_keys("").await.len(), outputs.len());
+}
+
+/// A tmpfs of `size` mounted on `dir` until dropped. `None`, the test printing SKIPPED, where
+/// this machine does not let the test mount one (it needs root, or CAP_SYS_ADMIN).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(o) => {
+                eprintln!("SKIPPED: cannot mount a small tmpfs to fill: {}", String::from_utf8_lossy(&o.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount to make a small disk to fill: {e}");
+                None
+            }
+        }
+    }
+
+    /// Fills the tmpfs until only `left` bytes are free; the file is removed on `drain`.
+    fn fill_leaving(&self, left: u64) -> PathBuf {
+        let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(&self.0).output().unwrap();
+        let free: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+        let filler = self.0.join("filler");
+        std::fs::write(&filler, vec![0xa5u8; free.saturating_sub(left) as usize]).unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn says_disk_full(text: &str) -> bool {
+    text.to_lowercase().contains("no space left on device")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_temporary_directory_fails_the_backup_and_the_restore_clearly_and_the_server_carries_on() {
+    let mut env = Env::start().await;
+    let scratch = env.path().join("scratch");
+    let Some(tmpfs) = Tmpfs::mount(&scratch, "16m") else { return };
+    env.process_env.push(("TMPDIR".into(), scratch.display().to_string()));
+    env.start_server();
+    env.wait_location_available("default").await;
+    // About 4 MiB of archive: poorly compressible text.
+    data_namespace(&env, "data", 60, 96 * 1024).await;
+    let status = env.backup("before", json!({"includedNamespaces": ["data"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+
+    let filler = tmpfs.fill_leaving(1 << 20);
+    let status = env.backup("full", json!({"includedNamespaces": ["data"]})).await;
+    assert_eq!(status["phase"], "Failed", "{status}\n{}", env.server_log());
+    let reason = status["failureReason"].as_str().unwrap_or_default();
+    assert!(says_disk_full(reason) && reason.contains("temporary directory"), "the failure says the scratch space is full: {status}");
+    let status = env.restore("full-restore", json!({"backupName": "before", "namespaceMapping": {"data": "data-full"}})).await;
+    assert_eq!(status["phase"], "Failed", "{status}\n{}", env.server_log());
+    let reason = status["failureReason"].as_str().unwrap_or_default();
+    assert!(says_disk_full(reason) && reason.contains("temporary directory"), "the failure says the scratch space is full: {status}");
+    assert!(config_maps(&env, "data-full").await.is_empty(), "a restore that could not read its archive creates nothing");
+    assert!(env.server_running(), "{}", env.server_log());
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "filler").collect();
+    assert!(left.is_empty(), "the failed operations left files in the temporary directory: {left:?}");
+
+    std::fs::remove_file(filler).unwrap();
+    let status = env.backup("after", json!({"includedNamespaces": ["data"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    restore_and_compare(&env, "after", "data", "data-after").await;
+    restore_and_compare(&env, "before", "data", "data-before").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_restore_onto_a_full_disk_fails_naming_the_volume_and_the_agent_carries_on() {
+    if e2e::skipped_on_real_cluster("filling the node's disk needs kube-sim's node filesystem") {
+        return;
+    }
+    let mut env = Env::start().await;
+    let pods = env.sim.as_ref().unwrap().kubelet_root().join("pods");
+    let Some(tmpfs) = Tmpfs::mount(&pods, "96m") else { return };
+    env.start_server();
+    env.start_node_agent();
+    env.create_namespace("data").await;
+    env.create_in::<Pod>("data", json!({"metadata": {"name": "app", "annotations": {"backup.stowage.io/backup-volumes": "state"}},
+        "spec": {"volumes": [{"name": "state", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{"name": "state", "mountPath": "/state"}]}]}}))
+    .await;
+    let pod = e2e::running_pods(&env, "data", 1).await.remove(0);
+    let volume = |pod: &Pod| pods.join(pod.metadata.uid.as_deref().unwrap()).join("volumes/kubernetes.io~empty-dir/state");
+    let data = noise(16 << 20, 11);
+    std::fs::write(volume(&pod).join("blob.bin"), &data).unwrap();
+    let status = env.backup("volume", json!({"includedNamespaces": ["data"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+
+    let filler = tmpfs.fill_leaving(4 << 20);
+    let status = env.restore("onto-full", json!({"backupName": "volume", "namespaceMapping": {"data": "data-full"}})).await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}\n{}", env.node_agent_log());
+    let pvrs = Api::<stowage_api::PodVolumeRestore>::namespaced(env.client.clone(), NS)
+        .list(&ListParams::default().labels("stowage.io/restore-name=onto-full"))
+        .await
+        .unwrap()
+        .items;
+    let pvr = serde_json::to_value(&pvrs[0]).unwrap();
+    assert_eq!(pvr["status"]["phase"], "Failed", "{pvr}");
+    let message = pvr["status"]["message"].as_str().unwrap_or_default();
+    assert!(says_disk_full(message), "the volume restore says the disk is full: {pvr}");
+    let said = status.to_string() + &e2e::cli(&env, &["restore", "describe", "onto-full", "--details"]);
+    assert!(said.contains("state") && says_disk_full(&said), "the restore names the volume and the cause: {said}");
+
+    std::fs::remove_file(filler).unwrap();
+    let status = env.restore("with-room", json!({"backupName": "volume", "namespaceMapping": {"data": "data-room"}})).await;
+    assert_eq!(status["phase"], "Completed", "the same agent restores once there is room: {status}\n{}", env.node_agent_log());
+    let pod = e2e::running_pods(&env, "data-room", 1).await.remove(0);
+    assert!(std::fs::read(volume(&pod).join("blob.bin")).unwrap() == data, "restored byte for byte");
 }

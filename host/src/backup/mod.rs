@@ -211,10 +211,7 @@ pub async fn run(ctx: Arc<Context>, backup: Arc<Backup>) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            let reason = match e.downcast_ref::<kube::Error>() {
-                Some(_) => format!("a request to the API server failed: {e:#}"),
-                None => format!("{e:#}"),
-            };
+            let reason = crate::context::failure_reason(&e);
             log.error(format!("backup failed: {reason}"));
             ctx.metrics.backup_failures.inc();
             // Keep what happened readable: the log goes up even when the backup failed.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -172,7 +173,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
     let result = async {
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any(), ctx.archive_limits)
             .await
-            .map_err(|e| anyhow::anyhow!("reading the archive of backup {:?}: {e:#}", v.backup.name_any()))?;
+            .with_context(|| format!("reading the archive of backup {:?}", v.backup.name_any()))?;
         let volume_backups = crate::podvolumes::load(v.store.as_ref(), &v.backup.name_any())
             .await
             .map_err(|e| anyhow::anyhow!("reading the pod volume backups of backup {:?}: {e:#}", v.backup.name_any()))?;
@@ -228,10 +229,7 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
                 let _ = upload(v.store.as_ref(), &name, &log, None).await;
             }
             // The API server may be what failed.
-            let reason = match e.downcast_ref::<kube::Error>() {
-                Some(_) => format!("a request to the API server failed: {e:#}"),
-                None => format!("{e:#}"),
-            };
+            let reason = crate::context::failure_reason(&e);
             ctx.record_end::<Restore>(&name, json!({"phase": "Failed", "failureReason": reason,
                 "completionTimestamp": locations::now()})).await?;
         }

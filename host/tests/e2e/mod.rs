@@ -59,6 +59,10 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// Where the server serves `/metrics` once started.
     pub metrics_address: SocketAddr,
+    /// `RUST_LOG` of the server and node agent processes started from now on ("info").
+    pub log_filter: &'static str,
+    /// More environment for the server and node agent processes started from now on.
+    pub process_env: Vec<(String, String)>,
     server: Option<Child>,
     node_agent: Option<Child>,
 }
@@ -157,7 +161,19 @@ impl Env {
         let client = client_for(&kubeconfig).await;
         let s3 = Arc::new(S3Server::start().expect("S3 server (moto) starts"));
         let bucket = stowage_test_support::unique_name("backups");
-        let env = Env { sim, client, kubeconfig, s3, bucket, dir, metrics_address: free_port(), server: None, node_agent: None };
+        let env = Env {
+            sim,
+            client,
+            kubeconfig,
+            s3,
+            bucket,
+            dir,
+            metrics_address: free_port(),
+            log_filter: "info",
+            process_env: Vec::new(),
+            server: None,
+            node_agent: None,
+        };
         env.store().create_bucket().await.unwrap();
         env.install("ReadWrite").await;
         env
@@ -177,6 +193,8 @@ impl Env {
             bucket: self.bucket.clone(),
             dir,
             metrics_address: free_port(),
+            log_filter: "info",
+            process_env: Vec::new(),
             server: None,
             node_agent: None,
         };
@@ -276,7 +294,8 @@ impl Env {
             .args(["-n", NS, "--location-check-period", "1s", "--metrics-address"])
             .arg(metrics.to_string())
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log_filter)
+            .envs(self.process_env.iter().map(|(k, v)| (k, v)))
             .env("POD_NAME", identity)
             .stdout(Stdio::null())
             .stderr(log)
@@ -298,7 +317,8 @@ impl Env {
             .arg(&pods)
             .arg("--metrics-address")
             .arg(free_port().to_string())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log_filter)
+            .envs(self.process_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

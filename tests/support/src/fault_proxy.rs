@@ -5,8 +5,13 @@
 //! address. [`FaultProxy::set`] switches the [`Mode`] for new connections at once; forwarded
 //! connections follow it too: they are reset when the mode becomes `Refuse` or `Fail5xx`, and
 //! the delay of `Delay` applies from their next chunk on.
+//!
+//! [`FaultProxy::requests`] counts the HTTP requests it passed on by method, from the request
+//! lines it sees: enough to show that no write reached a read-only location.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -33,8 +38,14 @@ pub enum Mode {
 pub struct FaultProxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
+    requests: Requests,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Requests passed on, by method.
+type Requests = Arc<Mutex<BTreeMap<String, usize>>>;
+
+const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH"];
 
 impl FaultProxy {
     /// Starts a proxy to `target` in `Mode::Pass`, on the current tokio runtime.
@@ -42,8 +53,9 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (mode, rx) = watch::channel(Mode::Pass);
-        let task = tokio::spawn(accept_loop(listener, target, rx));
-        Ok(FaultProxy { addr, mode, task })
+        let requests = Requests::default();
+        let task = tokio::spawn(accept_loop(listener, target, rx, requests.clone()));
+        Ok(FaultProxy { addr, mode, requests, task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -62,6 +74,16 @@ impl FaultProxy {
     pub fn mode(&self) -> Mode {
         *self.mode.borrow()
     }
+
+    /// The requests passed on to the target so far, by method (`"PUT"` -> 3).
+    pub fn requests(&self) -> BTreeMap<String, usize> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The PUT, POST, DELETE and PATCH requests passed on so far.
+    pub fn writes(&self) -> usize {
+        self.requests().iter().filter(|(m, _)| !matches!(m.as_str(), "GET" | "HEAD")).map(|(_, n)| n).sum()
+    }
 }
 
 impl Drop for FaultProxy {
@@ -70,14 +92,14 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, rx: watch::Receiver<Mode>) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, rx: watch::Receiver<Mode>, requests: Requests) {
     loop {
         let Ok((client, _)) = listener.accept().await else { continue };
         let mode = *rx.borrow();
         match mode {
             Mode::Refuse => reset(client),
             Mode::Fail5xx(status) => drop(tokio::spawn(answer_error(client, status))),
-            Mode::Pass | Mode::Delay(_) => drop(tokio::spawn(forward(client, target, rx.clone()))),
+            Mode::Pass | Mode::Delay(_) => drop(tokio::spawn(forward(client, target, rx.clone(), requests.clone()))),
         }
     }
 }
@@ -88,12 +110,12 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
+async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>, requests: Requests) {
     let Ok(mut server) = TcpStream::connect(target).await else { return reset(client) };
     let cut = {
         let (mut cr, mut cw) = client.split();
         let (mut sr, mut sw) = server.split();
-        let both = async { tokio::try_join!(pump(&mut cr, &mut sw, &rx), pump(&mut sr, &mut cw, &rx)) };
+        let both = async { tokio::try_join!(pump(&mut cr, &mut sw, &rx, Some(&requests)), pump(&mut sr, &mut cw, &rx, None)) };
         let mut watch = rx.clone();
         let changed = async move {
             // A dropped proxy (Err) cuts too.
@@ -115,8 +137,9 @@ async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Recei
     }
 }
 
-/// Copies one way until EOF (passed on as a half close), waiting before each chunk in `Delay`.
-async fn pump<R, W>(from: &mut R, to: &mut W, rx: &watch::Receiver<Mode>) -> std::io::Result<()>
+/// Copies one way until EOF (passed on as a half close), waiting before each chunk in `Delay`;
+/// client to server, counting the request lines it passes on.
+async fn pump<R, W>(from: &mut R, to: &mut W, rx: &watch::Receiver<Mode>, requests: Option<&Requests>) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -131,7 +154,26 @@ where
         if let Mode::Delay(d) = mode {
             tokio::time::sleep(d).await;
         }
+        if let Some(requests) = requests {
+            count_requests(&buf[..n], requests);
+        }
         to.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Counts the request lines (`PUT /bucket/key HTTP/1.1`) starting a chunk or a line in it. A
+/// client writes a request's head in one go, so a head is not split between chunks; a body
+/// would have to hold a whole request line after a line break to be miscounted.
+fn count_requests(chunk: &[u8], requests: &Requests) {
+    let starts = std::iter::once(0).chain(chunk.windows(2).enumerate().filter(|(_, w)| w == b"\r\n").map(|(i, _)| i + 2));
+    for start in starts {
+        let line = &chunk[start..];
+        let end = line.windows(2).position(|w| w == b"\r\n").unwrap_or(line.len());
+        let line = &line[..end];
+        let Some(method) = METHODS.iter().find(|m| line.starts_with(format!("{m} /").as_bytes())) else { continue };
+        if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+            *requests.lock().unwrap().entry(method.to_string()).or_default() += 1;
+        }
     }
 }
 
@@ -185,5 +227,22 @@ async fn answer_error(mut client: TcpStream, status: u16) {
         // Read what the client still sends until it closes, so closing does not reset the
         // connection before the client has read the answer.
         let _ = timeout(Duration::from_secs(2), async { while matches!(client.read(&mut buf).await, Ok(n) if n > 0) {} }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_are_counted_by_method_and_bodies_are_not() {
+        let requests = Requests::default();
+        count_requests(b"PUT /bucket/a HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\nGET /not-a-request-line body", &requests);
+        count_requests(b"GET /bucket?list-type=2 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /bucket/b HTTP/1.1\r\n\r\n", &requests);
+        count_requests(b"DELETE /bucket/c HTTP/1.1\r\n\r\n", &requests);
+        let counted = requests.lock().unwrap().clone();
+        let expected: BTreeMap<String, usize> =
+            [("DELETE", 1), ("GET", 1), ("HEAD", 1), ("PUT", 1)].into_iter().map(|(m, n)| (m.to_string(), n)).collect();
+        assert_eq!(counted, expected);
     }
 }
