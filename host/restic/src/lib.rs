@@ -83,6 +83,7 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod beneath;
 mod chunker;
 mod crypto;
 mod error;
