@@ -703,6 +703,7 @@ impl Inner {
         Ok(RestoreSummary {
             files: restored.files,
             bytes: restored.bytes,
+            damaged: restored.damaged,
         })
     }
 

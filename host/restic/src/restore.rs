@@ -26,18 +26,21 @@
 //! tree that names an entry twice (tampered with) is refused.
 //!
 //! Blobs are authenticated by restic's MAC (AES-256-CTR + Poly1305-AES with the repository
-//! key), which rejects damaged or foreign data; like restic's and rustic_core's restores,
-//! their SHA-256 is not recomputed.
+//! key), which rejects damaged or foreign data; like rustic_core's restore, their SHA-256 is
+//! not recomputed. A blob that cannot be read (its pack missing or cut short, the MAC or the
+//! decompression failing) does not stop the restore: the files that need it are removed from
+//! the target before the metadata pass (not left holding zeros that look like data) and named
+//! in the result ([`damage`]). A store that fails otherwise (unreachable, access denied) still
+//! fails the restore: that is not damage, and a retry may succeed.
 
-use crate::backend::{CancelFlag, StoreBackend};
+use crate::backend::{CancelFlag, PackRead, StoreBackend};
 use crate::beneath::{self, Beneath};
 use crate::crypto::{DataKey, OVERHEAD};
 use crate::error::EngineError;
+use crate::DamagedFiles;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustic_core::repofile::{Node, NodeType};
-use rustic_core::{
-    FileType, Id, IndexedFullStatus, LsOptions, Progress, ReadBackend, Repository, RusticError,
-};
+use rustic_core::{Id, IndexedFullStatus, LsOptions, Progress, Repository, RusticError};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -48,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+mod damage;
 mod entries;
 #[cfg(test)]
 mod tampered_trees;
@@ -65,12 +69,15 @@ pub(crate) const MAX_GAP: u32 = 256 << 10;
 pub(crate) const READERS: usize = 2;
 
 /// What a restore did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Restored {
-    /// Entries other than directories.
+    /// Entries other than directories (the damaged files are not counted).
     pub(crate) files: u64,
-    /// Bytes of file contents written (files kept as they were are not counted).
+    /// Bytes of file contents written (files kept as they were, and damaged files, are not
+    /// counted).
     pub(crate) bytes: u64,
+    /// Files the repository could not give whole, and so not restored.
+    pub(crate) damaged: DamagedFiles,
 }
 
 /// Everything a restore needs from the operation's session.
@@ -170,11 +177,16 @@ impl Restore<'_> {
         let plan = self.plan(root, target, &warnings)?;
         let progress = self.repo.progress_bytes("restoring file contents...");
         progress.set_length(plan.restored.bytes);
-        self.contents(&plan, &progress)?;
+        let damage = self.contents(&plan, &progress)?;
         progress.finish();
-        self.metadata(root, &plan, &warnings)?;
+        let mut lost = self.drop_damaged(&plan, damage)?;
+        self.metadata(root, &plan, &mut lost, &warnings)?;
         warnings.log(self.name);
-        Ok(plan.restored)
+        Ok(Restored {
+            files: plan.restored.files.saturating_sub(lost.count()),
+            bytes: plan.restored.bytes.saturating_sub(lost.bytes),
+            damaged: lost.into_damaged(self.name),
+        })
     }
 
     fn plan(
@@ -307,12 +319,15 @@ impl Restore<'_> {
         Ok(())
     }
 
-    fn contents(&self, plan: &Plan, progress: &Progress) -> Result<(), EngineError> {
+    /// Writes the files' contents; what could not be read is in the [`damage::Damage`] it
+    /// returns, not an error.
+    fn contents(&self, plan: &Plan, progress: &Progress) -> Result<damage::Damage, EngineError> {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 4);
         let pool_size = workers + READERS;
         let ranges = Mutex::new(ranges(&plan.packs));
+        let damage = damage::Damage::default();
         let failure: Mutex<Option<EngineError>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
         let fail = |e: EngineError| {
@@ -330,18 +345,26 @@ impl Restore<'_> {
         std::thread::scope(|s| {
             for _ in 0..READERS {
                 let (pool_rx, full_tx) = (pool_rx.clone(), full_tx.clone());
-                let (ranges, stop, fail) = (&ranges, &stop, &fail);
+                let (ranges, stop, fail, damage) = (&ranges, &stop, &fail, &damage);
                 s.spawn(move || {
-                    if let Err(e) = self.read_ranges(ranges, &pool_rx, &full_tx, stop) {
+                    let reads = Reads {
+                        ranges,
+                        pool: &pool_rx,
+                        full: &full_tx,
+                        stop,
+                        damage,
+                        progress,
+                    };
+                    if let Err(e) = self.read_ranges(reads) {
                         fail(e);
                     }
                 });
             }
             for _ in 0..workers {
                 let (pool_tx, full_rx) = (pool_tx.clone(), full_rx.clone());
-                let (stop, fail) = (&stop, &fail);
+                let (stop, fail, damage) = (&stop, &fail, &damage);
                 s.spawn(move || {
-                    let mut worker = Worker::new(self, plan, progress);
+                    let mut worker = Worker::new(self, plan, progress, damage);
                     for (range, mut buf) in full_rx.iter() {
                         if !stop.load(Ordering::SeqCst) {
                             if let Err(e) = worker.write_range(&range, &mut buf) {
@@ -357,61 +380,99 @@ impl Restore<'_> {
         });
         match failure.into_inner().expect("not poisoned") {
             Some(e) => Err(e),
-            None => self.check_cancel(),
+            None => self.check_cancel().map(|()| damage),
         }
     }
 
+    /// Reads ranges into buffers of the pool for the workers. A range of a missing pack, or
+    /// one a shortened pack no longer holds, is damage; a shortened pack's ranges are read
+    /// again blob by blob, so that the blobs it still holds restore.
     fn read_ranges(
         &self,
-        ranges: &Mutex<impl Iterator<Item = Range>>,
-        pool: &Receiver<Vec<u8>>,
-        full: &Sender<(Range, Vec<u8>)>,
-        stop: &AtomicBool,
+        reads: Reads<'_, impl Iterator<Item = Range>>,
     ) -> Result<(), EngineError> {
+        let Reads {
+            ranges,
+            pool,
+            full,
+            stop,
+            damage,
+            progress,
+        } = reads;
+        let mut again: Vec<Range> = Vec::new();
+        // A buffer taken from the pool for a read that gave nothing, for the next read.
+        let mut spare: Option<Vec<u8>> = None;
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
             self.check_cancel()?;
-            let Some(range) = ranges.lock().expect("not poisoned").next() else {
+            let next = again
+                .pop()
+                .or_else(|| ranges.lock().expect("not poisoned").next());
+            let Some(range) = next else {
                 return Ok(());
             };
-            let Ok(mut buf) = pool.recv() else {
-                return Ok(()); // the workers are gone
+            if damage.is_missing(&range.pack) {
+                damage.blobs(range.pack, damage::MISSING, &range.blobs, progress);
+                continue;
+            }
+            let mut buf = match spare.take() {
+                Some(buf) => buf,
+                None => match pool.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => return Ok(()), // the workers are gone
+                },
             };
-            let data = self
+            let read = self
                 .backend
-                .read_partial(
-                    FileType::Pack,
-                    &range.pack,
-                    false,
-                    range.offset,
-                    range.length,
-                )
+                .read_pack(&range.pack, range.offset, range.length)
                 .map_err(self.err)?;
-            if data.len() != range.length as usize {
-                return Err(EngineError::Repository {
-                    repo: self.name.to_string(),
-                    operation: "restore",
-                    message: format!(
-                        "pack {} is shorter than the index says ({} bytes at {}, got {})",
-                        range.pack,
-                        range.length,
-                        range.offset,
-                        data.len()
-                    ),
-                });
+            let short = match read {
+                PackRead::Data(data) if data.len() == range.length as usize => {
+                    buf.clear();
+                    buf.extend_from_slice(&data);
+                    drop(data);
+                    if full.send((range, buf)).is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                PackRead::Data(_) | PackRead::Short => true,
+                PackRead::Missing => false,
+            };
+            spare = Some(buf);
+            if short && range.blobs.len() > 1 {
+                again.extend(range.blobs.into_iter().rev().map(|blob| Range {
+                    pack: range.pack,
+                    offset: range.offset + blob.start,
+                    length: blob.length,
+                    blobs: vec![RangeBlob { start: 0, ..blob }],
+                }));
+                continue;
             }
-            buf.clear();
-            buf.extend_from_slice(&data);
-            drop(data);
-            if full.send((range, buf)).is_err() {
-                return Ok(());
-            }
+            let reason = if short {
+                format!(
+                    "shorter than the index says (no bytes {}..{})",
+                    range.offset,
+                    u64::from(range.offset) + u64::from(range.length)
+                )
+            } else {
+                damage::MISSING.to_string()
+            };
+            damage.blobs(range.pack, &reason, &range.blobs, progress);
         }
     }
 
-    fn metadata(&self, root: &Node, plan: &Plan, warnings: &MetaWarnings) -> Result<(), EngineError> {
+    /// Makes the hard links and sets the metadata, skipping the files `lost` names; another
+    /// name of a lost hard-linked file is lost too (whatever is there is removed).
+    fn metadata(
+        &self,
+        root: &Node,
+        plan: &Plan,
+        lost: &mut damage::Lost,
+        warnings: &MetaWarnings,
+    ) -> Result<(), EngineError> {
         let target = &plan.target;
         let nodes = self
             .repo
@@ -434,6 +495,10 @@ impl Restore<'_> {
             let (rel, node) = item.map_err(self.err)?;
             if let Some(canonical) = hardlink_key(&node).and_then(|k| plan.hardlinks.get(&k)) {
                 if *canonical != rel {
+                    if lost.other_name(canonical, &rel) {
+                        self.remove_other_name(target, &rel)?;
+                        continue;
+                    }
                     self.hard_link(target, canonical, &rel)?;
                 }
             }
@@ -446,7 +511,7 @@ impl Restore<'_> {
             }
             if node.is_dir() {
                 dirs.push((rel, node));
-            } else {
+            } else if !lost.contains(&rel) {
                 set(&rel, &node);
             }
         }
@@ -454,6 +519,15 @@ impl Restore<'_> {
             set(&dir, &dir_node);
         }
         Ok(())
+    }
+
+    /// Removes what is at `rel`, another name of a hard-linked file that was not restored.
+    fn remove_other_name(&self, target: &Beneath, rel: &Path) -> Result<(), EngineError> {
+        let path = target.path().join(rel);
+        let (dir_rel, name) = entries::split(rel);
+        let dir = (target.open_dir(dir_rel))
+            .map_err(|e| self.io_err(&path, "opening the directory of", e))?;
+        self.clear_non_dir(dir.as_fd(), name, &path)
     }
 
     /// Makes `rel` a hard link to `canonical` (both beneath the target), replacing what is
@@ -518,74 +592,65 @@ fn ranges(packs: &BTreeMap<Id, Vec<Piece>>) -> impl Iterator<Item = Range> + Sen
     })
 }
 
+/// What a reader thread works with.
+struct Reads<'a, I> {
+    ranges: &'a Mutex<I>,
+    pool: &'a Receiver<Vec<u8>>,
+    full: &'a Sender<(Range, Vec<u8>)>,
+    stop: &'a AtomicBool,
+    damage: &'a damage::Damage,
+    progress: &'a Progress,
+}
+
 /// A worker's reusable state: the decompression buffer and the file it last wrote.
 struct Worker<'a> {
     restore: &'a Restore<'a>,
     plan: &'a Plan,
     progress: &'a Progress,
+    damage: &'a damage::Damage,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     plain: Vec<u8>,
     open: Option<(u32, File)>,
 }
 
 impl<'a> Worker<'a> {
-    fn new(restore: &'a Restore<'a>, plan: &'a Plan, progress: &'a Progress) -> Self {
+    fn new(
+        restore: &'a Restore<'a>,
+        plan: &'a Plan,
+        progress: &'a Progress,
+        damage: &'a damage::Damage,
+    ) -> Self {
         Worker {
             restore,
             plan,
             progress,
+            damage,
             zstd: None,
             plain: Vec::new(),
             open: None,
         }
     }
 
-    fn damaged(&self, range: &Range, blob: &RangeBlob, why: &str) -> EngineError {
-        EngineError::Repository {
-            repo: self.restore.name.to_string(),
-            operation: "restore",
-            message: format!(
-                "blob at offset {} of pack {}: {why}; the repository is damaged \
-                 (`restic check --read-data` tells more)",
-                range.offset + blob.start,
-                range.pack
-            ),
-        }
-    }
-
-    /// Decrypts (in place), decompresses and writes the blobs of one read.
+    /// Decrypts (in place), decompresses and writes the blobs of one read. A blob that fails
+    /// authentication or decompression is damage: the files it goes to are not restored.
     fn write_range(&mut self, range: &Range, data: &mut [u8]) -> Result<(), EngineError> {
         for blob in &range.blobs {
             self.restore.check_cancel()?;
             let sealed = &mut data[blob.start as usize..(blob.start + blob.length) as usize];
-            if !self.restore.key.decrypt_in_place(sealed) {
-                return Err(self.damaged(range, blob, "authentication failed"));
-            }
-            let plain = &sealed[16..sealed.len() - (OVERHEAD - 16)];
-            let contents: &[u8] = match blob.uncompressed {
-                None => plain,
-                Some(len) => {
-                    let len = len.get() as usize;
-                    self.plain.clear();
-                    self.plain.reserve(len);
-                    let zstd = match &mut self.zstd {
-                        Some(z) => z,
-                        None => self.zstd.insert(
-                            zstd::bulk::Decompressor::new()
-                                .map_err(|e| self.damaged(range, blob, &e.to_string()))?,
-                        ),
-                    };
-                    let n = zstd
-                        .decompress_to_buffer(plain, &mut self.plain)
-                        .map_err(|e| self.damaged(range, blob, &format!("zstd: {e}")))?;
-                    if n != len {
-                        return Err(self.damaged(
-                            range,
-                            blob,
-                            &format!("decompressed to {n} bytes, not {len}"),
-                        ));
-                    }
-                    &self.plain
+            let opened = open_blob(
+                self.restore.key,
+                &mut self.zstd,
+                &mut self.plain,
+                sealed,
+                blob.uncompressed,
+            );
+            let contents = match opened {
+                Ok(contents) => contents,
+                Err(why) => {
+                    let reason = format!("blob at offset {}: {why}", range.offset + blob.start);
+                    self.damage
+                        .blobs(range.pack, &reason, [blob], self.progress);
+                    continue;
                 }
             };
             let zeros = is_zero(contents);
@@ -610,6 +675,38 @@ impl<'a> Worker<'a> {
         }
         Ok(())
     }
+}
+
+/// The contents of one sealed blob: decrypted in place, decompressed into `plain` when it is
+/// compressed. The error says what failed.
+fn open_blob<'d>(
+    key: &DataKey,
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    plain: &'d mut Vec<u8>,
+    sealed: &'d mut [u8],
+    uncompressed: Option<NonZeroU32>,
+) -> Result<&'d [u8], String> {
+    if !key.decrypt_in_place(sealed) {
+        return Err("authentication failed (the data is corrupted)".into());
+    }
+    let data = &sealed[16..sealed.len() - (OVERHEAD - 16)];
+    let Some(len) = uncompressed else {
+        return Ok(data);
+    };
+    let len = len.get() as usize;
+    plain.clear();
+    plain.reserve(len);
+    let zstd = match zstd {
+        Some(z) => z,
+        None => zstd.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+    };
+    let n = zstd
+        .decompress_to_buffer(data, plain)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if n != len {
+        return Err(format!("decompressed to {n} bytes, not {len}"));
+    }
+    Ok(plain)
 }
 
 /// Whether a relative path stays below the directory it is joined to.
