@@ -573,3 +573,93 @@ async fn repository_maintenance_frees_deleted_backups_data_and_respects_fresh_lo
     assert_eq!(std::fs::read(restored.join("kept.txt")).unwrap(), b"in every backup");
     assert!(!restored.join("first.bin").exists() && !restored.join("second.bin").exists());
 }
+
+/// Per data pack of a namespace's repository, the files of the snapshots that need one of its
+/// blobs, as the restic CLI reads the index and trees: pack -> [(blob id, offset, file name)].
+fn files_by_pack(env: &Env, ns: &str) -> std::collections::BTreeMap<String, Vec<(String, u64, String)>> {
+    let mut offsets = std::collections::BTreeMap::new();
+    for index in restic(env, ns, &["list", "index"]).lines() {
+        let index: Value = serde_json::from_str(&restic(env, ns, &["cat", "index", index])).unwrap();
+        for pack in index["packs"].as_array().unwrap().iter().filter(|p| p["blobs"][0]["type"] == "data") {
+            for blob in pack["blobs"].as_array().unwrap() {
+                offsets.insert(blob["id"].as_str().unwrap().to_string(), (pack["id"].as_str().unwrap().to_string(), blob["offset"].as_u64().unwrap()));
+            }
+        }
+    }
+    let mut packs: std::collections::BTreeMap<String, Vec<(String, u64, String)>> = std::collections::BTreeMap::new();
+    for pack in offsets.values().map(|(p, _)| p.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let found: Value = serde_json::from_str(&restic(env, ns, &["find", "--json", "--pack", &pack])).unwrap();
+        for f in found.as_array().unwrap() {
+            let blob = f["id"].as_str().unwrap().to_string();
+            let name = f["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            packs.entry(pack.clone()).or_default().push((blob.clone(), offsets[&blob].1, name));
+        }
+    }
+    packs
+}
+
+/// A pack with a corrupted byte and a pack deleted from the bucket: the volume restores but
+/// for the files that need them; the PodVolumeRestore fails naming them, the packs and what to
+/// do, the Restore ends PartiallyFailed saying which volume, and the pod starts with the other
+/// files, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_and_a_missing_pack_lose_only_the_files_that_need_them() {
+    let Some(env) = sim_env().await else { return };
+    let ns = "damaged";
+    let pod = app_with_state_volume(&env, ns).await;
+    let dir = empty_dir(&env, &pod, "state");
+    let contents = |i: u64| noise(400 << 10, 100 + i);
+    for i in 0..72 {
+        std::fs::write(dir.join(format!("f{i:03}.bin")), contents(i)).unwrap();
+    }
+    let status = env.backup("damaged-backup", json!({"includedNamespaces": [ns]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.node_agent_log());
+
+    // The pack with the most blobs gets a byte flipped in its first blob; another one goes.
+    let packs = files_by_pack(&env, ns);
+    assert!(packs.len() >= 3, "a corrupted, a missing and an intact pack: {}", packs.len());
+    let mut by_size: Vec<&String> = packs.keys().collect();
+    by_size.sort_by_key(|p| std::cmp::Reverse(packs[*p].len()));
+    let (corrupted, missing) = (by_size[0].clone(), by_size[1].clone());
+    let key = |pack: &str| format!("restic/{ns}/data/{}/{pack}", &pack[..2]);
+    let first = packs[&corrupted].iter().map(|(_, offset, _)| *offset).min().unwrap();
+    let mut data = env.store().get(&key(&corrupted)).await.unwrap().to_vec();
+    data[first as usize + 1000] ^= 0x55;
+    env.store().put(&key(&corrupted), data.into()).await.unwrap();
+    env.store().delete(&key(&missing)).await.unwrap();
+    let mut damaged: std::collections::BTreeSet<String> =
+        packs[&corrupted].iter().filter(|(_, offset, _)| *offset == first).map(|(_, _, name)| name.clone()).collect();
+    damaged.extend(packs[&missing].iter().map(|(_, _, name)| name.clone()));
+    assert!(damaged.len() > 5, "more files than a message names: {damaged:?}");
+
+    env.delete_namespace_and_wait(ns).await;
+    let status = env.restore("damaged-restore", json!({"backupName": "damaged-backup"})).await;
+    assert_eq!(status["phase"], "PartiallyFailed", "{status}\n{}", env.node_agent_log());
+    assert_eq!(status["podVolumeRestoresFailed"], 1, "{status}");
+    let restores: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
+    let pvr = restores.list(&ListParams::default().labels("stowage.io/restore-name=damaged-restore")).await.unwrap().items.remove(0);
+    let pvr_status = pvr.status.unwrap();
+    assert_eq!(pvr_status.phase, Some(stowage_api::podvolume::PodVolumePhase::Failed));
+    let message = pvr_status.message.unwrap();
+    let named: Vec<&str> = damaged.iter().take(5).map(String::as_str).collect();
+    let files = format!("{} files could not be restored ({} and {} more)", damaged.len(), named.join(", "), damaged.len() - 5);
+    assert!(message.contains(&files), "{message}\nexpected: {files}");
+    assert!(message.contains(&format!("pack {missing}: missing")), "{message}");
+    assert!(message.contains(&format!("pack {corrupted}: blob at offset {first}: authentication failed")), "{message}");
+    assert!(message.contains(&format!("restic-env {ns} --location default")) && message.contains("earlier backup"), "{message}");
+    let results = env.read_zstd_json("restores/damaged-restore/damaged-restore-results.json.zst").await;
+    let errors = results["errors"].to_string();
+    assert!(errors.contains(&format!("volume \\\"state\\\" of pod {ns}/app")) && errors.contains(&files), "{errors}");
+
+    // The pod starts with every other file, byte for byte.
+    let pod = running_pods(&env, ns, 1).await.remove(0);
+    let restored = empty_dir(&env, &pod, "state");
+    for i in 0..72 {
+        let name = format!("f{i:03}.bin");
+        match std::fs::read(restored.join(&name)) {
+            Ok(data) => assert!(!damaged.contains(&name) && data == contents(i), "{name}"),
+            Err(e) => assert!(damaged.contains(&name) && e.kind() == std::io::ErrorKind::NotFound, "{name}: {e}"),
+        }
+    }
+    assert!(!has_markers(&restored), "the helper found its marker and removed it");
+}

@@ -2,6 +2,11 @@
 //! node, a few at a time. Each operation reports progress in its status while it runs and ends
 //! Completed, Failed (with the reason) or Canceled (the server gave up on it: the operation stops
 //! and its repository lock is released).
+//!
+//! A restore from a damaged repository (a pack missing or corrupted) restores every file it
+//! can and ends Failed, naming the files it could not restore and the packs; the restore
+//! marker is still written, so the pod starts with what was restored rather than wait for
+//! files no retry can bring back.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +24,7 @@ use serde_json::{json, Value};
 use stowage_api::podvolume::{PodVolumePhase, PodVolumeStatus};
 use stowage_api::repo_keys::repository_password;
 use stowage_api::{labels, names, BackupStorageLocation, PodVolumeBackup, PodVolumeRestore};
-use stowage_restic::{BackupRequest, Progress, Repo, RepoConfig};
+use stowage_restic::{BackupRequest, Progress, Repo, RepoConfig, RestoreSummary};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -398,9 +403,16 @@ impl Agent {
         let name = pvr.name_any();
         let started = std::time::Instant::now();
         let status = match self.try_restore(&pvr, &pod, cancel.clone()).await {
-            Ok(bytes) => {
+            Ok(summary) if summary.damaged.is_empty() => {
                 self.metrics.restores_completed.inc();
+                let bytes = summary.bytes;
                 json!({"phase": "Completed", "completionTimestamp": now(), "progress": {"totalBytes": bytes, "bytesDone": bytes}})
+            }
+            Ok(summary) => {
+                self.metrics.restores_failed.inc();
+                let bytes = summary.bytes;
+                json!({"phase": "Failed", "message": damaged_message(&pvr, &summary), "completionTimestamp": now(),
+                    "progress": {"totalBytes": bytes, "bytesDone": bytes}})
             }
             Err(e) if cancel.is_cancelled() => {
                 self.metrics.restores_failed.inc();
@@ -418,7 +430,7 @@ impl Agent {
         }
     }
 
-    async fn try_restore(&self, pvr: &PodVolumeRestore, pod: &Pod, cancel: CancellationToken) -> anyhow::Result<u64> {
+    async fn try_restore(&self, pvr: &PodVolumeRestore, pod: &Pod, cancel: CancellationToken) -> anyhow::Result<RestoreSummary> {
         let name = pvr.name_any();
         let restore_uid = labels::RESTORE_UID
             .label(&pvr.metadata)
@@ -428,16 +440,37 @@ impl Agent {
         let attempts = pvr.status.as_ref().map_or(0, |s| s.attempts) + 1;
         self.patch_restore(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": path.display().to_string(), "attempts": attempts}))
             .await?;
-        let source_ns = pvr.spec.source_namespace.clone().or_else(|| pvr.spec.pod.namespace.clone()).unwrap_or_default();
-        let repo = self.repository(&pvr.spec.backup_storage_location, &source_ns).await?;
+        let repo = self.repository(&pvr.spec.backup_storage_location, &source_namespace(pvr)).await?;
         let (progress, reporter) = self.reporter(name.clone(), false);
         let summary = repo.restore(&pvr.spec.snapshot_id, &path, progress, cancel).await;
         reporter.abort();
         let summary = summary?;
+        // Also after damage: what is missing stays missing, the pod need not wait for it.
         write_marker(&path, &restore_uid)?;
         tracing::info!("PodVolumeRestore {name}: {} files, {} bytes into {}", summary.files, summary.bytes, path.display());
-        Ok(summary.bytes)
+        if !summary.damaged.is_empty() {
+            tracing::warn!("PodVolumeRestore {name}: {}", summary.damaged);
+        }
+        Ok(summary)
     }
+}
+
+/// The namespace whose repository a PodVolumeRestore reads: the one it was backed up from.
+fn source_namespace(pvr: &PodVolumeRestore) -> String {
+    pvr.spec.source_namespace.clone().or_else(|| pvr.spec.pod.namespace.clone()).unwrap_or_default()
+}
+
+/// Why a restore that met damage in the repository failed, and what to do.
+fn damaged_message(pvr: &PodVolumeRestore, summary: &RestoreSummary) -> String {
+    format!(
+        "the repository is damaged: {}; the other {} files are restored and the pod starts with them. \
+         See the damage with `eval \"$(stowage repo restic-env {} --location {})\"; restic check --read-data`, \
+         and restore the missing files from an earlier backup",
+        summary.damaged,
+        summary.files,
+        source_namespace(pvr),
+        pvr.spec.backup_storage_location
+    )
 }
 
 /// `.stowage/<restore-uid>` in the volume: the restore helper's signal. The directory is open to
@@ -517,6 +550,34 @@ mod tests {
         let mut markers: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         markers.sort();
         assert_eq!(markers, ["uid-2", "uid-3"]);
+    }
+
+    #[test]
+    fn a_restore_from_a_damaged_repository_names_the_files_the_packs_and_what_to_do() {
+        use stowage_restic::{DamagedFile, DamagedFiles, DamagedPack};
+        let pvr: PodVolumeRestore = serde_json::from_value(json!({"metadata": {"name": "r-1"},
+            "spec": {"pod": {"namespace": "shop-copy", "name": "db-0"}, "volume": "data", "backupStorageLocation": "default",
+                "repoIdentifier": "s3:http://s3/bucket/restic/shop", "snapshotID": "3f1e2d4c", "sourceNamespace": "shop"}}))
+        .unwrap();
+        let file = |path: &str, pack: &str| DamagedFile { path: path.into(), pack: pack.into(), reason: "missing".into() };
+        let paths = ["a/1", "a/2", "b", "c", "d", "e"];
+        let damaged = DamagedFiles {
+            count: 7,
+            files: paths.iter().map(|p| file(p, "aa11")).collect(),
+            pack_count: 2,
+            packs: vec![
+                DamagedPack { id: "aa11".into(), reason: "missing".into() },
+                DamagedPack { id: "bb22".into(), reason: "blob at offset 0: authentication failed".into() },
+            ],
+        };
+        let message = damaged_message(&pvr, &RestoreSummary { files: 40, bytes: 1 << 20, damaged });
+        assert_eq!(
+            message,
+            "the repository is damaged: 7 files could not be restored (a/1, a/2, b, c, d and 2 more): pack aa11: missing; \
+             pack bb22: blob at offset 0: authentication failed; the other 40 files are restored and the pod starts with them. \
+             See the damage with `eval \"$(stowage repo restic-env shop --location default)\"; restic check --read-data`, \
+             and restore the missing files from an earlier backup"
+        );
     }
 }
 

@@ -27,9 +27,11 @@ pub fn volume_dir(pods_dir: &Path, pod_uid: &str, dir_name: &str) -> Result<Path
     let Some(dir) = found.into_iter().next() else {
         return Err(format!("no directory {dir_name:?} under {}/*/", volumes.display()));
     };
-    let mount = dir.join("mount");
+    // Only a CSI volume keeps its data in `mount/`. In any other volume a `mount` entry is the
+    // pod's own (a directory, or a symlink to `/`): never a reason to look elsewhere.
     let is_csi = dir.parent().and_then(Path::file_name).is_some_and(|p| p == "kubernetes.io~csi");
-    if is_csi || mount.is_dir() {
+    if is_csi {
+        let mount = dir.join("mount");
         if mount.is_dir() {
             return Ok(mount);
         }
@@ -55,6 +57,14 @@ mod tests {
         assert!(volume_dir(pods, "u1", "other").unwrap_err().contains("no directory \"other\""));
         assert!(volume_dir(pods, "u2", "cache").unwrap_err().contains("is the pod running on this node"));
         assert!(volume_dir(pods, "..", "cache").is_err());
+        // What a pod put in its own volume does not move the volume's directory: neither a
+        // `mount` directory nor a `mount` symlink to the node's root.
+        let cache = pods.join("u1/volumes/kubernetes.io~empty-dir/cache");
+        std::os::unix::fs::symlink("/", cache.join("mount")).unwrap();
+        assert_eq!(volume_dir(pods, "u1", "cache").unwrap(), cache);
+        std::fs::remove_file(cache.join("mount")).unwrap();
+        std::fs::create_dir(cache.join("mount")).unwrap();
+        assert_eq!(volume_dir(pods, "u1", "cache").unwrap(), cache);
         assert!(volume_dir(pods, "u1", "../u1").is_err());
     }
 }

@@ -87,6 +87,14 @@ impl StoreBackend {
         what: impl FnOnce() -> String,
         f: impl std::future::Future<Output = Result<T, StorageError>>,
     ) -> RusticResult<T> {
+        self.record(what, self.call(f)?)
+    }
+
+    /// Runs one reading store call as [`Self::run`] does, but hands its failure back as it is.
+    fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> RusticResult<Result<T, StorageError>> {
         let canceled = || RusticError::new(ErrorKind::Backend, "operation canceled");
         if self.cancel.is_cancelled() {
             return Err(canceled());
@@ -98,7 +106,36 @@ impl StoreBackend {
                 result = f => Some(result),
             }
         });
-        self.record(what, result.ok_or_else(canceled)?)
+        result.ok_or_else(canceled)
+    }
+
+    /// Reads `length` bytes at `offset` of pack `id` for a restore. A pack that is missing or
+    /// shorter than asked is damage in the repository, which reading again will not mend: it
+    /// comes back as [`PackRead::Missing`] or [`PackRead::Short`], not as a failure of the
+    /// store (which stays an error, so an outage never passes for damage).
+    pub(crate) fn read_pack(&self, id: &Id, offset: u32, length: u32) -> RusticResult<PackRead> {
+        let key = self.key(FileType::Pack, id);
+        let units = self.reads.acquire(u64::from(length), &self.cancel)?;
+        let read = self
+            .call(
+                self.store
+                    .get_range(&key, u64::from(offset), u64::from(length)),
+            )
+            .inspect_err(|_| self.reads.release(units))?;
+        match read {
+            Ok(data) => Ok(PackRead::Data(Bytes::from_owner(Budgeted {
+                data,
+                budget: self.reads.clone(),
+                units,
+            }))),
+            Err(e) => {
+                self.reads.release(units);
+                match pack_damage(&e) {
+                    Some(damage) => Ok(damage),
+                    None => self.record(|| format!("reading {key}"), Err(e)),
+                }
+            }
+        }
     }
 
     /// Runs one writing store call, refusing when canceled but letting a started one finish:
@@ -127,6 +164,28 @@ impl StoreBackend {
             }
             RusticError::new(ErrorKind::Backend, message)
         })
+    }
+}
+
+/// What a restore's read of part of a pack gave.
+pub(crate) enum PackRead {
+    Data(Bytes),
+    /// The store does not have the pack.
+    Missing,
+    /// The pack ends before the range does.
+    Short,
+}
+
+/// The failures of a pack read that say the pack itself is damaged: gone, or cut short (a
+/// directory store's read past the end, an S3 range clamped or refused with 416).
+fn pack_damage(e: &StorageError) -> Option<PackRead> {
+    match e {
+        StorageError::NotFound { .. } => Some(PackRead::Missing),
+        StorageError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Some(PackRead::Short)
+        }
+        StorageError::Service { status: 416, .. } => Some(PackRead::Short),
+        _ => None,
     }
 }
 

@@ -83,6 +83,7 @@
 //! write two configs, which no object store can prevent without conditional writes.
 
 mod backend;
+mod beneath;
 mod chunker;
 mod crypto;
 mod error;
@@ -154,10 +155,90 @@ pub struct BackupSummary {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreSummary {
+    /// Entries restored (not the damaged files).
     pub files: u64,
+    /// Bytes of file contents written (not the damaged files').
     pub bytes: u64,
+    /// Files not restored because the repository could not give their contents; empty (a
+    /// count of 0) when every file restored.
+    pub damaged: DamagedFiles,
+}
+
+/// Files a restore could not restore: a pack holding their contents is missing, shorter than
+/// the index says, or corrupted. The restore went on with the other files (as restic's does);
+/// these are not in the target, not even partly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DamagedFiles {
+    /// How many files (each name of a hard-linked file counts).
+    pub count: u64,
+    /// The first [`DamagedFiles::LISTED`], by path.
+    pub files: Vec<DamagedFile>,
+    /// How many packs were damaged.
+    pub pack_count: u64,
+    /// The first [`DamagedFiles::LISTED`] damaged packs, by id, with the first thing that
+    /// failed in each.
+    pub packs: Vec<DamagedPack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// Relative to the restore target.
+    pub path: String,
+    /// The pack (full id) whose damage kept it out.
+    pub pack: String,
+    /// What failed: `missing`, `shorter than the index says ...`, `blob at offset N:
+    /// authentication failed`, ...
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedPack {
+    pub id: String,
+    pub reason: String,
+}
+
+impl DamagedFiles {
+    /// How many files and packs the lists hold at most.
+    pub const LISTED: usize = 100;
+    /// How many of each a message names.
+    const NAMED: usize = 5;
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// `2 files could not be restored (a.txt, logs/b.log): pack 3f1e…: missing`, naming the first
+/// few files and packs.
+impl std::fmt::Display for DamagedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named = |listed: usize, count: u64| {
+            let more = count.saturating_sub(listed.min(Self::NAMED) as u64);
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        };
+        let files: Vec<&str> = self.files.iter().take(Self::NAMED).map(|d| d.path.as_str()).collect();
+        write!(
+            f,
+            "{} file{} could not be restored ({}{})",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            files.join(", "),
+            named(self.files.len(), self.count)
+        )?;
+        let packs: Vec<String> = self
+            .packs
+            .iter()
+            .take(Self::NAMED)
+            .map(|p| format!("pack {}: {}", p.id, p.reason))
+            .collect();
+        write!(f, ": {}{}", packs.join("; "), named(self.packs.len(), self.pack_count))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

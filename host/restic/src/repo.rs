@@ -383,6 +383,20 @@ fn no_progress() -> ProgressFn {
     Arc::new(|_| {})
 }
 
+#[cfg(test)]
+impl Repo {
+    /// Runs `work` with an operation's rustic_core repository, under the operation's lock:
+    /// for tests that write what Stowage never writes.
+    pub(crate) async fn with_rustic<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Repository<OpenStatus>) -> T + Send + 'static,
+    ) -> T {
+        self.run("test", no_progress(), CancellationToken::new(), move |s| Ok(work(s.repo)))
+            .await
+            .expect("the repository opens")
+    }
+}
+
 /// The session's cancel flag, a child of the caller's token (so canceling the token sets it
 /// at once), and the progress ticker; dropping the guard (the operation ended, or its future
 /// was dropped) stops the ticker and cancels the session.
@@ -689,6 +703,7 @@ impl Inner {
         Ok(RestoreSummary {
             files: restored.files,
             bytes: restored.bytes,
+            damaged: restored.damaged,
         })
     }
 

@@ -20,28 +20,45 @@
 //! 3. **Metadata.** A second walk makes hard links, then sets ownership (numeric ids),
 //!    mode, extended attributes and times, directories after their contents.
 //!
+//! Every entry is created, opened and changed through handles beneath the target's (see
+//! [`crate::beneath`] and [`entries`]): a symlink the volume holds, or one a pod swaps in
+//! while the restore runs, is never followed, so nothing outside the target is written. A
+//! tree that names an entry twice (tampered with) is refused.
+//!
 //! Blobs are authenticated by restic's MAC (AES-256-CTR + Poly1305-AES with the repository
-//! key), which rejects damaged or foreign data; like restic's and rustic_core's restores,
-//! their SHA-256 is not recomputed.
+//! key), which rejects damaged or foreign data; like rustic_core's restore, their SHA-256 is
+//! not recomputed. A blob that cannot be read (its pack missing or cut short, the MAC or the
+//! decompression failing) does not stop the restore: the files that need it are removed from
+//! the target before the metadata pass (not left holding zeros that look like data) and named
+//! in the result ([`damage`]). A store that fails otherwise (unreachable, access denied) still
+//! fails the restore: that is not damage, and a retry may succeed.
 
-use crate::backend::{CancelFlag, StoreBackend};
+use crate::backend::{CancelFlag, PackRead, StoreBackend};
+use crate::beneath::{self, Beneath};
 use crate::crypto::{DataKey, OVERHEAD};
 use crate::error::EngineError;
+use crate::DamagedFiles;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustic_core::repofile::{Node, NodeType};
-use rustic_core::{
-    FileType, Id, IndexedFullStatus, LsOptions, Progress, ReadBackend, Repository, RusticError,
-};
+use rustic_core::{Id, IndexedFullStatus, LsOptions, Progress, Repository, RusticError};
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
-use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::num::NonZeroU32;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+mod damage;
+mod entries;
+#[cfg(test)]
+mod tampered_trees;
+
+use entries::{DirHandle, SeenNames};
+#[cfg(test)]
+use entries::unix_mode;
 
 /// The most bytes of a pack one read takes (a single larger blob is read alone).
 pub(crate) const MAX_RANGE: u32 = 4 << 20;
@@ -52,12 +69,15 @@ pub(crate) const MAX_GAP: u32 = 256 << 10;
 pub(crate) const READERS: usize = 2;
 
 /// What a restore did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Restored {
-    /// Entries other than directories.
+    /// Entries other than directories (the damaged files are not counted).
     pub(crate) files: u64,
-    /// Bytes of file contents written (files kept as they were are not counted).
+    /// Bytes of file contents written (files kept as they were, and damaged files, are not
+    /// counted).
     pub(crate) bytes: u64,
+    /// Files the repository could not give whole, and so not restored.
+    pub(crate) damaged: DamagedFiles,
 }
 
 /// Everything a restore needs from the operation's session.
@@ -98,8 +118,9 @@ struct RangeBlob {
     targets: Vec<(u32, u64)>,
 }
 
-#[derive(Default)]
 struct Plan {
+    /// The restore target's handle: every entry is opened beneath it.
+    target: Beneath,
     files: Vec<PathBuf>,
     packs: BTreeMap<Id, Vec<Piece>>,
     /// Canonical path of each hard-linked inode (device, inode) restored so far.
@@ -152,36 +173,54 @@ impl Restore<'_> {
     /// Restores the contents of directory node `root` into `target`.
     pub(crate) fn run(&self, root: &Node, target: &Path) -> Result<Restored, EngineError> {
         let warnings = MetaWarnings::default();
+        let target = Beneath::open(target).map_err(|e| self.io_err(target, "opening", e))?;
         let plan = self.plan(root, target, &warnings)?;
         let progress = self.repo.progress_bytes("restoring file contents...");
         progress.set_length(plan.restored.bytes);
-        self.contents(&plan, &progress)?;
+        let damage = self.contents(&plan, &progress)?;
         progress.finish();
-        self.metadata(root, target, &plan, &warnings)?;
+        let mut lost = self.drop_damaged(&plan, damage)?;
+        self.metadata(root, &plan, &mut lost, &warnings)?;
         warnings.log(self.name);
-        Ok(plan.restored)
+        Ok(Restored {
+            files: plan.restored.files.saturating_sub(lost.count()),
+            bytes: plan.restored.bytes.saturating_sub(lost.bytes),
+            damaged: lost.into_damaged(self.name),
+        })
     }
 
     fn plan(
         &self,
         root: &Node,
-        target: &Path,
+        target: Beneath,
         warnings: &MetaWarnings,
     ) -> Result<Plan, EngineError> {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            target,
+            files: Vec::new(),
+            packs: BTreeMap::new(),
+            hardlinks: HashMap::new(),
+            restored: Restored::default(),
+        };
         let nodes = self
             .repo
             .ls(root, &LsOptions::default())
             .map_err(self.err)?;
+        let (mut seen, mut dir_handle) = (SeenNames::default(), DirHandle::default());
         for (n, item) in nodes.enumerate() {
             if n % 256 == 0 {
                 self.check_cancel()?;
             }
             let (rel, node) = item.map_err(self.err)?;
             self.check_inside(&rel, &node.name())?;
-            let path = target.join(&rel);
+            self.check_unique(&mut seen, &rel)?;
+            let path = plan.target.path().join(&rel);
+            let (dir_rel, name) = entries::split(&rel);
+            let dir = dir_handle
+                .of(&plan.target, dir_rel)
+                .map_err(|e| self.io_err(&path, "opening the directory of", e))?;
             match &node.node_type {
-                NodeType::Dir => self.ensure_dir(&path)?,
+                NodeType::Dir => self.ensure_dir(dir, name, &path)?,
                 NodeType::File => {
                     plan.restored.files += 1;
                     if let Some(key) = hardlink_key(&node) {
@@ -190,19 +229,19 @@ impl Restore<'_> {
                         }
                         plan.hardlinks.insert(key, rel.clone());
                     }
-                    self.plan_file(&mut plan, path, &node)?;
+                    self.plan_file(&mut plan, dir, name, path, &node)?;
                 }
                 NodeType::Symlink { .. } => {
                     plan.restored.files += 1;
-                    self.clear_non_dir(&path)?;
+                    self.clear_non_dir(dir, name, &path)?;
                     let link = node.node_type.to_link();
-                    std::os::unix::fs::symlink(link, &path)
-                        .map_err(|e| self.io_err(&path, "creating symlink", e))?;
+                    rustix::fs::symlinkat(link, dir, name)
+                        .map_err(|e| self.io_err(&path, "creating symlink", e.into()))?;
                 }
                 special => {
                     plan.restored.files += 1;
-                    self.clear_non_dir(&path)?;
-                    if let Err(e) = make_special(&path, special) {
+                    self.clear_non_dir(dir, name, &path)?;
+                    if let Err(e) = entries::make_special(dir, name, special) {
                         warnings.add("create special files", &path, e);
                     }
                 }
@@ -228,57 +267,33 @@ impl Restore<'_> {
         })
     }
 
-    fn ensure_dir(&self, path: &Path) -> Result<(), EngineError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => return Ok(()),
-            // A file or symlink in the way: a directory replaces it (never followed).
-            Ok(_) => std::fs::remove_file(path).map_err(|e| self.io_err(path, "replacing", e))?,
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(self.io_err(path, "inspecting", e)),
-        }
-        std::fs::create_dir_all(path).map_err(|e| self.io_err(path, "creating directory", e))
-    }
-
-    /// Removes whatever non-directory is at `path`; a directory there is an error (its
-    /// contents are not the snapshot's to delete).
-    fn clear_non_dir(&self, path: &Path) -> Result<(), EngineError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => Err(self.io_err(
-                path,
-                "restoring",
-                std::io::Error::other(
-                    "a directory is in the way of a file of the snapshot; remove it and retry",
-                ),
-            )),
-            Ok(_) => std::fs::remove_file(path).map_err(|e| self.io_err(path, "replacing", e)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io_err(path, "inspecting", e)),
-        }
-    }
-
-    fn plan_file(&self, plan: &mut Plan, path: PathBuf, node: &Node) -> Result<(), EngineError> {
-        if let Ok(m) = std::fs::symlink_metadata(&path) {
+    /// Creates file `name` of `dir` (at `path`) at its full length, and records where its
+    /// blobs go; keeps one already there with the node's size and mtime.
+    fn plan_file(
+        &self,
+        plan: &mut Plan,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: PathBuf,
+        node: &Node,
+    ) -> Result<(), EngineError> {
+        if let Ok(st) = beneath::lstat_at(dir, name) {
+            let is_file = beneath::kind(&st) == rustix::fs::FileType::RegularFile;
             let same_mtime = node
                 .meta
                 .mtime
-                .is_some_and(|t| m.modified().ok() == Some(std::time::SystemTime::from(t)));
-            if m.is_file() && m.len() == node.meta.size && same_mtime {
+                .is_some_and(|t| beneath::modified(&st) == Some(std::time::SystemTime::from(t)));
+            if is_file && beneath::size(&st) == node.meta.size && same_mtime {
                 tracing::debug!("keeping {}: same size and mtime", path.display());
                 return Ok(());
             }
             // Not a file, or a file with other names (perhaps outside the target), which
             // truncating in place would change too: replace it.
-            if !m.is_file() || m.nlink() > 1 {
-                self.clear_non_dir(&path)?;
+            if !is_file || beneath::links(&st) > 1 {
+                self.clear_non_dir(dir, name, &path)?;
             }
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| self.io_err(&path, "creating", e))?;
+        let file = entries::create_file(dir, name).map_err(|e| self.io_err(&path, "creating", e))?;
         let index = u32::try_from(plan.files.len()).map_err(|_| EngineError::Repository {
             repo: self.name.to_string(),
             operation: "restore",
@@ -304,12 +319,15 @@ impl Restore<'_> {
         Ok(())
     }
 
-    fn contents(&self, plan: &Plan, progress: &Progress) -> Result<(), EngineError> {
+    /// Writes the files' contents; what could not be read is in the [`damage::Damage`] it
+    /// returns, not an error.
+    fn contents(&self, plan: &Plan, progress: &Progress) -> Result<damage::Damage, EngineError> {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 4);
         let pool_size = workers + READERS;
         let ranges = Mutex::new(ranges(&plan.packs));
+        let damage = damage::Damage::default();
         let failure: Mutex<Option<EngineError>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
         let fail = |e: EngineError| {
@@ -327,18 +345,26 @@ impl Restore<'_> {
         std::thread::scope(|s| {
             for _ in 0..READERS {
                 let (pool_rx, full_tx) = (pool_rx.clone(), full_tx.clone());
-                let (ranges, stop, fail) = (&ranges, &stop, &fail);
+                let (ranges, stop, fail, damage) = (&ranges, &stop, &fail, &damage);
                 s.spawn(move || {
-                    if let Err(e) = self.read_ranges(ranges, &pool_rx, &full_tx, stop) {
+                    let reads = Reads {
+                        ranges,
+                        pool: &pool_rx,
+                        full: &full_tx,
+                        stop,
+                        damage,
+                        progress,
+                    };
+                    if let Err(e) = self.read_ranges(reads) {
                         fail(e);
                     }
                 });
             }
             for _ in 0..workers {
                 let (pool_tx, full_rx) = (pool_tx.clone(), full_rx.clone());
-                let (stop, fail) = (&stop, &fail);
+                let (stop, fail, damage) = (&stop, &fail, &damage);
                 s.spawn(move || {
-                    let mut worker = Worker::new(self, plan, progress);
+                    let mut worker = Worker::new(self, plan, progress, damage);
                     for (range, mut buf) in full_rx.iter() {
                         if !stop.load(Ordering::SeqCst) {
                             if let Err(e) = worker.write_range(&range, &mut buf) {
@@ -354,83 +380,126 @@ impl Restore<'_> {
         });
         match failure.into_inner().expect("not poisoned") {
             Some(e) => Err(e),
-            None => self.check_cancel(),
+            None => self.check_cancel().map(|()| damage),
         }
     }
 
+    /// Reads ranges into buffers of the pool for the workers. A range of a missing pack, or
+    /// one a shortened pack no longer holds, is damage; a shortened pack's ranges are read
+    /// again blob by blob, so that the blobs it still holds restore.
     fn read_ranges(
         &self,
-        ranges: &Mutex<impl Iterator<Item = Range>>,
-        pool: &Receiver<Vec<u8>>,
-        full: &Sender<(Range, Vec<u8>)>,
-        stop: &AtomicBool,
+        reads: Reads<'_, impl Iterator<Item = Range>>,
     ) -> Result<(), EngineError> {
+        let Reads {
+            ranges,
+            pool,
+            full,
+            stop,
+            damage,
+            progress,
+        } = reads;
+        let mut again: Vec<Range> = Vec::new();
+        // A buffer taken from the pool for a read that gave nothing, for the next read.
+        let mut spare: Option<Vec<u8>> = None;
         loop {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
             self.check_cancel()?;
-            let Some(range) = ranges.lock().expect("not poisoned").next() else {
+            let next = again
+                .pop()
+                .or_else(|| ranges.lock().expect("not poisoned").next());
+            let Some(range) = next else {
                 return Ok(());
             };
-            let Ok(mut buf) = pool.recv() else {
-                return Ok(()); // the workers are gone
+            if damage.is_missing(&range.pack) {
+                damage.blobs(range.pack, damage::MISSING, &range.blobs, progress);
+                continue;
+            }
+            let mut buf = match spare.take() {
+                Some(buf) => buf,
+                None => match pool.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => return Ok(()), // the workers are gone
+                },
             };
-            let data = self
+            let read = self
                 .backend
-                .read_partial(
-                    FileType::Pack,
-                    &range.pack,
-                    false,
-                    range.offset,
-                    range.length,
-                )
+                .read_pack(&range.pack, range.offset, range.length)
                 .map_err(self.err)?;
-            if data.len() != range.length as usize {
-                return Err(EngineError::Repository {
-                    repo: self.name.to_string(),
-                    operation: "restore",
-                    message: format!(
-                        "pack {} is shorter than the index says ({} bytes at {}, got {})",
-                        range.pack,
-                        range.length,
-                        range.offset,
-                        data.len()
-                    ),
-                });
+            let short = match read {
+                PackRead::Data(data) if data.len() == range.length as usize => {
+                    buf.clear();
+                    buf.extend_from_slice(&data);
+                    drop(data);
+                    if full.send((range, buf)).is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                PackRead::Data(_) | PackRead::Short => true,
+                PackRead::Missing => false,
+            };
+            spare = Some(buf);
+            if short && range.blobs.len() > 1 {
+                again.extend(range.blobs.into_iter().rev().map(|blob| Range {
+                    pack: range.pack,
+                    offset: range.offset + blob.start,
+                    length: blob.length,
+                    blobs: vec![RangeBlob { start: 0, ..blob }],
+                }));
+                continue;
             }
-            buf.clear();
-            buf.extend_from_slice(&data);
-            drop(data);
-            if full.send((range, buf)).is_err() {
-                return Ok(());
-            }
+            let reason = if short {
+                format!(
+                    "shorter than the index says (no bytes {}..{})",
+                    range.offset,
+                    u64::from(range.offset) + u64::from(range.length)
+                )
+            } else {
+                damage::MISSING.to_string()
+            };
+            damage.blobs(range.pack, &reason, &range.blobs, progress);
         }
     }
 
+    /// Makes the hard links and sets the metadata, skipping the files `lost` names; another
+    /// name of a lost hard-linked file is lost too (whatever is there is removed).
     fn metadata(
         &self,
         root: &Node,
-        target: &Path,
         plan: &Plan,
+        lost: &mut damage::Lost,
         warnings: &MetaWarnings,
     ) -> Result<(), EngineError> {
+        let target = &plan.target;
         let nodes = self
             .repo
             .ls(root, &LsOptions::default())
             .map_err(self.err)?;
+        let mut dir_handle = DirHandle::default();
+        let mut set = |rel: &Path, node: &Node| {
+            let path = target.path().join(rel);
+            let (dir_rel, name) = entries::split(rel);
+            match dir_handle.of(target, dir_rel) {
+                Ok(dir) => entries::set_metadata(dir, name, &path, node, warnings),
+                Err(e) => warnings.add("set the metadata", &path, e),
+            }
+        };
         let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
         for (n, item) in nodes.enumerate() {
             if n % 256 == 0 {
                 self.check_cancel()?;
             }
             let (rel, node) = item.map_err(self.err)?;
-            let path = target.join(&rel);
             if let Some(canonical) = hardlink_key(&node).and_then(|k| plan.hardlinks.get(&k)) {
                 if *canonical != rel {
-                    self.clear_non_dir(&path)?;
-                    std::fs::hard_link(target.join(canonical), &path)
-                        .map_err(|e| self.io_err(&path, "creating hard link", e))?;
+                    if lost.other_name(canonical, &rel) {
+                        self.remove_other_name(target, &rel)?;
+                        continue;
+                    }
+                    self.hard_link(target, canonical, &rel)?;
                 }
             }
             while let Some((dir, _)) = dirs.last() {
@@ -438,18 +507,40 @@ impl Restore<'_> {
                     break;
                 }
                 let (dir, dir_node) = dirs.pop().expect("not empty");
-                set_metadata(&target.join(dir), &dir_node, warnings);
+                set(&dir, &dir_node);
             }
             if node.is_dir() {
                 dirs.push((rel, node));
-            } else {
-                set_metadata(&path, &node, warnings);
+            } else if !lost.contains(&rel) {
+                set(&rel, &node);
             }
         }
         for (dir, dir_node) in dirs.into_iter().rev() {
-            set_metadata(&target.join(dir), &dir_node, warnings);
+            set(&dir, &dir_node);
         }
         Ok(())
+    }
+
+    /// Removes what is at `rel`, another name of a hard-linked file that was not restored.
+    fn remove_other_name(&self, target: &Beneath, rel: &Path) -> Result<(), EngineError> {
+        let path = target.path().join(rel);
+        let (dir_rel, name) = entries::split(rel);
+        let dir = (target.open_dir(dir_rel))
+            .map_err(|e| self.io_err(&path, "opening the directory of", e))?;
+        self.clear_non_dir(dir.as_fd(), name, &path)
+    }
+
+    /// Makes `rel` a hard link to `canonical` (both beneath the target), replacing what is
+    /// there.
+    fn hard_link(&self, target: &Beneath, canonical: &Path, rel: &Path) -> Result<(), EngineError> {
+        let path = target.path().join(rel);
+        let (from_rel, from_name) = entries::split(canonical);
+        let (dir_rel, name) = entries::split(rel);
+        let open = |rel| target.open_dir(rel).map_err(|e| self.io_err(&path, "opening the directory of", e));
+        let (from, dir) = (open(from_rel)?, open(dir_rel)?);
+        self.clear_non_dir(dir.as_fd(), name, &path)?;
+        rustix::fs::linkat(&from, from_name, &dir, name, rustix::fs::AtFlags::empty())
+            .map_err(|e| self.io_err(&path, "creating hard link", e.into()))
     }
 }
 
@@ -501,74 +592,65 @@ fn ranges(packs: &BTreeMap<Id, Vec<Piece>>) -> impl Iterator<Item = Range> + Sen
     })
 }
 
+/// What a reader thread works with.
+struct Reads<'a, I> {
+    ranges: &'a Mutex<I>,
+    pool: &'a Receiver<Vec<u8>>,
+    full: &'a Sender<(Range, Vec<u8>)>,
+    stop: &'a AtomicBool,
+    damage: &'a damage::Damage,
+    progress: &'a Progress,
+}
+
 /// A worker's reusable state: the decompression buffer and the file it last wrote.
 struct Worker<'a> {
     restore: &'a Restore<'a>,
     plan: &'a Plan,
     progress: &'a Progress,
+    damage: &'a damage::Damage,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     plain: Vec<u8>,
     open: Option<(u32, File)>,
 }
 
 impl<'a> Worker<'a> {
-    fn new(restore: &'a Restore<'a>, plan: &'a Plan, progress: &'a Progress) -> Self {
+    fn new(
+        restore: &'a Restore<'a>,
+        plan: &'a Plan,
+        progress: &'a Progress,
+        damage: &'a damage::Damage,
+    ) -> Self {
         Worker {
             restore,
             plan,
             progress,
+            damage,
             zstd: None,
             plain: Vec::new(),
             open: None,
         }
     }
 
-    fn damaged(&self, range: &Range, blob: &RangeBlob, why: &str) -> EngineError {
-        EngineError::Repository {
-            repo: self.restore.name.to_string(),
-            operation: "restore",
-            message: format!(
-                "blob at offset {} of pack {}: {why}; the repository is damaged \
-                 (`restic check --read-data` tells more)",
-                range.offset + blob.start,
-                range.pack
-            ),
-        }
-    }
-
-    /// Decrypts (in place), decompresses and writes the blobs of one read.
+    /// Decrypts (in place), decompresses and writes the blobs of one read. A blob that fails
+    /// authentication or decompression is damage: the files it goes to are not restored.
     fn write_range(&mut self, range: &Range, data: &mut [u8]) -> Result<(), EngineError> {
         for blob in &range.blobs {
             self.restore.check_cancel()?;
             let sealed = &mut data[blob.start as usize..(blob.start + blob.length) as usize];
-            if !self.restore.key.decrypt_in_place(sealed) {
-                return Err(self.damaged(range, blob, "authentication failed"));
-            }
-            let plain = &sealed[16..sealed.len() - (OVERHEAD - 16)];
-            let contents: &[u8] = match blob.uncompressed {
-                None => plain,
-                Some(len) => {
-                    let len = len.get() as usize;
-                    self.plain.clear();
-                    self.plain.reserve(len);
-                    let zstd = match &mut self.zstd {
-                        Some(z) => z,
-                        None => self.zstd.insert(
-                            zstd::bulk::Decompressor::new()
-                                .map_err(|e| self.damaged(range, blob, &e.to_string()))?,
-                        ),
-                    };
-                    let n = zstd
-                        .decompress_to_buffer(plain, &mut self.plain)
-                        .map_err(|e| self.damaged(range, blob, &format!("zstd: {e}")))?;
-                    if n != len {
-                        return Err(self.damaged(
-                            range,
-                            blob,
-                            &format!("decompressed to {n} bytes, not {len}"),
-                        ));
-                    }
-                    &self.plain
+            let opened = open_blob(
+                self.restore.key,
+                &mut self.zstd,
+                &mut self.plain,
+                sealed,
+                blob.uncompressed,
+            );
+            let contents = match opened {
+                Ok(contents) => contents,
+                Err(why) => {
+                    let reason = format!("blob at offset {}: {why}", range.offset + blob.start);
+                    self.damage
+                        .blobs(range.pack, &reason, [blob], self.progress);
+                    continue;
                 }
             };
             let zeros = is_zero(contents);
@@ -578,10 +660,8 @@ impl<'a> Worker<'a> {
                     let handle = match &self.open {
                         Some((open, f)) if *open == file => f,
                         _ => {
-                            let f = OpenOptions::new()
-                                .write(true)
-                                .custom_flags(libc::O_NOFOLLOW)
-                                .open(path)
+                            let f = (self.plan.target)
+                                .open_for_writing(path)
                                 .map_err(|e| self.restore.io_err(path, "opening", e))?;
                             &self.open.insert((file, f)).1
                         }
@@ -595,6 +675,38 @@ impl<'a> Worker<'a> {
         }
         Ok(())
     }
+}
+
+/// The contents of one sealed blob: decrypted in place, decompressed into `plain` when it is
+/// compressed. The error says what failed.
+fn open_blob<'d>(
+    key: &DataKey,
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    plain: &'d mut Vec<u8>,
+    sealed: &'d mut [u8],
+    uncompressed: Option<NonZeroU32>,
+) -> Result<&'d [u8], String> {
+    if !key.decrypt_in_place(sealed) {
+        return Err("authentication failed (the data is corrupted)".into());
+    }
+    let data = &sealed[16..sealed.len() - (OVERHEAD - 16)];
+    let Some(len) = uncompressed else {
+        return Ok(data);
+    };
+    let len = len.get() as usize;
+    plain.clear();
+    plain.reserve(len);
+    let zstd = match zstd {
+        Some(z) => z,
+        None => zstd.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+    };
+    let n = zstd
+        .decompress_to_buffer(data, plain)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if n != len {
+        return Err(format!("decompressed to {n} bytes, not {len}"));
+    }
+    Ok(plain)
 }
 
 /// Whether a relative path stays below the directory it is joined to.
@@ -624,116 +736,6 @@ fn hardlink_key(node: &Node) -> Option<(u64, u64)> {
         && node.meta.device_id != 0
         && node.meta.inode != 0)
         .then_some((node.meta.device_id, node.meta.inode))
-}
-
-fn cpath(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(ErrorKind::InvalidInput, "a NUL byte in the path"))
-}
-
-fn make_special(path: &Path, node_type: &NodeType) -> std::io::Result<()> {
-    let (kind, device) = match node_type {
-        NodeType::Dev { device } => (libc::S_IFBLK, *device),
-        NodeType::Chardev { device } => (libc::S_IFCHR, *device),
-        NodeType::Fifo => (libc::S_IFIFO, 0),
-        NodeType::Socket => (libc::S_IFSOCK, 0),
-        _ => return Ok(()),
-    };
-    let c = cpath(path)?;
-    // SAFETY: a valid NUL-terminated path; mknod only reads it.
-    if unsafe { libc::mknod(c.as_ptr(), kind | 0o600, device as libc::dev_t) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// restic stores Go's file mode: permission bits, with setuid, setgid and sticky as flags.
-fn unix_mode(go_mode: u32) -> u32 {
-    const SETUID: u32 = 1 << 23;
-    const SETGID: u32 = 1 << 22;
-    const STICKY: u32 = 1 << 20;
-    let mut mode = go_mode & 0o777;
-    for (go, unix) in [(SETUID, 0o4000), (SETGID, 0o2000), (STICKY, 0o1000)] {
-        if go_mode & go != 0 {
-            mode |= unix;
-        }
-    }
-    mode
-}
-
-/// Ownership (numeric), mode, extended attributes and times of one restored entry; a failure
-/// is a warning, as with restic (ownership fails when not running as root).
-fn set_metadata(path: &Path, node: &Node, warnings: &MetaWarnings) {
-    let Ok(c) = cpath(path) else { return };
-    let meta = &node.meta;
-    if meta.uid.is_some() || meta.gid.is_some() {
-        let uid = meta.uid.unwrap_or(u32::MAX);
-        let gid = meta.gid.unwrap_or(u32::MAX);
-        // SAFETY: a valid NUL-terminated path.
-        let r = unsafe {
-            libc::fchownat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                uid,
-                gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
-            warnings.add("set ownership", path, std::io::Error::last_os_error());
-        }
-    }
-    if !node.is_symlink() {
-        if let Some(mode) = meta.mode {
-            let perms = std::fs::Permissions::from_mode(unix_mode(mode));
-            if let Err(e) = std::fs::set_permissions(path, perms) {
-                warnings.add("set the mode", path, e);
-            }
-        }
-    }
-    for attr in &meta.extended_attributes {
-        let Ok(name) = CString::new(attr.name.as_bytes()) else {
-            continue;
-        };
-        let value = attr.value.as_deref().unwrap_or_default();
-        // SAFETY: valid NUL-terminated strings and a value buffer of the given length.
-        let r = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if r != 0 {
-            warnings.add(
-                "set extended attributes",
-                path,
-                std::io::Error::last_os_error(),
-            );
-        }
-    }
-    if let Some(mtime) = meta.mtime {
-        let atime = meta.atime.unwrap_or(mtime);
-        let spec = |t: rustic_core::jiff::Timestamp| libc::timespec {
-            tv_sec: t.as_second() as libc::time_t,
-            tv_nsec: libc::c_long::from(t.subsec_nanosecond()),
-        };
-        let times = [spec(atime), spec(mtime)];
-        // SAFETY: a valid NUL-terminated path and two timespecs.
-        let r = unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                times.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
-            warnings.add("set times", path, std::io::Error::last_os_error());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -692,3 +692,34 @@ async fn unreadable_entries_are_left_out_with_a_warning_each() {
     std::fs::remove_file(volume.join("locked/inside")).unwrap();
     assert_same_tree(&volume, &target);
 }
+
+/// A pod's tree deeper than the walk goes (it holds a handle per directory on its way down):
+/// kept down to 256 directories below the volume, the deeper contents left out with one
+/// warning naming where; the backup completes and restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_deeper_than_the_walk_goes_is_kept_to_its_depth_with_a_warning() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("volume");
+    let mut dir = volume.clone();
+    for _ in 0..300 {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("leaf"), b"leaf").unwrap();
+        dir.push("d");
+    }
+    let summary = back_up(&repo, &volume, "deep").await;
+    let deepest = volume.join("d/".repeat(256).trim_end_matches('/'));
+    assert_eq!(
+        summary.warnings,
+        [format!("{}: skipped its contents: a backup goes 256 directories deep", deepest.display())]
+    );
+
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).unwrap();
+    restore_into(&repo, &summary.snapshot_id, &target).await;
+    let kept = target.join("d/".repeat(255));
+    assert_eq!(std::fs::read(kept.join("leaf")).unwrap(), b"leaf");
+    assert!(kept.join("d").is_dir(), "the deepest directory is there");
+    assert_eq!(std::fs::read_dir(kept.join("d")).unwrap().count(), 0, "without its contents");
+}

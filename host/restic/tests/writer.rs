@@ -170,3 +170,37 @@ async fn appending_a_byte_stores_about_one_chunk() {
     restore_into(&repo, &second.snapshot_id, &target).await;
     assert_same_tree(&volume, &target);
 }
+
+/// Extended attributes of files and directories: an unchanged file's are the parent
+/// snapshot's (unread, as its contents: changing one changes the ctime), a changed one's are
+/// read again, and restores set both.
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_attributes_are_kept_by_a_re_backup_and_a_change_is_seen() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    make_volume(&volume);
+    let (hello, nested) = (volume.join("hello.txt"), volume.join("nested"));
+    if !set_xattr(&hello, "user.stowage", b"one") {
+        eprintln!("!!! the test filesystem has no user xattrs: they are NOT tested");
+        return;
+    }
+    assert!(set_xattr(&nested, "user.dir", b"on a directory"));
+    back_up(&repo, &volume, "u1").await;
+    let unchanged = back_up(&repo, &volume, "u1").await;
+    assert_eq!((unchanged.files_new, unchanged.files_changed), (0, 0), "{unchanged:?}");
+    assert!(set_xattr(&hello, "user.stowage", b"two"));
+    let changed = back_up(&repo, &volume, "u1").await;
+    assert_eq!((changed.files_new, changed.files_changed), (0, 1), "{changed:?}");
+
+    for (summary, value) in [(&unchanged, &b"one"[..]), (&changed, &b"two"[..])] {
+        let target = work.path().join(format!("restored-{}", &summary.snapshot_id[..8]));
+        std::fs::create_dir(&target).unwrap();
+        restore_into(&repo, &summary.snapshot_id, &target).await;
+        assert_eq!(get_xattr(&target.join("hello.txt"), "user.stowage").as_deref(), Some(value));
+        assert_eq!(get_xattr(&target.join("nested"), "user.dir").as_deref(), Some(&b"on a directory"[..]));
+        assert_same_tree(&volume, &target);
+    }
+}

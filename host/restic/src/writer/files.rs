@@ -61,10 +61,11 @@ impl Shared<'_> {
         }
     }
 
-    /// Reads, chunks and stores whole files, the chunks of all of them hashed together.
-    pub(super) fn files(&self, zstd: &mut zstd::bulk::Compressor, files: Vec<(usize, PathBuf)>) -> Vec<Done> {
-        let mut read: Vec<(usize, Option<Vec<u8>>)> = Vec::with_capacity(files.len());
-        for (slot, path) in files {
+    /// Reads (with their extended attributes, on the open handle), chunks and stores whole
+    /// files, the chunks of all of them hashed together.
+    pub(super) fn files(&self, zstd: &mut zstd::bulk::Compressor, files: Vec<(usize, FileAt)>) -> Vec<Done> {
+        let mut read: Vec<(usize, Option<(Vec<u8>, serde_json::Value)>)> = Vec::with_capacity(files.len());
+        for (slot, file) in files {
             if let Err(e) = self.w.check_cancel() {
                 return vec![Done::File {
                     slot,
@@ -72,18 +73,20 @@ impl Shared<'_> {
                 }];
             }
             let mut data = Vec::new();
-            let result = File::open(&path).and_then(|mut f| {
-                let len = f.metadata()?.len();
+            let result = beneath::open_file_at(file.dir.as_fd(), file.name(), file.seen).and_then(|(mut f, len)| {
+                let attrs = xattrs(XattrsOf::Handle(f.as_fd()));
                 data.reserve_exact(len.min(REGION) as usize);
-                f.read_to_end(&mut data)
+                f.read_to_end(&mut data)?;
+                Ok(attrs)
             });
             match result {
-                Ok(_) => {
+                Ok(attrs) => {
                     self.added.read.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    read.push((slot, Some(data)));
+                    read.push((slot, Some((data, attrs))));
                 }
                 Err(e) => {
-                    warn(&self.w.warnings, format!("{}: skipped, reading failed: {e}", path.display()));
+                    let message = format!("{}: skipped, reading failed: {e}", file.path.display());
+                    warn(&self.w.warnings, message);
                     read.push((slot, None));
                 }
             }
@@ -91,8 +94,8 @@ impl Shared<'_> {
         // Every chunk of every file, and how many each file has.
         let mut chunks: Vec<&[u8]> = Vec::new();
         let mut counts = Vec::with_capacity(read.len());
-        for (_, data) in &read {
-            let Some(data) = data else {
+        for (_, file) in &read {
+            let Some((data, _)) = file else {
                 counts.push(0);
                 continue;
             };
@@ -116,17 +119,18 @@ impl Shared<'_> {
                 return answers;
             }
         };
-        read.iter()
+        read.into_iter()
             .zip(counts)
-            .map(|((slot, data), count)| {
-                let result = Ok(match data {
-                    Some(data) => FileOutcome::Stored(
-                        ids.by_ref().take(count).map(DataId::from).collect(),
-                        data.len() as u64,
-                    ),
+            .map(|((slot, file), count)| {
+                let result = Ok(match file {
+                    Some((data, xattrs)) => FileOutcome::Stored {
+                        ids: ids.by_ref().take(count).map(DataId::from).collect(),
+                        size: data.len() as u64,
+                        xattrs,
+                    },
                     None => FileOutcome::Skipped,
                 });
-                Done::File { slot: *slot, result }
+                Done::File { slot, result }
             })
             .collect()
     }

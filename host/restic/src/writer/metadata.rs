@@ -4,47 +4,48 @@
 use super::*;
 
 impl Walk<'_, '_> {
-    /// The node of `full` (named `name`), or `None` with a warning.
-    pub(super) fn node(&mut self, name: &OsStr, full: &Path, m: &std::fs::Metadata) -> Option<Node> {
+    /// The node of entry `name` of directory `dir` (at `full`), whose `fstatat` is `st`, but
+    /// its extended attributes, or `None` with a warning. A symlink's target is read relative
+    /// to `dir`'s handle.
+    // The stat field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    pub(super) fn node(&mut self, dir: BorrowedFd<'_>, name: &OsStr, full: &Path, st: &Stat) -> Option<Node> {
         let time = |secs: i64, nanos: i64| rustic_core::jiff::Timestamp::new(secs, nanos as i32).ok();
-        let mtime = time(m.mtime(), m.mtime_nsec());
-        let is_dir = m.is_dir();
+        let mtime = time(st.st_mtime as i64, st.st_mtime_nsec as i64);
+        let kind = beneath::kind(st);
+        let is_dir = kind == Kind::Directory;
+        let (size, nlink) = (st.st_size as u64, st.st_nlink as u64);
         let meta = Metadata {
-            mode: Some(go_mode(m.mode())),
+            mode: Some(go_mode(st.st_mode as u32)),
             mtime,
             atime: mtime,
-            ctime: time(m.ctime(), m.ctime_nsec()),
-            uid: Some(m.uid()),
-            gid: Some(m.gid()),
-            user: self.names.user(m.uid()),
-            group: self.names.group(m.gid()),
-            inode: m.ino(),
-            device_id: if m.nlink() > 1 && !is_dir { m.dev() } else { 0 },
-            size: if is_dir { 0 } else { m.len() },
-            links: if is_dir { 0 } else { m.nlink() },
-            extended_attributes: serde_json::from_value(xattrs(full)).unwrap_or_default(),
+            ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            uid: Some(st.st_uid as u32),
+            gid: Some(st.st_gid as u32),
+            user: self.names.user(st.st_uid as u32),
+            group: self.names.group(st.st_gid as u32),
+            inode: st.st_ino as u64,
+            device_id: if nlink > 1 && !is_dir { st.st_dev as u64 } else { 0 },
+            size: if is_dir { 0 } else { size },
+            links: if is_dir { 0 } else { nlink },
+            // Read by the walk once it knows whether the entry changed (see `Walk::dir`).
+            extended_attributes: Vec::new(),
         };
-        let ft = m.file_type();
-        let node_type = if is_dir {
-            NodeType::Dir
-        } else if ft.is_symlink() {
-            match std::fs::read_link(full) {
+        let rdev = st.st_rdev as u64;
+        let node_type = match kind {
+            Kind::Directory => NodeType::Dir,
+            Kind::Symlink => match beneath::read_link_at(dir, name) {
                 Ok(target) => NodeType::from_link(&target),
                 Err(e) => {
                     warn(&self.w().warnings, format!("{}: skipped: {e}", full.display()));
                     return None;
                 }
-            }
-        } else if ft.is_block_device() {
-            NodeType::Dev { device: m.rdev() }
-        } else if ft.is_char_device() {
-            NodeType::Chardev { device: m.rdev() }
-        } else if ft.is_fifo() {
-            NodeType::Fifo
-        } else if ft.is_socket() {
-            NodeType::Socket
-        } else {
-            NodeType::File
+            },
+            Kind::BlockDevice => NodeType::Dev { device: rdev },
+            Kind::CharacterDevice => NodeType::Chardev { device: rdev },
+            Kind::Fifo => NodeType::Fifo,
+            Kind::Socket => NodeType::Socket,
+            _ => NodeType::File,
         };
         Some(Node::new_node(name, node_type, meta))
     }
@@ -133,54 +134,68 @@ pub(super) fn name_by_id<T>(
     Some(name.to_string_lossy().into_owned())
 }
 
-/// The extended attributes of `path` (not following a symlink) as rustic_core's node JSON
-/// holds them (name, base64 value); none when they cannot be read.
-pub(super) fn xattrs(path: &Path) -> serde_json::Value {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return serde_json::Value::Array(Vec::new());
+/// Reads an entry's extended attributes into its node's metadata.
+pub(super) fn read_xattrs(meta: &mut Metadata, of: XattrsOf<'_>) {
+    set_xattrs(meta, xattrs(of));
+}
+
+/// Sets a node's extended attributes from what [`xattrs`] read.
+pub(super) fn set_xattrs(meta: &mut Metadata, xattrs: serde_json::Value) {
+    meta.extended_attributes = serde_json::from_value(xattrs).unwrap_or_default();
+}
+
+/// Where an entry's extended attributes are read: its open handle, or a path whose last
+/// component is not followed (a directory handle's `/proc/self/fd` path and the entry's name:
+/// never a path a symlink could redirect).
+pub(super) enum XattrsOf<'a> {
+    Handle(BorrowedFd<'a>),
+    Path(&'a Path),
+}
+
+/// The extended attributes of an entry as rustic_core's node JSON holds them (name, base64
+/// value); none when they cannot be read.
+pub(super) fn xattrs(of: XattrsOf<'_>) -> serde_json::Value {
+    let list = |buf: &mut [u8]| match &of {
+        XattrsOf::Handle(fd) => rustix::fs::flistxattr(fd, buf),
+        XattrsOf::Path(path) => rustix::fs::llistxattr(*path, buf),
     };
-    let mut names = vec![0u8; 4096];
-    let len = loop {
-        // SAFETY: the buffer is writable for its length; the path is a C string.
-        let n = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) && names.len() < 1 << 20 {
-            names.resize(names.len() * 4, 0);
-            continue;
-        }
+    let get = |name: &CStr, buf: &mut [u8]| match &of {
+        XattrsOf::Handle(fd) => rustix::fs::fgetxattr(fd, name, buf),
+        XattrsOf::Path(path) => rustix::fs::lgetxattr(*path, name, buf),
+    };
+    let Some(names) = grown(4096, 1 << 20, list) else {
         return serde_json::Value::Array(Vec::new());
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let Ok(c_name) = CString::new(name) else {
             continue;
         };
-        let mut value = vec![0u8; 4096];
-        let got = loop {
-            // SAFETY: as above.
-            let n = unsafe {
-                libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len())
-            };
-            if n >= 0 {
-                break Some(n as usize);
-            }
-            if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) && value.len() < 1 << 24 {
-                value.resize(value.len() * 4, 0);
-                continue;
-            }
-            break None;
-        };
-        let Some(n) = got else {
+        let Some(value) = grown(4096, 1 << 24, |buf| get(&c_name, buf)) else {
             continue;
         };
         out.push(serde_json::json!({
             "name": String::from_utf8_lossy(name),
-            "value": base64(&value[..n]),
+            "value": base64(&value),
         }));
     }
     serde_json::Value::Array(out)
+}
+
+/// What `read` puts into a buffer, grown (from `first` up to `most` bytes) while it is too
+/// small; `None` when reading fails.
+fn grown(first: usize, most: usize, read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; first];
+    loop {
+        match read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Some(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < most => buf.resize(buf.len() * 4, 0),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Standard base64 with padding.

@@ -1,12 +1,15 @@
 //! Backups: our own restic-format writer, on all cores (rustic_core's archiver chunks and
 //! hashes each file on one thread, and its chunker, packer and indexer are not public).
 //!
-//! - **Walk.** The calling thread walks the volume (never following symlinks), directory by
-//!   directory in name order, and makes each entry's node with the metadata rustic_core's
+//! - **Walk.** The calling thread walks the volume through directory handles (never following
+//!   a symlink, nor reading an entry that was replaced since it was listed: see
+//!   [`crate::beneath`]), directory by directory in name order, at most [`MAX_DEPTH`]
+//!   directories deep, and makes each entry's node with the metadata rustic_core's
 //!   local source records (mode, ids and names, times with atime = mtime, inode, device id of
 //!   hard-linked files, links, size, extended attributes). A file whose node matches the
 //!   parent snapshot's (type, size, mtime, ctime, inode) and whose blobs are all in the index
-//!   keeps the parent's content list unread. Unreadable entries become warnings.
+//!   keeps the parent's content list unread, and its extended attributes (any change to them
+//!   changes the ctime). Unreadable entries become warnings.
 //! - **Files.** Files up to [`REGION`] bytes are jobs for the worker threads (one per core),
 //!   small ones several to a job: read whole, chunked, and their chunks stored. A larger file
 //!   is chunked in regions of [`REGION`] bytes on the workers, each region from its own start;
@@ -34,6 +37,7 @@
 //! [`Writer::run`], which wires them together.
 
 use crate::backend::{CancelFlag, StoreBackend};
+use crate::beneath::{self, Identity};
 use crate::chunker::{Chunker, Merge};
 use crate::crypto::{DataKey, NONCE, OVERHEAD};
 use crate::error::EngineError;
@@ -44,13 +48,15 @@ use rustic_core::repofile::{
     BlobType, ConfigFile, Metadata, Node, NodeType, SnapshotFile, SnapshotSummary, Tree,
 };
 use rustic_core::{DataId, FileType, Id, Progress, ReadBackend, RusticError, TreeId};
+use rustix::fs::{FileType as Kind, Stat};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +70,7 @@ mod walk;
 
 use files::chunk_data;
 use index::seal_file;
-use metadata::Names;
+use metadata::{read_xattrs, set_xattrs, xattrs, Names, XattrsOf};
 use packs::{pack_size, sha256};
 use walk::{path_names, tree_size};
 
@@ -84,6 +90,13 @@ const REGIONS_AHEAD: usize = 2;
 /// and their most bytes together.
 const BATCH_FILES: usize = 8;
 const BATCH_BYTES: u64 = 4 << 20;
+/// Directories this deep below the volume are kept without their contents, with a warning:
+/// the walk holds a handle of each directory on its way down (and recurses), so a very deep
+/// tree must not exhaust the agent's file descriptors or its stack.
+const MAX_DEPTH: usize = 256;
+/// The walk's stack: room for [`MAX_DEPTH`] levels of its recursion in a debug build
+/// (reserved, not used, where the tree is shallow).
+const WALK_STACK: usize = 32 << 20;
 /// Blobs per index file (restic's limit for a full index).
 const INDEX_BLOBS: usize = 50_000;
 
@@ -266,7 +279,7 @@ impl Drop for DeathNotice<'_> {
 enum Job {
     /// Whole files of at most [`REGION`] bytes (several small ones at once: their chunks are
     /// hashed side by side).
-    Files(Vec<(usize, PathBuf)>),
+    Files(Vec<(usize, FileAt)>),
     /// Region `index` of a large file: read and chunk it.
     Region {
         file: Arc<File>,
@@ -297,8 +310,13 @@ enum Done {
 }
 
 enum FileOutcome {
-    /// The content list and the bytes read.
-    Stored(Vec<DataId>, u64),
+    /// The content list, the bytes read, and the extended attributes (read on the open
+    /// handle, as rustic_core's node JSON holds them).
+    Stored {
+        ids: Vec<DataId>,
+        size: u64,
+        xattrs: serde_json::Value,
+    },
     /// Unreadable: left out of the snapshot, with a warning.
     Skipped,
 }
@@ -307,6 +325,21 @@ enum FileOutcome {
 enum FileFailure {
     Read(io::Error),
     Fatal(EngineError),
+}
+
+/// A regular file the walk found, for reading: by name relative to its directory's handle,
+/// and only if it is still the entry the walk saw.
+struct FileAt {
+    dir: Arc<OwnedFd>,
+    seen: Identity,
+    /// For messages; its last component is the name in `dir`.
+    path: PathBuf,
+}
+
+impl FileAt {
+    fn name(&self) -> &OsStr {
+        self.path.file_name().unwrap_or_default()
+    }
 }
 
 /// A directory whose tree waits for its files' contents and its subdirectories' trees.
@@ -340,7 +373,7 @@ struct Walk<'s, 'a> {
     summary: SnapshotSummary,
     names: Names,
     /// Small files not yet handed to the workers, and their bytes.
-    batch: Vec<(usize, PathBuf)>,
+    batch: Vec<(usize, FileAt)>,
     batch_bytes: u64,
 }
 
@@ -438,42 +471,63 @@ impl Writer<'_> {
                 })
                 .collect();
             drop((job_rx, done_tx));
-            let mut walk = Walk {
-                sh: &shared,
-                index,
-                jobs,
-                done,
-                files: Vec::new(),
-                pending: Vec::new(),
-                trees: Vec::new(),
-                next_dir: 0,
-                tree_packer: Packer {
-                    tree: true,
-                    target: tree_target,
-                    current: Mutex::default(),
-                },
-                known_trees: HashSet::new(),
-                summary: SnapshotSummary::default(),
-                names: Names::default(),
-                batch: Vec::new(),
-                batch_bytes: 0,
+            // The walk recurses once per directory level: on a thread whose stack holds
+            // MAX_DEPTH levels (the caller's may be a runtime's small blocking thread).
+            let sh = &shared;
+            let walker = std::thread::Builder::new()
+                .name("backup-walk".into())
+                .stack_size(WALK_STACK)
+                .spawn_scoped(scope, move || {
+                    let mut walk = Walk {
+                        sh,
+                        index,
+                        jobs,
+                        done,
+                        files: Vec::new(),
+                        pending: Vec::new(),
+                        trees: Vec::new(),
+                        next_dir: 0,
+                        tree_packer: Packer {
+                            tree: true,
+                            target: tree_target,
+                            current: Mutex::default(),
+                        },
+                        known_trees: HashSet::new(),
+                        summary: SnapshotSummary::default(),
+                        names: Names::default(),
+                        batch: Vec::new(),
+                        batch_bytes: 0,
+                    };
+                    let result = walk.run(volume, as_path, parent_tree);
+                    if result.is_err() {
+                        sh.stop.store(true, Ordering::Relaxed);
+                    }
+                    let Walk {
+                        jobs,
+                        summary,
+                        tree_packer,
+                        ..
+                    } = walk;
+                    drop(jobs); // the workers end
+                    (result, summary, Some(tree_packer))
+                });
+            let (mut result, summary, tree_packer) = match walker.map(|w| w.join()) {
+                Ok(Ok(walked)) => walked,
+                // A panic (reported on stderr) or no thread: the workers ended with the walk.
+                failed => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    let why = match failed {
+                        Err(e) => format!("starting the backup's walk: {e}"),
+                        _ => "the backup's walk failed (a panic)".to_string(),
+                    };
+                    (Err(self.fail(why)), SnapshotSummary::default(), None)
+                }
             };
-            let mut result = walk.run(volume, as_path, parent_tree);
-            if result.is_err() {
-                shared.stop.store(true, Ordering::Relaxed);
-            }
-            let Walk {
-                jobs,
-                summary,
-                tree_packer,
-                ..
-            } = walk;
-            drop(jobs); // the workers end
             for handle in handles {
                 let _ = handle.join(); // a panic was reported through `died`
             }
             if result.is_ok() {
-                for pack in [tree_packer.finish(), shared.data.finish()].into_iter().flatten() {
+                for pack in [tree_packer.and_then(|t| t.finish()), shared.data.finish()].into_iter().flatten() {
                     if let Err(e) = shared.upload(pack) {
                         result = Err(e);
                         break;

@@ -15,7 +15,10 @@ impl Walk<'_, '_> {
         as_path: &Path,
         parent: Option<(Id, Tree)>,
     ) -> Result<Id, EngineError> {
-        let root = self.dir(volume, parent, true)?;
+        let handle = beneath::open_root(volume).map_err(|e| {
+            self.w().fail(format!("reading the volume directory {}: {e}", volume.display()))
+        })?;
+        let root = self.dir(volume, Some(Arc::new(handle)), parent, 0)?;
         self.drain_until(|walk| walk.trees[root].is_some())?;
         let mut id = self.trees[root].expect("finalised");
         let root_meta = Metadata {
@@ -78,11 +81,11 @@ impl Walk<'_, '_> {
 
     /// Queues a small file for the workers, in batches of up to [`BATCH_FILES`] files and
     /// [`BATCH_BYTES`] bytes.
-    pub(super) fn queue_file(&mut self, slot: usize, path: PathBuf, size: u64) -> Result<(), EngineError> {
+    pub(super) fn queue_file(&mut self, slot: usize, file: FileAt, size: u64) -> Result<(), EngineError> {
         if !self.batch.is_empty() && self.batch_bytes + size > BATCH_BYTES {
             self.flush_files()?;
         }
-        self.batch.push((slot, path));
+        self.batch.push((slot, file));
         self.batch_bytes += size;
         if self.batch.len() >= BATCH_FILES {
             self.flush_files()?;
@@ -105,32 +108,35 @@ impl Walk<'_, '_> {
             .map_err(|_| self.w().fail("the backup's worker threads ended early".into()))
     }
 
-    /// Walks directory `path` (its parent snapshot's tree being `parent`), returns its
-    /// pending directory's number.
+    /// Walks directory `path` through its `handle` (none: its contents are left out, a
+    /// warning said why), `depth` directories below the volume; its parent snapshot's tree is
+    /// `parent`. Returns its pending directory's number.
+    ///
+    /// Every entry is looked at relative to the directory's handle and every subdirectory and
+    /// file opened by name relative to it, never following a symlink, and only when it is
+    /// still the entry (device, inode) the listing saw: a pod that swaps a directory for a
+    /// symlink meanwhile gets a warning, not the symlink's target in its snapshot.
     pub(super) fn dir(
         &mut self,
         path: &Path,
+        handle: Option<Arc<OwnedFd>>,
         parent: Option<(Id, Tree)>,
-        is_root: bool,
+        depth: usize,
     ) -> Result<usize, EngineError> {
         self.w().check_cancel()?;
-        let mut names: Vec<OsString> = match std::fs::read_dir(path) {
-            Ok(entries) => entries
-                .filter_map(|e| match e {
-                    Ok(e) => Some(e.file_name()),
-                    Err(e) => {
-                        warn(&self.w().warnings, format!("{}: skipped an entry: {e}", path.display()));
-                        None
-                    }
-                })
-                .collect(),
-            Err(e) if is_root => {
+        let skipped = |e: io::Error| {
+            warn(&self.w().warnings, format!("{}: skipped an entry: {e}", path.display()));
+        };
+        let mut names: Vec<OsString> = match handle.as_deref().map(|h| beneath::names(h.as_fd(), skipped)) {
+            None => Vec::new(),
+            Some(Ok(names)) => names,
+            Some(Err(e)) if depth == 0 => {
                 return Err(self.w().fail(format!(
                     "reading the volume directory {}: {e}",
                     path.display()
                 )))
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let message = format!("{}: skipped its contents, reading failed: {e}", path.display());
                 warn(&self.w().warnings, message);
                 Vec::new()
@@ -151,19 +157,23 @@ impl Walk<'_, '_> {
             parent_tree: parent_id,
             in_parent: parent_id.is_some(),
         };
+        let Some(handle) = handle else {
+            return self.pend(dir);
+        };
         for name in names {
             self.w().check_cancel()?;
             let full = path.join(&name);
-            let meta = match std::fs::symlink_metadata(&full) {
-                Ok(m) => m,
+            let st = match beneath::lstat_at(handle.as_fd(), &name) {
+                Ok(st) => st,
                 Err(e) => {
                     warn(&self.w().warnings, format!("{}: skipped: {e}", full.display()));
                     continue;
                 }
             };
-            let Some(mut node) = self.node(&name, &full, &meta) else {
+            let Some(mut node) = self.node(handle.as_fd(), &name, &full, &st) else {
                 continue;
             };
+            let seen = Identity::of(&st);
             let before = parent_nodes.get(&name);
             match &node.node_type {
                 NodeType::Dir => {
@@ -177,7 +187,32 @@ impl Walk<'_, '_> {
                                 None
                             }
                         });
-                    let sub = self.dir(&full, parent_sub, false)?;
+                    let sub_handle = if depth + 1 >= MAX_DEPTH {
+                        let message = format!(
+                            "{}: skipped its contents: a backup goes {MAX_DEPTH} directories deep",
+                            full.display()
+                        );
+                        warn(&self.w().warnings, message);
+                        None
+                    } else {
+                        match beneath::open_dir_at(handle.as_fd(), &name, seen) {
+                            Ok(h) => Some(Arc::new(h)),
+                            Err(e) => {
+                                let message =
+                                    format!("{}: skipped its contents, reading failed: {e}", full.display());
+                                warn(&self.w().warnings, message);
+                                None
+                            }
+                        }
+                    };
+                    match &sub_handle {
+                        Some(sub) => read_xattrs(&mut node.meta, XattrsOf::Handle(sub.as_fd())),
+                        None => {
+                            let at = beneath::proc_path(handle.as_fd(), Some(&name));
+                            read_xattrs(&mut node.meta, XattrsOf::Path(&at));
+                        }
+                    }
+                    let sub = self.dir(&full, sub_handle, parent_sub, depth + 1)?;
                     dir.waits.push((dir.nodes.len(), Wait::Dir(sub)));
                     dir.nodes.push(node);
                 }
@@ -191,6 +226,8 @@ impl Walk<'_, '_> {
                     match before {
                         Some(p) if self.unchanged(p, &node, is_file) => {
                             self.summary.files_unmodified += 1;
+                            // Unread as well: changing one changes the ctime.
+                            node.meta.extended_attributes = p.meta.extended_attributes.clone();
                             if is_file {
                                 node.content = p.content.clone();
                                 self.w().progress.inc(node.meta.size);
@@ -202,17 +239,28 @@ impl Walk<'_, '_> {
                         None => self.summary.files_new += 1,
                     }
                     if !is_file {
+                        let at = beneath::proc_path(handle.as_fd(), Some(&name));
+                        read_xattrs(&mut node.meta, XattrsOf::Path(&at));
                         dir.nodes.push(node);
-                    } else if node.meta.size > REGION {
-                        if let Some((ids, size)) = self.large_file(&full, node.meta.size)? {
+                        continue;
+                    }
+                    // A file's extended attributes are read on its handle, with its contents.
+                    let file = FileAt {
+                        dir: handle.clone(),
+                        seen,
+                        path: full,
+                    };
+                    if node.meta.size > REGION {
+                        if let Some((ids, size, xattrs)) = self.large_file(&file, node.meta.size)? {
                             node.content = Some(ids);
                             node.meta.size = size;
+                            set_xattrs(&mut node.meta, xattrs);
                             dir.nodes.push(node);
                         }
                     } else {
                         let slot = self.files.len();
                         self.files.push(None);
-                        self.queue_file(slot, full, node.meta.size)?;
+                        self.queue_file(slot, file, node.meta.size)?;
                         dir.waits.push((dir.nodes.len(), Wait::File(slot)));
                         dir.nodes.push(node);
                         self.poll()?;
@@ -220,6 +268,11 @@ impl Walk<'_, '_> {
                 }
             }
         }
+        self.pend(dir)
+    }
+
+    /// Adds a walked directory to those waiting for their tree; returns its number.
+    fn pend(&mut self, dir: PendingDir) -> Result<usize, EngineError> {
         self.flush_files()?;
         let k = self.pending.len();
         self.pending.push(Some(dir));
@@ -270,10 +323,11 @@ impl Walk<'_, '_> {
             for (at, wait) in dir.waits {
                 match wait {
                     Wait::File(slot) => match self.files[slot].take().expect("ready") {
-                        Ok(FileOutcome::Stored(ids, size)) => {
+                        Ok(FileOutcome::Stored { ids, size, xattrs }) => {
                             let node = nodes[at].as_mut().expect("present");
                             node.content = Some(ids);
                             node.meta.size = size;
+                            set_xattrs(&mut node.meta, xattrs);
                         }
                         Ok(FileOutcome::Skipped) => nodes[at] = None,
                         Err(e) => return Err(e),
@@ -329,15 +383,20 @@ impl Walk<'_, '_> {
     }
 
     /// Backs up a file larger than [`REGION`]: its regions chunked on the workers, merged
-    /// here, its chunks stored on the workers. `None` when it could not be read (a warning).
+    /// here, its chunks stored on the workers. Returns its content list, size and extended
+    /// attributes, or `None` when it could not be read (a warning).
     pub(super) fn large_file(
         &mut self,
-        path: &Path,
+        at: &FileAt,
         size: u64,
-    ) -> Result<Option<(Vec<DataId>, u64)>, EngineError> {
+    ) -> Result<Option<(Vec<DataId>, u64, serde_json::Value)>, EngineError> {
         self.flush_files()?;
-        let file = match File::open(path) {
-            Ok(f) => Arc::new(f),
+        let path = &at.path;
+        let (file, attrs) = match beneath::open_file_at(at.dir.as_fd(), at.name(), at.seen) {
+            Ok((f, _)) => {
+                let attrs = xattrs(XattrsOf::Handle(f.as_fd()));
+                (Arc::new(f), attrs)
+            }
             Err(e) => {
                 warn(&self.w().warnings, format!("{}: skipped, reading failed: {e}", path.display()));
                 return Ok(None);
@@ -454,7 +513,7 @@ impl Walk<'_, '_> {
             return Ok(None);
         }
         let ids = ids.into_iter().map(|id| DataId::from(id.expect("stored"))).collect();
-        Ok(Some((ids, size)))
+        Ok(Some((ids, size, attrs)))
     }
 }
 
@@ -468,24 +527,44 @@ pub(super) fn path_names(path: &Path) -> Vec<OsString> {
         .collect()
 }
 
-/// The total size of the regular files under `root`, for progress (0 once `stop` holds).
+/// The total size of the regular files under `root`, for progress (0 once `stop` holds):
+/// walked as the backup walks, through handles and as deep.
 pub(super) fn tree_size(root: &Path, stop: impl Fn() -> bool) -> u64 {
-    let mut total = 0;
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        if stop() {
+    // The stat field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn size(dir: BorrowedFd<'_>, depth: usize, stop: &dyn Fn() -> bool) -> u64 {
+        let Ok(names) = beneath::names(dir, |_| {}) else {
             return 0;
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
         };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => dirs.push(entry.path()),
-                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+        let mut total = 0;
+        for name in names {
+            if stop() {
+                return 0;
+            }
+            let Ok(st) = beneath::lstat_at(dir, &name) else {
+                continue;
+            };
+            match beneath::kind(&st) {
+                Kind::RegularFile => total += st.st_size as u64,
+                Kind::Directory if depth + 1 < MAX_DEPTH => {
+                    if let Ok(sub) = beneath::open_dir_at(dir, &name, Identity::of(&st)) {
+                        total += size(sub.as_fd(), depth + 1, stop);
+                    }
+                }
                 _ => {}
             }
         }
+        total
     }
-    total
+    match beneath::open_root(root) {
+        Ok(handle) if !stop() => {
+            let total = size(handle.as_fd(), 0, &stop);
+            if stop() {
+                0
+            } else {
+                total
+            }
+        }
+        _ => 0,
+    }
 }
