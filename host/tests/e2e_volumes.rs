@@ -421,17 +421,18 @@ async fn a_node_agent_killed_mid_backup_and_mid_restore_is_retried_by_the_next_a
     restic(&env, ns, &["check", "--read-data"]);
     env.delete_namespace_and_wait(ns).await;
 
-    // The restore: the agent is killed again, once the volume is 30% written.
+    // The restore: the agent is killed again as soon as it has started the volume (the
+    // restore of 256 MiB takes about as long as two progress reports, so waiting for a share
+    // of the bytes can miss it).
     env.create::<stowage_api::Restore>(json!({"metadata": {"name": "retried-restore", "namespace": NS},
         "spec": {"backupName": "retried-backup"}}))
     .await;
     let restores: Api<PodVolumeRestore> = Api::namespaced(env.client.clone(), NS);
-    let target = ((256u64 << 20) as f64 * 0.3) as u64;
-    wait_for("the volume restore to get far enough", 600, || async {
+    wait_for("the volume restore to start", 600, || async {
         let pvr = restores.list(&ListParams::default().labels("stowage.io/restore-name=retried-restore")).await.ok()?.items.pop()?;
         let status = pvr.status?;
         assert_ne!(status.phase, Some(stowage_api::podvolume::PodVolumePhase::Completed), "restored before the agent could be killed: a larger volume is needed");
-        (status.phase == Some(stowage_api::podvolume::PodVolumePhase::InProgress) && status.progress?.bytes_done >= target).then_some(())
+        (status.phase == Some(stowage_api::podvolume::PodVolumePhase::InProgress)).then_some(())
     })
     .await;
     env.stop_node_agent();
