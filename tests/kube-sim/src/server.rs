@@ -71,6 +71,8 @@ impl AppState {
         let store = self.store.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            // A pass that overran is not followed by others back to back: requests get the lock.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 store.background_pass();

@@ -54,6 +54,9 @@ struct Inner {
     log: VecDeque<Arc<Event>>,
     /// The oldest resourceVersion a watch may start from.
     compacted_rv: u64,
+    owners: owners::OwnerIndex,
+    /// Objects looked at by garbage collection, cascading deletion and namespace finalisation.
+    examined: u64,
 }
 
 pub struct Store {
@@ -402,6 +405,13 @@ impl Store {
         inner.collect_garbage(&self.events);
     }
 
+    /// How many objects garbage collection, cascading deletion and namespace finalisation have
+    /// looked at so far. Their work follows what there is to collect, not how many objects the
+    /// store holds: the background pass runs every 100 ms under the store's lock.
+    pub fn objects_examined(&self) -> u64 {
+        self.lock().examined
+    }
+
     /// For tests of watch expiry: forgets the event log up to now.
     pub fn compact(&self) {
         let mut inner = self.lock();
@@ -540,7 +550,8 @@ impl Inner {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let obj = present(rt, &obj);
-        self.objects.entry(rt.key()).or_default().insert((ns.to_string(), name.to_string()), obj.clone());
+        let old_stored = self.objects.entry(rt.key()).or_default().insert((ns.to_string(), name.to_string()), obj.clone());
+        self.owners.stored(&(rt.key(), ns.to_string(), name.to_string()), old_stored.as_ref(), &obj);
         self.record(tx, Event { rv: self.rv, key: rt.key(), kind, object: obj.clone(), old });
         obj
     }
@@ -655,6 +666,7 @@ impl Inner {
 }
 
 mod lifecycle;
+mod owners;
 
 #[cfg(test)]
 mod tests;

@@ -166,3 +166,76 @@ fn merge_patches_racing_on_one_object_all_apply() {
     let err = store.patch(&cms, "app", "busy", (PatchKind::Merge, stale.as_bytes()), None, &WriteOpts::default()).unwrap_err();
     assert_eq!(err.code(), 409);
 }
+
+#[test]
+fn garbage_collection_looks_at_objects_with_owners_not_the_whole_store() {
+    // The background pass runs every 100 ms under the store's lock: when it walked every
+    // object, requests waited longer the more objects there were (loading 100k objects
+    // slowed to a dozen creates a second).
+    let (store, ty) = setup();
+    let (cms, rs, pods) = (ty("configmaps"), ty("replicasets"), ty("pods"));
+    for i in 0..5_000 {
+        store.create(&cms, "app", cm(&format!("c{i}")), &WriteOpts::default()).unwrap();
+    }
+    let owner = store.create(&rs, "app", json!({"metadata": {"name": "rs"}, "spec": {}}), &WriteOpts::default()).unwrap();
+    let owned_by = |uid: &Value| json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid}]);
+    for (name, refs) in [("p1", owned_by(&owner["metadata"]["uid"])), ("p2", owned_by(&owner["metadata"]["uid"])), ("stale", owned_by(&json!("gone")))] {
+        let pod = json!({"metadata": {"name": name, "ownerReferences": refs}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+        store.create(&pods, "app", pod, &WriteOpts::default()).unwrap();
+    }
+
+    let before = store.objects_examined();
+    store.background_pass();
+    assert_eq!(store.get(&pods, "app", "stale").unwrap_err().code(), 404, "the pod whose owner is gone is collected");
+    assert!(store.get(&pods, "app", "p1").is_ok());
+    assert_eq!(store.objects_examined() - before, 1, "only the pod naming a missing owner is looked at");
+    let before = store.objects_examined();
+    store.background_pass();
+    assert_eq!(store.objects_examined() - before, 0, "nothing to collect, nothing looked at");
+
+    // Deleting the owner looks at its two pods, not at the 5,000 ConfigMaps.
+    let before = store.objects_examined();
+    store.delete(&rs, "app", "rs", &DeleteOpts::default()).unwrap();
+    assert_eq!(store.objects_examined() - before, 2);
+    assert_eq!(store.get(&pods, "app", "p2").unwrap_err().code(), 404);
+    assert_eq!(store.list(&pods, Some("app"), &LabelSelector::default(), &FieldSelector::default(), None, None).unwrap().items.len(), 0);
+}
+
+#[test]
+fn owner_index_follows_updates_orphaning_and_crd_removal() {
+    let (store, ty) = setup();
+    let (rs, pods) = (ty("replicasets"), ty("pods"));
+    let a = store.create(&rs, "app", json!({"metadata": {"name": "a"}, "spec": {}}), &WriteOpts::default()).unwrap();
+    let b = store.create(&rs, "app", json!({"metadata": {"name": "b"}, "spec": {}}), &WriteOpts::default()).unwrap();
+    let r = |o: &Value| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]});
+    let pod = json!({"metadata": {"name": "p", "ownerReferences": [r(&a)]}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let created = store.create(&pods, "app", pod, &WriteOpts::default()).unwrap();
+    // Moved from owner a to owner b: deleting a no longer takes it.
+    let mut moved = created.clone();
+    moved["metadata"]["ownerReferences"] = json!([r(&b)]);
+    store.update(&pods, "app", "p", moved, None, &WriteOpts::default()).unwrap();
+    store.delete(&rs, "app", "a", &DeleteOpts::default()).unwrap();
+    store.background_pass();
+    assert!(store.get(&pods, "app", "p").is_ok(), "the pod's owner is b now");
+    // Orphaned from b: it stays, without the reference, and is no orphan.
+    store.delete(&rs, "app", "b", &DeleteOpts { propagation: Propagation::Orphan, ..Default::default() }).unwrap();
+    store.background_pass();
+    let p = store.get(&pods, "app", "p").unwrap();
+    assert_eq!(p["metadata"]["ownerReferences"], json!([]));
+
+    // Objects of a deleted CRD leave the index with it: their dependents become orphans.
+    let crds = ty("customresourcedefinitions");
+    let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget", "singular": "widget"},
+        "versions": [{"name": "v1", "served": true, "storage": true}]}});
+    store.create(&crds, "", crd, &WriteOpts::default()).unwrap();
+    let widgets = store.resolve("example.com", "v1", "widgets").unwrap();
+    let w = store.create(&widgets, "app", json!({"metadata": {"name": "w"}}), &WriteOpts::default()).unwrap();
+    let cm_owned = json!({"metadata": {"name": "of-w", "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": w["metadata"]["uid"]}]}});
+    store.create(&ty("configmaps"), "app", cm_owned, &WriteOpts::default()).unwrap();
+    store.background_pass();
+    assert!(store.get(&ty("configmaps"), "app", "of-w").is_ok(), "its owner exists");
+    store.delete(&crds, "", "widgets.example.com", &DeleteOpts::default()).unwrap();
+    store.background_pass();
+    assert_eq!(store.get(&ty("configmaps"), "app", "of-w").unwrap_err().code(), 404, "its owner went with the CRD");
+}
