@@ -74,7 +74,7 @@ impl Inner {
                 Some((key, ns, name, n_refs))
             })
             .collect();
-        self.examined += dependents.len() as u64;
+        self.count_examined(dependents.len());
         for (key, ns, name, n_refs) in dependents {
             if propagation == Propagation::Orphan || n_refs > 1 {
                 let Some(rt) = self.type_for(&key) else { continue };
@@ -93,7 +93,7 @@ impl Inner {
     /// Deletes objects whose owners are all gone (e.g. created with a stale ownerReference).
     pub(super) fn collect_garbage(&mut self, tx: &broadcast::Sender<Arc<Event>>) {
         let candidates = self.owners.missing_an_owner();
-        self.examined += candidates.len() as u64;
+        self.count_examined(candidates.len());
         let orphans: Vec<ObjRef> = candidates
             .into_iter()
             .filter(|(key, ns, name)| {
@@ -133,7 +133,7 @@ impl Inner {
                     m.range(from.clone()..).map(|(key, _)| key).take_while(|(n, _)| *n == ns).map(move |(_, name)| (k.clone(), name.clone()))
                 })
                 .collect();
-            self.examined += contents.len() as u64;
+            self.count_examined(contents.len());
             let empty = contents.is_empty();
             for (key, name) in contents {
                 self.delete(tx, &key, &ns, &name, Propagation::Background);
