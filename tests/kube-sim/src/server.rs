@@ -225,7 +225,6 @@ async fn dispatch(state: &AppState, t: Target, q: Query, watching: bool, req: Re
             let mut meta = json!({"resourceVersion": rv});
             if let Some(c) = list.continue_token {
                 meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
             }
             let kind = format!("{}List", rt.kind);
             return Ok(ok(json!({"kind": kind, "apiVersion": rt.api_version(), "metadata": meta, "items": list.items})));

@@ -94,7 +94,6 @@ pub struct ListResult {
     pub items: Vec<Value>,
     pub resource_version: u64,
     pub continue_token: Option<String>,
-    pub remaining: Option<usize>,
 }
 
 /// The start of a watch: events to replay, then the live stream.
@@ -178,9 +177,7 @@ impl Store {
         };
         let mut items = Vec::new();
         let mut continue_token = None;
-        let mut remaining = None;
         if let Some(objs) = inner.objects.get(&rt.key()) {
-            let selective = !labels.is_empty() || !fields.is_empty();
             let mut matching = inner
                 .scan(objs, ns, start.as_ref())
                 .filter(|(_, o)| labels.matches_object(o) && fields.matches_object(o));
@@ -193,17 +190,17 @@ impl Store {
                     break;
                 }
             }
+            // A continue token when another object matches. Without a count of the rest
+            // (remainingItemCount, which the API server leaves out when it does not know it):
+            // counting walked the rest of the list for every page, and a list in pages cost
+            // more per page the more objects there were.
             if let Some(last) = last.filter(|_| Some(items.len()) == limit) {
-                // As the API server: the count of what is left only for a list without
-                // selectors; with them, whether anything is left at all.
-                let rest = if selective { matching.next().map(|_| 0) } else { Some(matching.count()).filter(|n| *n > 0) };
-                if let Some(rest) = rest {
+                if matching.next().is_some() {
                     continue_token = Some(encode_continue(last));
-                    remaining = (!selective).then_some(rest);
                 }
             }
         }
-        Ok(ListResult { items, resource_version: inner.rv, continue_token, remaining })
+        Ok(ListResult { items, resource_version: inner.rv, continue_token })
     }
 
     pub fn create(&self, rt: &ResourceType, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
