@@ -94,8 +94,11 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-async fn start_sim(dir: &Path, exec_local: bool, images: &[(&str, PathBuf)]) -> (KubeSim, PathBuf) {
+async fn start_sim(dir: &Path, exec_local: bool, images: &[(&str, PathBuf)], nodes: &[&str]) -> (KubeSim, PathBuf) {
     let mut config = SimConfig::new(dir.join("kubelet"));
+    if !nodes.is_empty() {
+        config.nodes = nodes.iter().map(|n| n.to_string()).collect();
+    }
     config.images.extend(images.iter().map(|(image, program)| (image.to_string(), program.clone())));
     if exec_local {
         // `kubectl exec` and hooks run as local processes in the container's stand-in directory.
@@ -134,27 +137,32 @@ pub fn free_port() -> SocketAddr {
 impl Env {
     /// A cluster with a fresh bucket as its default, ReadWrite location.
     pub async fn start() -> Env {
-        Env::start_cluster(false, &[]).await
+        Env::start_cluster(false, &[], &[]).await
+    }
+
+    /// The same with a simulated cluster of these nodes (pods are scheduled round-robin).
+    pub async fn start_with_nodes(nodes: &[&str]) -> Env {
+        Env::start_cluster(false, &[], nodes).await
     }
 
     /// The same, where commands exec'd into containers (hooks) run as local processes in the
     /// container's stand-in directory, its mount paths linked to the pod's volumes.
     pub async fn start_with_local_exec() -> Env {
-        Env::start_cluster(true, &[]).await
+        Env::start_cluster(true, &[], &[]).await
     }
 
     /// The same, where the containers of these images run as these local programs (in the
     /// container's stand-in directory, with its environment; see kube-sim's `SimConfig::images`).
     pub async fn start_with_local_exec_and_images(images: &[(&str, PathBuf)]) -> Env {
-        Env::start_cluster(true, images).await
+        Env::start_cluster(true, images, &[]).await
     }
 
-    async fn start_cluster(exec_local: bool, images: &[(&str, PathBuf)]) -> Env {
+    async fn start_cluster(exec_local: bool, images: &[(&str, PathBuf)], nodes: &[&str]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (sim, kubeconfig) = match std::env::var_os("STOWAGE_E2E_KUBECONFIG") {
             Some(path) => (None, PathBuf::from(path)),
             None => {
-                let (sim, path) = start_sim(dir.path(), exec_local, images).await;
+                let (sim, path) = start_sim(dir.path(), exec_local, images, nodes).await;
                 (Some(sim), path)
             }
         };
@@ -183,7 +191,7 @@ impl Env {
     /// the access mode given: the cluster a backup migrates to.
     pub async fn second_cluster(&self, access_mode: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let (sim, kubeconfig) = start_sim(dir.path(), false, &[]).await;
+        let (sim, kubeconfig) = start_sim(dir.path(), false, &[], &[]).await;
         let client = client_for(&kubeconfig).await;
         let env = Env {
             sim: Some(sim),
@@ -337,6 +345,42 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join("node-agent.log")).unwrap_or_default()
     }
 
+    /// Starts a node agent for every node of the simulated cluster, each doing `concurrency`
+    /// pod volumes at once and logging to `node-agent-<node>.log`; they stop when the
+    /// returned value is dropped. (`start_node_agent` starts the one of a one-node cluster.)
+    pub fn start_node_agents(&self, concurrency: u32) -> NodeAgents {
+        let sim = self.sim.as_ref().expect("node agents run on kube-sim's nodes; a real cluster runs the DaemonSet");
+        // The simulated nodes share one kubelet directory: each agent finds its pods by uid.
+        let pods = sim.kubelet_root().join("pods");
+        std::fs::create_dir_all(&pods).unwrap();
+        let mut agents = NodeAgents { children: Vec::new(), logs: Vec::new() };
+        for node in &sim.config().nodes {
+            let log_path = self.dir.path().join(format!("node-agent-{node}.log"));
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+            let child = Command::new(workspace_binary("stowage-node-agent"))
+                .args(["--node-name", node, "-n", NS, "--kubeconfig"])
+                .arg(&self.kubeconfig)
+                .arg("--kubelet-pods-dir")
+                .arg(&pods)
+                .arg("--metrics-address")
+                .arg(free_port().to_string())
+                .args(["--concurrency", &concurrency.to_string()])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("node agent binary runs");
+            agents.children.push(child);
+            agents.logs.push(log_path);
+        }
+        agents
+    }
+
+    /// The process id of the server started, for measurements.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
@@ -405,8 +449,13 @@ impl Env {
 
     /// Waits until a Backup or Restore reaches a terminal phase; returns its status as JSON.
     pub async fn wait_finished<K: Namespaced>(&self, name: &str) -> Value {
+        self.wait_finished_within::<K>(name, 120).await
+    }
+
+    /// The same, waiting up to `secs`.
+    pub async fn wait_finished_within<K: Namespaced>(&self, name: &str, secs: u64) -> Value {
         let api: Api<K> = Api::namespaced(self.client.clone(), NS);
-        wait_for(&format!("{} {name} to finish", K::kind(&())), 120, || async {
+        wait_for(&format!("{} {name} to finish", K::kind(&())), secs, || async {
             let obj = serde_json::to_value(api.get(name).await.ok()?).ok()?;
             let phase = obj["status"]["phase"].as_str()?.to_string();
             let finished = matches!(phase.as_str(), "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation");
@@ -582,6 +631,39 @@ pub fn restic(env: &Env, namespace: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Node agents started by `Env::start_node_agents`, killed when dropped.
+pub struct NodeAgents {
+    children: Vec<Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl NodeAgents {
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Their logs, one after the other.
+    pub fn log(&self) -> String {
+        self.logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for NodeAgents {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The peak resident set size (`VmHWM`) of a running process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

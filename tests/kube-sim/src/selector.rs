@@ -100,6 +100,11 @@ impl LabelSelector {
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.matches(obj["metadata"]["labels"].as_object())
     }
+
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A parsed field selector over the fields the simulator indexes.
@@ -129,6 +134,11 @@ impl FieldSelector {
             reqs.push((field.to_string(), equal, value.trim().to_string()));
         }
         Ok(FieldSelector(reqs))
+    }
+
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches_object(&self, obj: &Value) -> bool {

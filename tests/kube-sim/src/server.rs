@@ -71,6 +71,8 @@ impl AppState {
         let store = self.store.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            // A pass that overran is not followed by others back to back: requests get the lock.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 store.background_pass();
@@ -223,7 +225,6 @@ async fn dispatch(state: &AppState, t: Target, q: Query, watching: bool, req: Re
             let mut meta = json!({"resourceVersion": rv});
             if let Some(c) = list.continue_token {
                 meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(list.remaining.unwrap_or(0));
             }
             let kind = format!("{}List", rt.kind);
             return Ok(ok(json!({"kind": kind, "apiVersion": rt.api_version(), "metadata": meta, "items": list.items})));

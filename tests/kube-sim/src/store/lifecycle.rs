@@ -1,12 +1,12 @@
 //! What follows from deletions and CRD changes: finalizers, namespace termination,
 //! ownerReference garbage collection, and serving or dropping custom resource types.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use super::owners::ObjRef;
 use super::{meta_str, now_rfc3339, Event, EventType, Inner, Propagation};
 use crate::resources::{self, ResourceKey};
 
@@ -48,6 +48,7 @@ impl Inner {
         propagation: Propagation,
     ) -> Option<Value> {
         let mut obj = self.objects.get_mut(key)?.remove(&(ns.to_string(), name.to_string()))?;
+        self.owners.removed(&(key.clone(), ns.to_string(), name.to_string()), &obj);
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
@@ -64,16 +65,16 @@ impl Inner {
         if owner_uid.is_empty() {
             return;
         }
-        let mut dependents = Vec::new();
-        for (key, objs) in &self.objects {
-            for ((ns, name), o) in objs {
-                if let Some(refs) = o["metadata"]["ownerReferences"].as_array() {
-                    if refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)) {
-                        dependents.push((key.clone(), ns.clone(), name.clone(), refs.len()));
-                    }
-                }
-            }
-        }
+        let dependents: Vec<(ResourceKey, String, String, usize)> = self
+            .owners
+            .dependents_of(owner_uid)
+            .into_iter()
+            .filter_map(|(key, ns, name)| {
+                let n_refs = self.get(&key, &ns, &name)?["metadata"]["ownerReferences"].as_array()?.len();
+                Some((key, ns, name, n_refs))
+            })
+            .collect();
+        self.count_examined(dependents.len());
         for (key, ns, name, n_refs) in dependents {
             if propagation == Propagation::Orphan || n_refs > 1 {
                 let Some(rt) = self.type_for(&key) else { continue };
@@ -91,21 +92,19 @@ impl Inner {
 
     /// Deletes objects whose owners are all gone (e.g. created with a stale ownerReference).
     pub(super) fn collect_garbage(&mut self, tx: &broadcast::Sender<Arc<Event>>) {
-        let uids: HashSet<String> =
-            self.objects.values().flat_map(|m| m.values()).filter_map(|o| meta_str(o, "uid").map(String::from)).collect();
-        let mut orphans = Vec::new();
-        for (key, objs) in &self.objects {
-            for ((ns, name), o) in objs {
-                if let Some(refs) = o["metadata"]["ownerReferences"].as_array() {
-                    if !refs.is_empty()
-                        && refs.iter().all(|r| r["uid"].as_str().is_none_or(|u| !uids.contains(u)))
-                        && o["metadata"].get("deletionTimestamp").is_none()
-                    {
-                        orphans.push((key.clone(), ns.clone(), name.clone()));
-                    }
-                }
-            }
-        }
+        let candidates = self.owners.missing_an_owner();
+        self.count_examined(candidates.len());
+        let orphans: Vec<ObjRef> = candidates
+            .into_iter()
+            .filter(|(key, ns, name)| {
+                self.get(key, ns, name).is_some_and(|o| {
+                    let refs = o["metadata"]["ownerReferences"].as_array();
+                    refs.is_some_and(|refs| {
+                        !refs.is_empty() && refs.iter().all(|r| r["uid"].as_str().is_none_or(|u| !self.owners.is_live(u)))
+                    }) && o["metadata"].get("deletionTimestamp").is_none()
+                })
+            })
+            .collect();
         for (key, ns, name) in orphans {
             self.delete(tx, &key, &ns, &name, Propagation::Background);
         }
@@ -124,12 +123,17 @@ impl Inner {
             })
             .unwrap_or_default();
         for ns in terminating {
+            // Objects are kept in (namespace, name) order: the namespace's are one range.
+            let from = (ns.clone(), String::new());
             let contents: Vec<(ResourceKey, String)> = self
                 .objects
                 .iter()
                 .filter(|(k, _)| **k != ns_key)
-                .flat_map(|(k, m)| m.keys().filter(|(n, _)| *n == ns).map(move |(_, name)| (k.clone(), name.clone())))
+                .flat_map(|(k, m)| {
+                    m.range(from.clone()..).map(|(key, _)| key).take_while(|(n, _)| *n == ns).map(move |(_, name)| (k.clone(), name.clone()))
+                })
                 .collect();
+            self.count_examined(contents.len());
             let empty = contents.is_empty();
             for (key, name) in contents {
                 self.delete(tx, &key, &ns, &name, Propagation::Background);
@@ -162,7 +166,8 @@ impl Inner {
         let Ok(types) = resources::from_crd(crd) else { return };
         let Some(key) = types.first().map(|t| t.key()) else { return };
         if let Some(objs) = self.objects.remove(&key) {
-            for (_, mut obj) in objs {
+            for ((ns, name), mut obj) in objs {
+                self.owners.removed(&(key.clone(), ns, name), &obj);
                 self.rv += 1;
                 obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
                 self.record(tx, Event { rv: self.rv, key: key.clone(), kind: EventType::Deleted, object: obj, old: None });

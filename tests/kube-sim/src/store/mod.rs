@@ -2,7 +2,9 @@
 //! an event log for watches, and the server-side behaviours that follow from writes
 //! (CRDs serving new types, finalizers, namespace deletion, ownerReference garbage collection).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
@@ -54,6 +56,10 @@ struct Inner {
     log: VecDeque<Arc<Event>>,
     /// The oldest resourceVersion a watch may start from.
     compacted_rv: u64,
+    owners: owners::OwnerIndex,
+    /// Objects (and logged events) looked at beyond the one a request names: by lists, watches,
+    /// defaulting, garbage collection, cascading deletion and namespace finalisation.
+    examined: Cell<u64>,
 }
 
 pub struct Store {
@@ -88,7 +94,6 @@ pub struct ListResult {
     pub items: Vec<Value>,
     pub resource_version: u64,
     pub continue_token: Option<String>,
-    pub remaining: Option<usize>,
 }
 
 /// The start of a watch: events to replay, then the live stream.
@@ -172,25 +177,30 @@ impl Store {
         };
         let mut items = Vec::new();
         let mut continue_token = None;
-        let mut remaining = None;
         if let Some(objs) = inner.objects.get(&rt.key()) {
-            let matching: Vec<(&ObjKey, &Value)> = objs
-                .iter()
-                .filter(|(k, _)| ns.is_none_or(|n| k.0 == n))
-                .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
-                .filter(|(_, o)| labels.matches_object(o) && fields.matches_object(o))
-                .collect();
+            let mut matching = inner
+                .scan(objs, ns, start.as_ref())
+                .filter(|(_, o)| labels.matches_object(o) && fields.matches_object(o));
             let limit = limit.filter(|l| *l > 0);
-            for (i, (_, o)) in matching.iter().enumerate() {
-                if Some(i) == limit {
-                    continue_token = Some(encode_continue(matching[i - 1].0));
-                    remaining = Some(matching.len() - i);
+            let mut last = None;
+            for (k, o) in matching.by_ref() {
+                items.push(present(rt, o));
+                last = Some(k);
+                if Some(items.len()) == limit {
                     break;
                 }
-                items.push(present(rt, o));
+            }
+            // A continue token when another object matches. Without a count of the rest
+            // (remainingItemCount, which the API server leaves out when it does not know it):
+            // counting walked the rest of the list for every page, and a list in pages cost
+            // more per page the more objects there were.
+            if let Some(last) = last.filter(|_| Some(items.len()) == limit) {
+                if matching.next().is_some() {
+                    continue_token = Some(encode_continue(last));
+                }
             }
         }
-        Ok(ListResult { items, resource_version: inner.rv, continue_token, remaining })
+        Ok(ListResult { items, resource_version: inner.rv, continue_token })
     }
 
     pub fn create(&self, rt: &ResourceType, ns: &str, mut obj: Value, opts: &WriteOpts) -> ApiResult<Value> {
@@ -355,10 +365,7 @@ impl Store {
             .objects
             .get(&rt.key())
             .map(|objs| {
-                objs.iter()
-                    .filter(|(k, o)| ns.is_none_or(|n| k.0 == n) && labels.matches_object(o) && fields.matches_object(o))
-                    .map(|(k, _)| k.clone())
-                    .collect()
+                inner.scan(objs, ns, None).filter(|(_, o)| labels.matches_object(o) && fields.matches_object(o)).map(|(k, _)| k.clone()).collect()
             })
             .unwrap_or_default();
         let mut out = Vec::new();
@@ -384,13 +391,16 @@ impl Store {
         let mut replay = Vec::new();
         if send_initial {
             if let Some(objs) = inner.objects.get(&key) {
-                initial = objs.iter().filter(|(k, _)| ns.is_none_or(|n| k.0 == n)).map(|(_, o)| o.clone()).collect();
+                initial = inner.scan(objs, ns, None).map(|(_, o)| o.clone()).collect();
             }
         } else if let Some(rv) = from_rv.filter(|rv| *rv > 0) {
             if rv < inner.compacted_rv {
                 return Err(ApiError::Gone(format!("too old resource version: {rv} ({})", inner.compacted_rv)));
             }
-            replay = inner.log.iter().filter(|e| e.rv > rv && e.key == key).cloned().collect();
+            // The log is in resourceVersion order: only the events after `rv` are looked at.
+            let after = inner.log.partition_point(|e| e.rv <= rv);
+            inner.count_examined(inner.log.len() - after);
+            replay = inner.log.range(after..).filter(|e| e.key == key).cloned().collect();
         }
         Ok(WatchStart { replay, initial, resource_version: inner.rv, live })
     }
@@ -400,6 +410,16 @@ impl Store {
         let mut inner = self.lock();
         inner.finish_namespace_deletions(&self.events);
         inner.collect_garbage(&self.events);
+    }
+
+    /// How many objects (and logged events) the store has looked at so far beyond the ones
+    /// requests name: what lists and watches walk, what defaulting, garbage collection,
+    /// cascading deletion and namespace finalisation look at. A create or an update, and the
+    /// background pass that runs every 100 ms under the store's lock, look at what concerns them
+    /// (their owner's dependents, the Services when allocating a Service's IP), not at every
+    /// object stored: otherwise each request costs more the more objects there are.
+    pub fn objects_examined(&self) -> u64 {
+        self.lock().examined.get()
     }
 
     /// For tests of watch expiry: forgets the event log up to now.
@@ -479,6 +499,29 @@ fn set_crd_status(crd: &mut Value) {
 }
 
 impl Inner {
+    fn count_examined(&self, n: usize) {
+        self.examined.set(self.examined.get() + n as u64);
+    }
+
+    /// The objects of one type in (namespace, name) order: those of `ns` (all without one),
+    /// after `after` if given. Starts where they start instead of walking the ones before, and
+    /// counts each object it yields as examined.
+    fn scan<'a>(
+        &'a self,
+        objs: &'a BTreeMap<ObjKey, Value>,
+        ns: Option<&'a str>,
+        after: Option<&ObjKey>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
+        let ns_start = ns.map(|n| (n.to_string(), String::new()));
+        let from = match (after.cloned(), ns_start) {
+            (Some(a), Some(n)) if a < n => Bound::Included(n),
+            (Some(a), _) => Bound::Excluded(a),
+            (None, Some(n)) => Bound::Included(n),
+            (None, None) => Bound::Unbounded,
+        };
+        objs.range((from, Bound::Unbounded)).take_while(move |(k, _)| ns.is_none_or(|n| k.0 == n)).inspect(|_| self.count_examined(1))
+    }
+
     fn get(&self, key: &ResourceKey, ns: &str, name: &str) -> Option<&Value> {
         self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
     }
@@ -499,20 +542,24 @@ impl Inner {
     }
 
     fn apply_defaults(&self, rt: &ResourceType, old: Option<&Value>, obj: &mut Value) {
+        // Only a Service's allocation looks at the other Services, and only a claim's default
+        // the StorageClasses: other writes look at nothing else.
         let svc_key = ResourceKey { group: String::new(), plural: "services".into() };
-        let services: Vec<&Value> = self.objects.get(&svc_key).map(|m| m.values().collect()).unwrap_or_default();
-        let used_ips = |ip: &str| services.iter().any(|s| s["spec"]["clusterIP"].as_str() == Some(ip));
+        let services = || self.objects.get(&svc_key).into_iter().flat_map(|m| m.values()).inspect(|_| self.count_examined(1));
+        let used_ips = |ip: &str| services().any(|s| s["spec"]["clusterIP"].as_str() == Some(ip));
         let used_ports = |port: i64| {
-            services.iter().any(|s| {
-                s["spec"]["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["nodePort"].as_i64() == Some(port)))
-            })
+            services().any(|s| s["spec"]["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["nodePort"].as_i64() == Some(port))))
         };
         let sc_key = ResourceKey { group: "storage.k8s.io".into(), plural: "storageclasses".into() };
-        let default_storage_class = self.objects.get(&sc_key).and_then(|m| {
-            m.values()
-                .find(|sc| sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"].as_str() == Some("true"))
-                .and_then(|sc| meta_str(sc, "name").map(String::from))
-        });
+        let default_storage_class = (rt.group.is_empty() && rt.plural == "persistentvolumeclaims")
+            .then(|| self.objects.get(&sc_key))
+            .flatten()
+            .and_then(|m| {
+                m.values()
+                    .inspect(|_| self.count_examined(1))
+                    .find(|sc| sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"].as_str() == Some("true"))
+                    .and_then(|sc| meta_str(sc, "name").map(String::from))
+            });
         let ctx = defaults::Context {
             default_storage_class,
             used_cluster_ips: &used_ips,
@@ -540,7 +587,8 @@ impl Inner {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let obj = present(rt, &obj);
-        self.objects.entry(rt.key()).or_default().insert((ns.to_string(), name.to_string()), obj.clone());
+        let old_stored = self.objects.entry(rt.key()).or_default().insert((ns.to_string(), name.to_string()), obj.clone());
+        self.owners.stored(&(rt.key(), ns.to_string(), name.to_string()), old_stored.as_ref(), &obj);
         self.record(tx, Event { rv: self.rv, key: rt.key(), kind, object: obj.clone(), old });
         obj
     }
@@ -655,6 +703,7 @@ impl Inner {
 }
 
 mod lifecycle;
+mod owners;
 
 #[cfg(test)]
 mod tests;
