@@ -30,21 +30,15 @@ export RESTIC_PASSWORD=stowage-bench
 
 echo "generating data: A = ${SIZE} MiB in 1 file, B = ${SIZE} MiB in ${FILES} files" >&2
 head -c "$((SIZE << 20))" /dev/urandom > "$WORK/data/A/big"
-python3 - "$WORK/data/B" "$SIZE" "$FILES" <<'PY'
-import os, sys
-root, size, files = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
-each = size // files
-for i in range(files):
-    d = os.path.join(root, f"d{i // 500:03d}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i:05d}"), "wb") as f:
-        f.write(os.urandom(each))
-PY
+python3 bench/make-files.py "$WORK/data/B" "$SIZE" "$FILES"
 sync
 
 # measure NAME CMD... : appends "wall_seconds peak_rss_kib" to results/NAME
 measure() {
     local name=$1; shift
+    # Write back what the previous case left dirty first, so that no case pays for another's
+    # writes (on a slow disk that swung a 2 GiB restore from 8 s to 83 s).
+    sync
     /usr/bin/time -v -o "$WORK/time.txt" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
         echo "FAILED: $*" >&2; cat "$WORK/err.txt" >&2; exit 1; }
     local wall rss

@@ -5,7 +5,8 @@
 //! other within a message but not across messages, so eight chunks hashed side by side, one
 //! per lane, share each instruction: about four times the throughput on one core. Lanes take
 //! the next message as they finish one, so messages of any lengths mix. Without AVX2 (or off
-//! x86_64) this falls back to ring, one message after another.
+//! x86_64), and on CPUs with SHA extensions, where ring is faster, this is ring, one message
+//! after another.
 //!
 //! Unoptimised builds (tests) use ring too: every intrinsic is a function call there, which
 //! made hashing tens of times slower than ring and the test suite minutes longer. The unit test
@@ -14,10 +15,35 @@
 
 /// The SHA-256 of each message, in order.
 pub(crate) fn sha256_many(messages: &[&[u8]]) -> Vec<[u8; 32]> {
-    if busy_lanes(messages) >= MIN_BUSY && !cfg!(debug_assertions) && lanes_available() {
+    if busy_lanes(messages) >= MIN_BUSY && !cfg!(debug_assertions) && lanes_chosen() {
         return lanes(messages);
     }
     messages.iter().map(|m| one(m)).collect()
+}
+
+/// Whether full batches go through the lanes: where the CPU has AVX2 but no SHA extensions.
+/// With them ring hashes one message at a time faster than eight lanes do (`sha256_paths`
+/// below; BENCHMARKS.md, "SHA-256 by CPU"). `STOWAGE_SHA256=ring` or `=lanes` overrides the
+/// choice, to measure both on one machine.
+fn lanes_chosen() -> bool {
+    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| match std::env::var("STOWAGE_SHA256").as_deref() {
+        Ok("ring") => false,
+        Ok("lanes") => lanes_available(),
+        _ => lanes_available() && !sha_extensions(),
+    })
+}
+
+/// Whether the CPU has the SHA extensions (SHA-NI), which ring's SHA-256 uses.
+fn sha_extensions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("sha") && std::is_x86_feature_detected!("ssse3")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The share of lane steps that hash data when these messages go through the lanes (longest
@@ -322,5 +348,34 @@ mod tests {
             crate::crypto::hex(&lanes(&[b"abc", b""])[0]),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Throughput of ring and of the lanes on full batches of eight equal messages:
+    /// `cargo test --release -p stowage-restic --lib sha256_paths -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a benchmark: run it by name, in release"]
+    fn sha256_paths() {
+        eprintln!("AVX2: {}, SHA extensions: {}, default: {}", lanes_available(), sha_extensions(),
+            if lanes_chosen() { "lanes" } else { "ring" });
+        for size in [1 << 10, 4 << 10, 16 << 10, 64 << 10, 512 << 10] {
+            let messages: Vec<Vec<u8>> = (0..8).map(|i| stowage_test_support::noise(size, i)).collect();
+            let refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+            let rounds = (256 << 20) / (8 * size);
+            let time = |f: &dyn Fn() -> Vec<[u8; 32]>| {
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let at = std::time::Instant::now();
+                    for _ in 0..rounds {
+                        std::hint::black_box(f());
+                    }
+                    best = best.min(at.elapsed().as_secs_f64());
+                }
+                256.0 / best
+            };
+            let ring = time(&|| refs.iter().map(|m| one(m)).collect());
+            let lanes_rate = if lanes_available() { time(&|| lanes(&refs)) } else { 0.0 };
+            eprintln!("8 x {:>4} KiB: ring {ring:7.0} MiB/s, lanes {lanes_rate:7.0} MiB/s, lanes/ring {:.2}",
+                size >> 10, lanes_rate / ring);
+        }
     }
 }
