@@ -35,6 +35,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Install Stowage (CRDs, RBAC, server, node agents, storage location) into a cluster.
     Install(Box<InstallArgs>),
+    /// Delete what `install` created; the bucket, and unless --purge the master key and namespace, stay.
+    Uninstall(crate::install::UninstallArgs),
     /// Run the Stowage server: the controllers for backups, restores, schedules and locations.
     Server(ServerArgs),
     /// Create, list, describe, read the logs of, download and delete backups.
@@ -116,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Server(args) => runtime()?.block_on(crate::server::run(args, &cli.cluster)),
         Command::Install(args) => runtime()?.block_on(crate::install::run(*args, &cli.cluster)),
+        Command::Uninstall(args) => runtime()?.block_on(crate::install::uninstall(args, &cli.cluster)),
         Command::Backup(args) => runtime()?.block_on(crate::commands::backup::run(args, &cli.cluster)),
         Command::Restore(args) => runtime()?.block_on(crate::commands::restore::run(args, &cli.cluster)),
         Command::Schedule(args) => runtime()?.block_on(crate::commands::schedule::run(args, &cli.cluster)),

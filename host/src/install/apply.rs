@@ -173,7 +173,7 @@ pub async fn wait_for_pods(
 }
 
 /// Turns an API error into one that says what to do.
-fn explain(error: kube::Error, doing: &str) -> anyhow::Error {
+pub(super) fn explain(error: kube::Error, doing: &str) -> anyhow::Error {
     let hint = match &error {
         kube::Error::Api(status) if status.code == 403 => {
             "; installing Stowage creates cluster-wide objects (CRDs, ClusterRoles): use a kubeconfig with \

@@ -11,6 +11,7 @@ mod objects;
 mod options;
 mod rbac;
 mod render;
+mod uninstall;
 mod workloads;
 
 #[cfg(test)]
@@ -22,6 +23,8 @@ pub use master_key::MasterKey;
 pub use objects::{build, InstallObject};
 pub use options::{InstallArgs, InstallPlan, OutputFormat, DEFAULT_IMAGE};
 pub use render::render;
+pub use uninstall::{targets as uninstall_targets, Target as UninstallTarget, UninstallArgs};
+pub use uninstall::run as uninstall;
 
 use anyhow::Context;
 
