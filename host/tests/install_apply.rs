@@ -20,6 +20,29 @@ async fn install(kubeconfig: &str, flags: &[&str]) -> anyhow::Result<()> {
     stowage::install::run(*args, &cli.cluster).await
 }
 
+/// kube-sim without its controllers, a kubeconfig for it and an AWS-style credentials file.
+struct Cluster {
+    sim: KubeSim,
+    kubeconfig: String,
+    secret_file: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = KubeSim::start(SimConfig { run_controllers: false, ..SimConfig::new(dir.path().join("kubelet")) })
+            .await
+            .unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let secret_file = dir.path().join("credentials");
+        std::fs::write(&secret_file, "[default]\naws_access_key_id=minio\naws_secret_access_key=minio123\n").unwrap();
+        let path = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+        Cluster { sim, kubeconfig: path(kubeconfig), secret_file: path(secret_file), _dir: dir }
+    }
+}
+
 async fn master_key(client: &kube::Client) -> Vec<u8> {
     let secret = Api::<Secret>::namespaced(client.clone(), "stowage").get("stowage-repo-master-key").await.unwrap();
     secret.data.unwrap()["master-key"].0.clone()
@@ -27,16 +50,8 @@ async fn master_key(client: &kube::Client) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_applies_everything_and_keeps_the_master_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = KubeSim::start(SimConfig { run_controllers: false, ..SimConfig::new(dir.path().join("kubelet")) })
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap();
-    let secret_file = dir.path().join("credentials");
-    std::fs::write(&secret_file, "[default]\naws_access_key_id=minio\naws_secret_access_key=minio123\n").unwrap();
-    let secret_file = secret_file.to_str().unwrap();
+    let cluster = Cluster::start().await;
+    let (sim, kubeconfig, secret_file) = (&cluster.sim, cluster.kubeconfig.as_str(), cluster.secret_file.as_str());
     let flags = ["--provider", "aws", "--bucket", "first", "--secret-file", secret_file];
 
     install(kubeconfig, &flags).await.unwrap();
@@ -96,16 +111,9 @@ async fn namespace_deleted(client: &kube::Client, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uninstall_removes_what_install_made_and_keeps_the_master_key_unless_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = KubeSim::start(SimConfig { run_controllers: false, ..SimConfig::new(dir.path().join("kubelet")) })
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap();
-    let secret_file = dir.path().join("credentials");
-    std::fs::write(&secret_file, "[default]\naws_access_key_id=minio\naws_secret_access_key=minio123\n").unwrap();
-    let flags = ["--provider", "aws", "--bucket", "b", "--secret-file", secret_file.to_str().unwrap()];
+    let cluster = Cluster::start().await;
+    let (sim, kubeconfig) = (&cluster.sim, cluster.kubeconfig.as_str());
+    let flags = ["--provider", "aws", "--bucket", "b", "--secret-file", cluster.secret_file.as_str()];
     install(kubeconfig, &flags).await.unwrap();
     let client = sim.client().await.unwrap();
     let key = master_key(&client).await;
@@ -161,13 +169,8 @@ async fn uninstall_removes_what_install_made_and_keeps_the_master_key_unless_pur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uninstalling_one_of_two_installs_keeps_what_they_share() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = KubeSim::start(SimConfig { run_controllers: false, ..SimConfig::new(dir.path().join("kubelet")) })
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap();
+    let cluster = Cluster::start().await;
+    let (sim, kubeconfig) = (&cluster.sim, cluster.kubeconfig.as_str());
     for ns in ["team-a", "team-b"] {
         install(kubeconfig, &["-n", ns, "--provider", "filesystem", "--bucket", "/srv/b", "--no-secret"]).await.unwrap();
     }
