@@ -51,7 +51,7 @@ pub enum Command {
     Repo(crate::commands::repo::RepoArgs),
     /// List, describe and test the extensions loaded from ConfigMaps.
     Extension(crate::commands::extension::ExtensionArgs),
-    /// Print the client version, and which server replica leads.
+    /// Print the client version, the server version and which server replica leads.
     Version {
         /// Only the client's version: do not ask the cluster.
         #[arg(long)]
@@ -101,7 +101,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::server::leader::holder(client, &namespace.namespace).await.map_err(anyhow::Error::from)
             });
             match leader {
-                Ok(Some(pod)) => println!("Server: led by {pod} (Lease {}/{})", namespace.namespace, crate::server::leader::LEASE_NAME),
+                Ok(Some(holder)) => println!(
+                    "Server: {}, led by {} (Lease {}/{})",
+                    holder.version.map_or("version unknown".to_string(), |v| format!("v{v}")),
+                    holder.identity,
+                    namespace.namespace,
+                    crate::server::leader::LEASE_NAME
+                ),
                 Ok(None) => println!("Server: no replica leads (is `stowage server` running in namespace {}?)", namespace.namespace),
                 Err(e) => println!("Server: unknown ({e:#}); `--client-only` skips asking"),
             }

@@ -68,7 +68,8 @@ async fn one_of_two_servers_leads_and_the_other_takes_over_when_it_dies() {
     .await;
     let leading: Vec<&str> = gauges.iter().filter(|(_, v)| *v == 1).map(|(i, _)| *i).collect();
     assert_eq!(leading, vec![first.as_str()], "exactly the Lease holder leads: {gauges:?}");
-    assert!(cli(&env, &["version"]).contains(&format!("Server: led by {first}")));
+    let version = cli(&env, &["version"]);
+    assert!(version.contains(&format!("Server: v{}, led by {first}", env!("CARGO_PKG_VERSION"))), "{version}");
     let status = env.backup("under-first", json!({"includedNamespaces": ["default"]})).await;
     assert_eq!(status["phase"], "Completed", "{status}");
 
@@ -85,7 +86,8 @@ async fn one_of_two_servers_leads_and_the_other_takes_over_when_it_dies() {
     wait_for("the standby's gauge", 10, || async { (leader_gauge(&http_get(standby.metrics, "/metrics").await)? == 1).then_some(()) }).await;
     let status = env.backup("under-second", json!({"includedNamespaces": ["default"]})).await;
     assert_eq!(status["phase"], "Completed", "the new leader runs the controllers: {status}\n{}", env.spawned_server_log(standby.identity));
-    assert!(cli(&env, &["version"]).contains(&format!("Server: led by {second}")));
+    let version = cli(&env, &["version"]);
+    assert!(version.contains(&format!("Server: v{}, led by {second}", env!("CARGO_PKG_VERSION"))), "{version}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -152,7 +152,12 @@ impl Elector {
         let duration = i32::try_from(self.config.duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(mut lease) = self.api.get_opt(LEASE_NAME).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(LEASE_NAME.into()), namespace: Some(self.config.namespace.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(LEASE_NAME.into()),
+                    namespace: Some(self.config.namespace.clone()),
+                    annotations: Some([(VERSION_ANNOTATION.to_string(), SERVER_VERSION.to_string())].into()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(me.clone()),
                     lease_duration_seconds: Some(duration),
@@ -189,6 +194,7 @@ impl Elector {
             lease_transitions: Some(transitions),
             ..spec
         });
+        lease.metadata.annotations.get_or_insert_default().insert(VERSION_ANNOTATION.into(), SERVER_VERSION.into());
         // The resourceVersion read above makes this a compare-and-swap.
         match self.api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
             Ok(written) => {
@@ -203,10 +209,23 @@ impl Elector {
 }
 
 /// The Lease's holder, for `stowage version`.
-pub async fn holder(client: Client, namespace: &str) -> Result<Option<String>, kube::Error> {
+pub async fn holder(client: Client, namespace: &str) -> Result<Option<Holder>, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
-    Ok(api.get_opt(LEASE_NAME).await?.and_then(|l| l.spec?.holder_identity))
+    let Some(lease) = api.get_opt(LEASE_NAME).await? else { return Ok(None) };
+    let version = lease.metadata.annotations.as_ref().and_then(|a| a.get(VERSION_ANNOTATION)).cloned();
+    Ok(lease.spec.and_then(|s| s.holder_identity).filter(|h| !h.is_empty()).map(|identity| Holder { identity, version }))
 }
+
+/// Which replica holds the Lease, and the version it wrote when it took or last renewed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub identity: String,
+    pub version: Option<String>,
+}
+
+/// The Lease annotation where the holding server writes its version (`stowage version` reads it).
+pub const VERSION_ANNOTATION: &str = "stowage.io/server-version";
+const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// This process's identity: the pod name from the downward API (`POD_NAME`), else host and pid.
 pub fn identity() -> String {
