@@ -5,7 +5,9 @@ mod e2e;
 
 use e2e::apps::{config_map, deploy_nginx, nginx_snapshot, static_volume, NGINX};
 use e2e::{wait_for, Env};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
@@ -118,4 +120,139 @@ async fn an_archive_over_the_servers_extraction_limits_restores_nothing() {
     let reason = restore["failureReason"].as_str().unwrap_or_default();
     assert!(reason.contains("has more than 12 entries") && reason.contains("--archive-max-entries"), "{restore}");
     assert!(env.get_cluster::<Namespace>(ns).await.is_none(), "nothing was created: not even the namespace");
+}
+
+/// Velero's documented change-storage-class ConfigMap, as users have it (namespace aside).
+const VELERO_CHANGE_STORAGE_CLASS: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  # any name can be used; Velero uses the labels (below)
+  # to identify it rather than the name
+  name: change-storage-class-config
+  # must be in the velero namespace
+  namespace: velero
+  # the below labels should be used verbatim in your
+  # ConfigMap.
+  labels:
+    # this value-less label identifies the ConfigMap as
+    # config for a plugin (i.e. the built-in restore item action plugin)
+    velero.io/plugin-config: ""
+    # this label identifies the name and kind of plugin
+    # that this ConfigMap is for.
+    velero.io/change-storage-class: RestoreItemAction
+data:
+  # add 1+ key-value pairs here, where the key is the old
+  # storage class name and the value is the new storage
+  # class name.
+  standard: fast-ssd
+"#;
+
+/// Velero's documented change-image-name ConfigMap.
+const VELERO_CHANGE_IMAGE_NAME: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  # any name can be used; Velero uses the labels (below)
+  # to identify it rather than the name
+  name: change-image-name-config
+  # must be in the velero namespace
+  namespace: velero
+  # the below labels should be used verbatim in your
+  # ConfigMap.
+  labels:
+    # this value-less label identifies the ConfigMap as
+    # config for a plugin (i.e. the built-in restore item action plugin)
+    velero.io/plugin-config: ""
+    # this label identifies the name and kind of plugin
+    # that this ConfigMap is for.
+    velero.io/change-image-name: RestoreItemAction
+data:
+  # add 1+ key-value pairs here, where the key can be any
+  # words that ConfigMap accepts.
+  # the value should be:
+  # "<old_image_name_sub_part><delimiter><new_image_name_sub_part>"
+  # for current implementation the <delimiter> can only be ","
+  # e.x: in case your old image name is 1.1.1.1:5000/abc:test
+  "case1": "1.1.1.1:5000,2.2.2.2:3000"
+  "case2": "5000,3000"
+  "case3": "abc:test,edf:test"
+  "case5": "test,latest"
+  "case4": "1.1.1.1:5000/abc:test,2.2.2.2:3000/edf:test"
+"#;
+
+/// A documentation ConfigMap moved into the server's namespace, optionally under Stowage's label.
+async fn apply_docs_config_map(env: &Env, text: &str, label_prefix: &str) {
+    let mut cm: Value = serde_yaml::from_str(text).unwrap();
+    cm["metadata"]["namespace"] = json!(e2e::NS);
+    if label_prefix != "velero.io" {
+        let labels = cm["metadata"]["labels"].as_object_mut().unwrap();
+        let renamed: serde_json::Map<String, Value> =
+            labels.iter().map(|(k, v)| (k.replacen("velero.io", label_prefix, 1), v.clone())).collect();
+        *labels = renamed;
+    }
+    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), e2e::NS);
+    api.create(&Default::default(), &serde_json::from_value(cm).unwrap()).await.unwrap();
+}
+
+async fn class_and_image_app(env: &Env, ns: &str) {
+    env.create_namespace(ns).await;
+    env.create_in::<PersistentVolumeClaim>(ns, json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "standard",
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).await;
+    env.create_in::<Deployment>(ns, json!({"metadata": {"name": "web"}, "spec": {"replicas": 0,
+        "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "1.1.1.1:5000/abc:test"}]}}}})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velero_change_storage_class_and_image_name_config_maps_work_unchanged_without_an_extension() {
+    for (prefix, ns) in [("velero.io", "shop"), ("stowage.io", "shop-2")] {
+        let mut env = Env::start().await;
+        class_and_image_app(&env, ns).await;
+        env.create_cluster::<StorageClass>(json!({"metadata": {"name": "fast-ssd"}, "provisioner": "example.com/ssd"})).await;
+        env.start_server();
+        let status = env.backup("app", json!({"includedNamespaces": [ns]})).await;
+        assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+        env.delete_namespace_and_wait(ns).await;
+
+        apply_docs_config_map(&env, VELERO_CHANGE_STORAGE_CLASS, prefix).await;
+        apply_docs_config_map(&env, VELERO_CHANGE_IMAGE_NAME, prefix).await;
+        let status = env.restore("app", json!({"backupName": "app"})).await;
+        assert_eq!(status["phase"], "Completed", "{prefix}: {status}\n{}", env.server_log());
+        assert_eq!(status["warnings"].as_u64().unwrap_or(0), 0, "{prefix}: the class exists, nothing to warn about: {status}");
+        let pvc = env.get_in::<PersistentVolumeClaim>(ns, "data").await.unwrap();
+        assert_eq!(pvc["spec"]["storageClassName"], "fast-ssd", "{prefix}: {pvc}");
+        let web = env.get_in::<Deployment>(ns, "web").await.unwrap();
+        // case1 is the first entry, in key order, whose old part the image holds.
+        assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "2.2.2.2:3000/abc:test", "{prefix}: {web}");
+        let log = restore_log(&env, "app").await;
+        assert!(log.contains("storageClassName standard -> fast-ssd"), "{prefix}: the log says what changed:\n{log}");
+        assert!(log.contains("change-image-name change-image-name-config/case1"), "{prefix}: and which entry:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_change_image_name_config_map_fails_validation_and_restores_nothing() {
+    let mut env = Env::start().await;
+    class_and_image_app(&env, "shop").await;
+    env.start_server();
+    let status = env.backup("app", json!({"includedNamespaces": ["shop"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    env.delete_namespace_and_wait("shop").await;
+    let bad = VELERO_CHANGE_IMAGE_NAME.replace(r#""case2": "5000,3000""#, r#""case2": "5000 to 3000""#);
+    apply_docs_config_map(&env, &bad, "velero.io").await;
+    apply_docs_config_map(&env, VELERO_CHANGE_STORAGE_CLASS, "velero.io").await;
+    let status = env.restore("app", json!({"backupName": "app"})).await;
+    assert_eq!(status["phase"], "FailedValidation", "{status}");
+    let errors = status["validationErrors"].to_string();
+    assert!(errors.contains("case2") && errors.contains("<old part>,<new part>"), "{errors}");
+    assert!(env.get_cluster::<Namespace>("shop").await.is_none(), "nothing restored");
+
+    // Fixed, the same restore request goes through; the missing class is a warning in the log.
+    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), e2e::NS);
+    api.delete("change-image-name-config", &DeleteParams::default()).await.unwrap();
+    let status = env.restore("again", json!({"backupName": "app"})).await;
+    assert_eq!(status["phase"], "Completed", "{status}\n{}", env.server_log());
+    let log = restore_log(&env, "again").await;
+    assert!(log.lines().any(|l| l.contains("fast-ssd") && l.contains("which this cluster does not have")), "{log}");
 }

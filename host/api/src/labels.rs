@@ -122,6 +122,10 @@ pub const EXTENSION: Key = Key::new("stowage.io/extension", &[]);
 /// Label on the ConfigMap configuring the restore helper init container (image, resources).
 pub const POD_VOLUME_RESTORE: Key =
     Key::new("stowage.io/pod-volume-restore", &["velero.io/pod-volume-restore", "velero.io/restic"]);
+/// Label (value `RestoreItemAction`) on ConfigMaps mapping storage classes on restore (`old: new`).
+pub const CHANGE_STORAGE_CLASS: Key = Key::new("stowage.io/change-storage-class", &["velero.io/change-storage-class"]);
+/// Label (value `RestoreItemAction`) on ConfigMaps rewriting images on restore (`"old,new"`).
+pub const CHANGE_IMAGE_NAME: Key = Key::new("stowage.io/change-image-name", &["velero.io/change-image-name"]);
 
 /// The annotations of an exec hook declared on a pod (backup hooks).
 #[derive(Clone, Copy, Debug)]

@@ -103,6 +103,9 @@ pub async fn apply_all(
             for w in t.warnings {
                 done.outcome.warn(item.namespace.as_deref(), w);
             }
+            for change in plan.configured_actions.apply(&mut item) {
+                log.info(change);
+            }
             let mut additional = Vec::new();
             if let Some(original) = &backed_up {
                 // Extensions after the built-in restore item actions, before resource modifiers.

@@ -5,18 +5,20 @@
 mod apply;
 pub mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 use serde_json::json;
 use stowage_api::layout::{BackupFile, RestoreFile, StoreLayout};
 use stowage_api::{Backup, BackupPhase, BackupStorageLocation, Restore};
 use stowage_pipeline::archive::{ArchiveReader, ExtractedArchive};
+use stowage_pipeline::restore::configured::ConfiguredActions;
 use stowage_pipeline::restore::plan::{plan, ModifierSource, RestoreOptions, RestorePlan};
 use stowage_storage::ObjectStore;
 
@@ -52,6 +54,44 @@ async fn backup_of(ctx: &Context, restore: &Restore) -> Result<Backup, String> {
     }
 }
 
+/// The ConfigMaps in the server's namespace carrying a configuration label (any spelling) with
+/// the value `RestoreItemAction`, in name order.
+pub(crate) async fn action_config_maps(ctx: &Context, key: &stowage_api::labels::Key) -> kube::Result<Vec<ConfigMap>> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let mut found = BTreeMap::new();
+    for spelling in key.spellings() {
+        let lp = ListParams::default().labels(&format!("{spelling}=RestoreItemAction"));
+        for cm in api.list(&lp).await?.items {
+            found.entry(cm.name_any()).or_insert(cm);
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+/// The storage-class and image-name mappings of the labelled ConfigMaps, and the classes they
+/// map to that the cluster does not have (a claim of such a class would stay Pending).
+async fn configured_actions(ctx: &Context) -> Result<(ConfiguredActions, Vec<String>), Vec<String>> {
+    use stowage_api::labels::{CHANGE_IMAGE_NAME, CHANGE_STORAGE_CLASS};
+    let mut actions = ConfiguredActions::default();
+    let reading = |what: &str, e: kube::Error| vec![format!("reading the {what} ConfigMaps: {e}")];
+    for cm in action_config_maps(ctx, &CHANGE_STORAGE_CLASS).await.map_err(|e| reading("change-storage-class", e))? {
+        actions.add_storage_classes(&cm.name_any(), &cm.data.unwrap_or_default()).map_err(|e| vec![e.to_string()])?;
+    }
+    for cm in action_config_maps(ctx, &CHANGE_IMAGE_NAME).await.map_err(|e| reading("change-image-name", e))? {
+        actions.add_image_names(&cm.name_any(), &cm.data.unwrap_or_default()).map_err(|e| vec![e.to_string()])?;
+    }
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let mut missing = Vec::new();
+    for class in actions.target_classes().collect::<BTreeSet<_>>() {
+        if let Ok(None) = classes.get_opt(class).await {
+            missing.push(format!(
+                "change-storage-class maps to storage class {class:?}, which this cluster does not have: claims of that class will stay Pending until it is created"
+            ));
+        }
+    }
+    Ok((actions, missing))
+}
+
 struct Validated {
     plan: RestorePlan,
     backup: Backup,
@@ -61,6 +101,8 @@ struct Validated {
     /// The cluster's types when the restore started (what extensions' host calls reach).
     resources: Vec<discovery::Discovered>,
     hook_specs: RestoreHookSpecs,
+    /// What is worth a warning in the log before the restore starts.
+    notes: Vec<String>,
 }
 
 async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<String>> {
@@ -91,11 +133,13 @@ async fn validate(ctx: &Context, restore: &Restore) -> Result<Validated, Vec<Str
         options.resource_modifiers =
             Some(ModifierSource { config_map: cm_ref.name.clone(), data: cm.data.unwrap_or_default() });
     }
+    let (configured, notes) = configured_actions(ctx).await?;
+    options.configured_actions = configured;
     let plan = plan(&options, &known).map_err(|e| vec![e.to_string()])?;
     let pod_volume_timeout =
         crate::podvolumes::timeout_of(restore, ctx.pod_volume_timeout).map_err(|e| vec![e])?;
     let hook_specs = RestoreHookSpecs::compile(&restore.spec.hooks)?;
-    Ok(Validated { plan, backup, location, store, pod_volume_timeout, resources, hook_specs })
+    Ok(Validated { plan, backup, location, store, pod_volume_timeout, resources, hook_specs, notes })
 }
 
 /// The backup's archive: Stowage's `tar.zst`, or Velero's `tar.gz` for a backup Velero wrote.
@@ -170,6 +214,9 @@ pub async fn run(ctx: Arc<Context>, restore: Arc<Restore>) -> anyhow::Result<()>
         ));
     }
     log.info(format!("restoring backup {:?} from storage location {:?}", v.backup.name_any(), v.location.name_any()));
+    for note in &v.notes {
+        log.warn(note);
+    }
     let result = async {
         let archive = read_archive(v.store.as_ref(), &v.backup.name_any(), ctx.archive_limits)
             .await

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -299,23 +299,19 @@ impl Restorer {
 /// The helper's image, resources and security context: the server's defaults, overridden by
 /// the ConfigMap labelled `stowage.io/pod-volume-restore: RestoreItemAction` (Velero's label works too).
 async fn helper_config(ctx: &Context, log: &OperationLog) -> RestoreHelper {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    for key in labels::POD_VOLUME_RESTORE.spellings() {
-        let lp = ListParams::default().labels(&format!("{key}=RestoreItemAction"));
-        match api.list(&lp).await {
-            Ok(list) => {
-                if let Some(cm) = list.items.into_iter().next() {
-                    let (helper, problems) =
-                        RestoreHelper::configured(&ctx.restore_helper_image, &cm.name_any(), &cm.data.clone().unwrap_or_default());
-                    for p in problems {
-                        log.warn(p);
-                    }
-                    log.info(format!("restore helper: image {} (ConfigMap {})", helper.image, cm.name_any()));
-                    return helper;
+    match super::action_config_maps(ctx, &labels::POD_VOLUME_RESTORE).await {
+        Ok(list) => {
+            if let Some(cm) = list.into_iter().next() {
+                let (helper, problems) =
+                    RestoreHelper::configured(&ctx.restore_helper_image, &cm.name_any(), &cm.data.clone().unwrap_or_default());
+                for p in problems {
+                    log.warn(p);
                 }
+                log.info(format!("restore helper: image {} (ConfigMap {})", helper.image, cm.name_any()));
+                return helper;
             }
-            Err(e) => log.warn(format!("reading the restore helper ConfigMap: {e}; using the defaults")),
         }
+        Err(e) => log.warn(format!("reading the restore helper ConfigMap: {e}; using the defaults")),
     }
     RestoreHelper::new(&ctx.restore_helper_image)
 }

@@ -7,6 +7,7 @@ use stowage_api::restore::ExistingResourcePolicy;
 use stowage_api::RestoreSpec;
 use thiserror::Error;
 
+use super::configured::ConfiguredActions;
 use super::modifiers::{ModifierError, ResourceModifiers};
 use super::order::Priorities;
 use super::transform::TransformContext;
@@ -27,6 +28,8 @@ pub struct RestoreOptions {
     pub existing_resource_policy: ExistingResourcePolicy,
     pub priorities: Priorities,
     pub resource_modifiers: Option<ModifierSource>,
+    /// Storage-class and image-name mappings from the labelled ConfigMaps.
+    pub configured_actions: ConfiguredActions,
 }
 
 /// The ConfigMap named by `spec.resourceModifier`, as fetched.
@@ -50,6 +53,7 @@ impl RestoreOptions {
             existing_resource_policy: spec.existing_resource_policy.unwrap_or_default(),
             priorities: Priorities::default(),
             resource_modifiers: None,
+            configured_actions: ConfiguredActions::default(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct RestorePlan {
     pub existing_resource_policy: ExistingResourcePolicy,
     pub priorities: Priorities,
     pub modifiers: Option<ResourceModifiers>,
+    pub configured_actions: ConfiguredActions,
 }
 
 /// Resolves the options against the resource types known to the cluster and the archive.
@@ -156,6 +161,7 @@ pub fn plan(options: &RestoreOptions, known: &[ApiResourceInfo]) -> Result<Resto
         existing_resource_policy: options.existing_resource_policy,
         priorities: options.priorities.clone(),
         modifiers,
+        configured_actions: options.configured_actions.clone(),
     })
 }
 
