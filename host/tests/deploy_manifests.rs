@@ -61,3 +61,114 @@ fn examples_parse_as_their_kinds() {
     }
     assert!(seen >= 4, "expected example manifests in {}", dir.display());
 }
+
+/// The objects of a multi-document YAML or a JSON `List`, by `kind namespace/name`; Secret
+/// data is compared decoded (kustomize folds long base64 lines).
+fn objects(text: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    use base64::Engine;
+    let mut docs: Vec<serde_json::Value> = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        match v["kind"].as_str() {
+            Some("List") => docs.extend(v["items"].as_array().unwrap().iter().cloned()),
+            Some(_) => docs.push(v),
+            None => {}
+        }
+    }
+    let mut by_key = std::collections::BTreeMap::new();
+    for mut v in docs {
+        whole_numbers_as_integers(&mut v);
+        if v["kind"] == "Secret" {
+            if let Some(data) = v["data"].as_object_mut() {
+                for value in data.values_mut() {
+                    let packed: String = value.as_str().unwrap().split_whitespace().collect();
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(packed).unwrap();
+                    *value = serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        let key = format!(
+            "{} {}/{}",
+            v["kind"].as_str().unwrap(),
+            v["metadata"]["namespace"].as_str().unwrap_or(""),
+            v["metadata"]["name"].as_str().unwrap()
+        );
+        assert!(by_key.insert(key.clone(), v).is_none(), "{key} appears twice");
+    }
+    by_key
+}
+
+/// `0.0` and `0` are the same number to the API server (a schema's `minimum`, say).
+fn whole_numbers_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15) {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+fn kustomize(dir: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl is needed (scripts/test.sh installs it)");
+    assert!(out.status.success(), "kubectl kustomize {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    objects(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn install_dry_run(args: &[&str]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["install", "--dry-run", "-o", "json"])
+        .args(args)
+        .current_dir(deploy_dir().join(".."))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stowage install: {}", String::from_utf8_lossy(&out.stderr));
+    let mut objects = objects(&String::from_utf8(out.stdout).unwrap());
+    // Random by design: made per cluster, never shipped in a file.
+    assert!(objects.remove("Secret stowage/stowage-repo-master-key").is_some(), "{:?}", objects.keys());
+    objects
+}
+
+/// Names the objects that differ, showing both sides of the first.
+fn assert_same(what: &str, fix: &str, actual: &std::collections::BTreeMap<String, serde_json::Value>, expected: &std::collections::BTreeMap<String, serde_json::Value>) {
+    let keys: std::collections::BTreeSet<&String> = actual.keys().chain(expected.keys()).collect();
+    let differing: Vec<&&String> = keys.iter().filter(|k| actual.get(**k) != expected.get(**k)).collect();
+    if let Some(first) = differing.first() {
+        panic!(
+            "{what} differs from `stowage install --dry-run` in {differing:?}; {fix}\nfirst, {first}:\nkustomize: {}\ninstall:   {}",
+            actual.get(**first).map(|v| v.to_string()).unwrap_or("(missing)".into()),
+            expected.get(**first).map(|v| v.to_string()).unwrap_or("(missing)".into()),
+        );
+    }
+}
+
+const BASE_OPTIONS: &[&str] = &[
+    "--provider", "aws", "--bucket", "stowage", "--secret-file", "deploy/examples/credentials-minio.example",
+    "--backup-location-config", "region=minio,s3ForcePathStyle=true,s3Url=http://minio.minio.svc:9000",
+];
+
+#[test]
+fn kustomize_base_and_overlay_render_what_install_prints() {
+    let kustomize_dir = deploy_dir().join("kustomize");
+    let mut expected = install_dry_run(BASE_OPTIONS);
+    expected.remove("Secret stowage/cloud-credentials").expect("the base's install has a credentials Secret");
+    assert!(expected.len() > 20, "{:?}", expected.keys());
+    assert_same("deploy/kustomize/base", "run `bash deploy/kustomize/regenerate.sh` and commit the result",
+        &kustomize(&kustomize_dir.join("base")), &expected);
+
+    let overlay = kustomize_dir.join("overlays/example");
+    let expected = install_dry_run(&[
+        "--provider", "aws", "--bucket", "team-backups",
+        "--secret-file", overlay.join("credentials").to_str().unwrap(),
+        "--backup-location-config", "region=eu-west-1,s3Url=https://s3.example.internal",
+    ]);
+    assert!(expected.contains_key("Secret stowage/cloud-credentials"));
+    assert_same("deploy/kustomize/overlays/example", "update the overlay or its comment", &kustomize(&overlay), &expected);
+}

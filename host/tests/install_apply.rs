@@ -186,3 +186,37 @@ async fn uninstalling_one_of_two_installs_keeps_what_they_share() {
     Api::<ClusterRoleBinding>::all(client.clone()).get("stowage-server-team-b").await.unwrap();
     assert!(Api::<ClusterRoleBinding>::all(client.clone()).get_opt("stowage-server-team-a").await.unwrap().is_none());
 }
+
+fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's `kubectl apply -k` recipe, step by step, then `stowage uninstall` removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kustomize_recipe_installs_and_uninstall_removes_it() {
+    let cluster = Cluster::start().await;
+    let (sim, kubeconfig) = (&cluster.sim, cluster.kubeconfig.as_str());
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let key_file = cluster._dir.path().join("master-key");
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+    kubectl(kubeconfig, &["apply", "-k", deploy.join("crds").to_str().unwrap()]);
+    kubectl(kubeconfig, &["wait", "--for", "condition=established", "--timeout", "30s", "crd", "-l", "app.kubernetes.io/part-of=stowage"]);
+    kubectl(kubeconfig, &["create", "namespace", "stowage"]);
+    let from_file = format!("--from-file=master-key={}", key_file.display());
+    kubectl(kubeconfig, &["-n", "stowage", "create", "secret", "generic", "stowage-repo-master-key", &from_file]);
+    kubectl(kubeconfig, &["apply", "-k", deploy.join("kustomize/overlays/example").to_str().unwrap()]);
+
+    let client = sim.client().await.unwrap();
+    assert_eq!(master_key(&client).await, vec![7u8; 32]);
+    let location = Api::<BackupStorageLocation>::namespaced(client.clone(), "stowage").get("default").await.unwrap();
+    assert_eq!(location.spec.object_storage.bucket, "team-backups");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "stowage");
+    deployments.get("stowage").await.unwrap();
+
+    uninstall(kubeconfig, &[]).await.unwrap();
+    assert!(deployments.get_opt("stowage").await.unwrap().is_none());
+    assert!(Api::<Secret>::namespaced(client.clone(), "stowage").get_opt("cloud-credentials").await.unwrap().is_none());
+    assert_eq!(master_key(&client).await, vec![7u8; 32], "the master key is kept");
+}

@@ -7,7 +7,7 @@ mod credentials;
 mod error;
 mod location_config;
 mod master_key;
-mod objects;
+pub(crate) mod objects;
 mod options;
 mod rbac;
 mod render;
