@@ -47,6 +47,8 @@ pub enum Command {
     Schedule(crate::commands::schedule::ScheduleArgs),
     /// Add and list the storage locations backups are kept in.
     BackupLocation(LocationArgs),
+    /// Write Stowage locations and schedules from Velero's (a dry run unless --apply).
+    MigrateFromVelero(crate::commands::migrate::MigrateArgs),
     /// Reach volume backup repositories with the restic CLI.
     Repo(crate::commands::repo::RepoArgs),
     /// List, describe and test the extensions loaded from ConfigMaps.
@@ -119,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             write_stdout(&script).context("writing the completion script")
         }
         Command::Crdgen { out, check } => crate::crdgen::run(&out, check),
+        Command::MigrateFromVelero(args) => runtime()?.block_on(crate::commands::migrate::run(args, &cli.cluster)),
         Command::Repo(args) => runtime()?.block_on(crate::commands::repo::run(args, &cli.cluster)),
         Command::Extension(args) => runtime()?.block_on(crate::commands::extension::run(args, &cli.cluster)),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),

@@ -269,3 +269,106 @@ async fn a_velero_backup_in_the_bucket_is_synced_and_restored() {
     })
     .await;
 }
+
+/// A CRD of Velero's kinds, schema-less: enough to hold its objects.
+fn velero_crd(kind: &str, plural: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.velero.io")},
+        "spec": {"group": "velero.io", "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List")},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_from_velero_writes_its_locations_and_schedules_and_its_backups_sync() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DynamicObject, GroupVersionKind, PostParams};
+    use kube::discovery::ApiResource;
+    use stowage_api::{BackupStorageLocation, Schedule};
+
+    let mut env = Env::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    for (kind, plural) in [("BackupStorageLocation", "backupstoragelocations"), ("Schedule", "schedules")] {
+        crds.create(&PostParams::default(), &serde_json::from_value(velero_crd(kind, plural)).unwrap()).await.unwrap();
+    }
+    env.create_namespace("velero").await;
+    let s3 = env.s3.clone();
+    let ini = format!("[default]\naws_access_key_id={}\naws_secret_access_key={}\n", s3.access_key(), s3.secret_key());
+    env.create_in::<Secret>("velero", json!({"metadata": {"name": "cloud-credentials"}, "stringData": {"cloud": ini}})).await;
+    let velero = |kind: &str, plural: &str| {
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("velero.io", "v1", kind), plural);
+        Api::<DynamicObject>::namespaced_with(env.client.clone(), "velero", &resource)
+    };
+    // Velero's location: the same bucket as Stowage's default, under a prefix; no credential
+    // named (Velero's server used its cloud-credentials Secret).
+    let bsl: DynamicObject = serde_json::from_value(json!({"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+        "metadata": {"name": "default", "namespace": "velero"},
+        "spec": {"provider": "velero.io/aws", "default": true, "objectStorage": {"bucket": env.bucket, "prefix": "cluster-a"},
+            "config": {"region": s3.region(), "s3Url": s3.endpoint(), "s3ForcePathStyle": "true"}}})).unwrap();
+    velero("BackupStorageLocation", "backupstoragelocations").create(&PostParams::default(), &bsl).await.unwrap();
+    let schedule: DynamicObject = serde_json::from_value(json!({"apiVersion": "velero.io/v1", "kind": "Schedule",
+        "metadata": {"name": "nightly", "namespace": "velero"},
+        "spec": {"schedule": "0 3 * * *", "useOwnerReferencesInBackup": false,
+            "template": {"includedNamespaces": ["legacy"], "ttl": "720h0m0s", "snapshotVolumes": false,
+                "defaultVolumesToFsBackup": true, "csiSnapshotTimeout": "10m0s"}}})).unwrap();
+    velero("Schedule", "schedules").create(&PostParams::default(), &schedule).await.unwrap();
+
+    // One of Velero's backups in its bucket prefix.
+    let name = "nightly-20240501030000";
+    let item = server_fields(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "app-config", "namespace": "legacy"}, "data": {"LOG_LEVEL": "info"}}), "0b8d4f4e-2");
+    let metadata = json!({"kind": "Backup", "apiVersion": "velero.io/v1",
+        "metadata": {"name": name, "namespace": "velero", "creationTimestamp": "2024-05-01T03:00:00Z",
+            "labels": {"velero.io/schedule-name": "nightly", "velero.io/storage-location": "default"}},
+        "spec": {"includedNamespaces": ["legacy"], "ttl": "720h0m0s", "storageLocation": "default"},
+        "status": {"version": 1, "formatVersion": "1.1.0", "expiration": "2099-01-01T03:00:00Z", "phase": "Completed",
+            "startTimestamp": "2024-05-01T03:00:00Z", "completionTimestamp": "2024-05-01T03:00:09Z",
+            "progress": {"totalItems": 1, "itemsBackedUp": 1}}});
+    let store = env.store();
+    let dir = format!("cluster-a/backups/{name}");
+    store.put(&format!("{dir}/{name}.tar.gz"), velero_archive(&[("configmaps", "v1", Some("legacy"), item)]).into()).await.unwrap();
+    store.put(&format!("{dir}/velero-backup.json"), serde_json::to_vec(&metadata).unwrap().into()).await.unwrap();
+
+    // A dry run says what it would do and does nothing.
+    let out = e2e::cli(&env, &["migrate-from-velero"]);
+    assert!(out.contains("BackupStorageLocation velero/default -> stowage/velero-default") && out.contains("would be created"), "{out}");
+    assert!(out.contains("Schedule velero/nightly -> stowage/nightly"), "{out}");
+    assert!(out.contains("template.snapshotVolumes not carried over") && out.contains("template.csiSnapshotTimeout"), "{out}");
+    assert!(out.contains("Secret velero/cloud-credentials (key cloud) -> stowage/velero-cloud-credentials"), "{out}");
+    assert!(out.contains("Dry run: nothing was changed"), "{out}");
+    assert!(env.get_in::<BackupStorageLocation>(NS, "velero-default").await.is_none());
+    assert!(env.get_in::<Schedule>(NS, "nightly").await.is_none());
+
+    // -o yaml: Stowage's kinds, the schedule writing where Velero's did, no credentials printed.
+    let yaml = e2e::cli(&env, &["migrate-from-velero", "-o", "yaml"]);
+    assert!(!yaml.contains(s3.secret_key()), "{yaml}");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let bsl = docs.iter().find(|d| d["kind"] == "BackupStorageLocation").expect("a location");
+    serde_json::from_value::<BackupStorageLocation>(bsl.clone()).unwrap();
+    assert_eq!(bsl["spec"]["objectStorage"]["prefix"], "cluster-a");
+    assert_eq!(bsl["spec"]["default"], Value::Null, "Stowage's own default stays the default: {bsl}");
+    let sched = docs.iter().find(|d| d["kind"] == "Schedule").expect("a schedule");
+    assert_eq!(sched["spec"]["template"]["storageLocation"], "velero-default", "{sched}");
+    assert_eq!(sched["spec"]["template"]["defaultVolumesToFsBackup"], true);
+
+    let out = e2e::cli(&env, &["migrate-from-velero", "--apply", "--paused"]);
+    assert!(out.contains("created") && out.contains("velero schedule pause --all"), "{out}");
+    let copied = env.get_in::<Secret>(NS, "velero-cloud-credentials").await.expect("the credentials are copied");
+    assert!(copied["data"]["cloud"].is_string());
+    let migrated = env.get_in::<Schedule>(NS, "nightly").await.unwrap();
+    assert_eq!(migrated["spec"]["paused"], true);
+    assert_eq!(migrated["metadata"]["annotations"]["stowage.io/migrated-from"], "velero/velero/nightly");
+    let again = e2e::cli(&env, &["migrate-from-velero", "--apply", "--paused"]);
+    assert_eq!(again.matches("already there").count(), 2, "{again}");
+
+    // The server reaches the migrated location with the copied credentials and syncs Velero's backup.
+    env.start_server();
+    env.wait_location_available("velero-default").await;
+    let synced = wait_for("Velero's backup to be synced", 30, || async {
+        let b = env.get_in::<Backup>(NS, name).await?;
+        (b["status"]["phase"] == "Completed").then_some(b)
+    })
+    .await;
+    assert_eq!(synced["metadata"]["labels"]["stowage.io/storage-location"], "velero-default", "{synced}");
+}

@@ -7,6 +7,7 @@ pub mod download;
 pub mod extension;
 pub mod filters;
 pub mod location;
+pub mod migrate;
 pub mod output;
 pub mod repo;
 pub mod restore;
