@@ -151,8 +151,7 @@ async fn claim_dir(client: &Client, root: &std::path::Path, claim: &str) -> anyh
 
 /// Follows a backup or restore as `--wait` does, bounded so the demo never hangs.
 async fn wait_done<K: Tracked>(client: &Client, name: &str) -> anyhow::Result<Progress> {
-    let api: Api<K> = Api::namespaced(client.clone(), NS);
-    let done = tokio::time::timeout(Duration::from_secs(120), wait::until_done(api, name))
+    let done = tokio::time::timeout(Duration::from_secs(120), wait::until_done::<K>(client.clone(), NS, name))
         .await
         .map_err(|_| anyhow::anyhow!("timed out after 120s waiting for {} {name:?} to finish", K::KIND))??;
     Ok(done.progress())

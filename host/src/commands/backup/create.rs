@@ -147,7 +147,7 @@ impl CreateArgs {
             None => println!("{message}"),
         }
         if self.wait {
-            let done = wait::until_done(ctx.api::<Backup>(), &name).await?;
+            let done = wait::until_done::<Backup>(ctx.client.clone(), &ctx.namespace, &name).await?;
             let verdict = wait::verdict("backup", &name, &wait::Tracked::progress(&done))?;
             println!("{verdict}");
         }

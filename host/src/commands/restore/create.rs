@@ -166,7 +166,7 @@ impl CreateArgs {
             None => println!("{message}"),
         }
         if self.wait {
-            let done = wait::until_done(ctx.api::<Restore>(), &name).await?;
+            let done = wait::until_done::<Restore>(ctx.client.clone(), &ctx.namespace, &name).await?;
             println!("{}", wait::verdict("restore", &name, &wait::Tracked::progress(&done))?);
         }
         Ok(())
