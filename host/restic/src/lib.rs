@@ -88,6 +88,7 @@ mod chunker;
 mod crypto;
 mod error;
 mod keys;
+pub mod listing;
 mod lock;
 mod maintain;
 mod memory;

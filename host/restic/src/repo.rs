@@ -187,10 +187,59 @@ impl Repo {
         if !meta.is_dir() {
             return Err(target_err("not a directory".into()));
         }
+        self.restore_paths(snapshot_id, target, &[], progress, cancel).await
+    }
+
+    /// Like [`Repository::restore`], only the paths given (relative to the snapshot's root:
+    /// files, or directories with everything beneath them) and the directories leading to
+    /// them. A path the snapshot does not hold is an error naming it.
+    pub async fn restore_paths(
+        &self,
+        snapshot_id: &str,
+        target: &Path,
+        include: &[PathBuf],
+        progress: ProgressFn,
+        cancel: CancellationToken,
+    ) -> Result<RestoreSummary, EngineError> {
+        let target_err = |reason: String| EngineError::Target {
+            repo: self.inner.name.clone(),
+            path: target.to_path_buf(),
+            reason,
+        };
+        let meta = tokio::fs::metadata(target)
+            .await
+            .map_err(|e| target_err(e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(target_err("not a directory".into()));
+        }
+        let include = crate::listing::relative_paths(&self.inner.name, snapshot_id, include)?;
+        if !include.is_empty() {
+            let listed = self.list(snapshot_id, Path::new(""), true).await?;
+            for inc in &include {
+                if !listed.iter().any(|e| Path::new(&e.path) == inc.as_path()) {
+                    return Err(EngineError::Snapshot {
+                        repo: self.inner.name.clone(),
+                        id: snapshot_id.to_string(),
+                        reason: format!("holds no {:?}; list it with `stowage backup browse`", format!("/{}", inc.display())),
+                    });
+                }
+            }
+        }
         let inner = self.inner.clone();
         let (id, target) = (snapshot_id.to_string(), target.to_path_buf());
         self.run("restore", progress, cancel, move |session| {
-            inner.restore(session, &id, &target)
+            inner.restore(session, &id, &target, &include)
+        })
+        .await
+    }
+
+    /// The entries of snapshot `snapshot_id` under `path` (relative to its root; "" for all):
+    /// the directory's children, or with `recursive` everything beneath it.
+    pub async fn list(&self, snapshot_id: &str, path: &Path, recursive: bool) -> Result<Vec<crate::listing::Entry>, EngineError> {
+        let inner = self.inner.clone();
+        let (id, path) = (snapshot_id.to_string(), path.to_path_buf());
+        self.run("listing", no_progress(), CancellationToken::new(), move |session| {
+            inner.list(session, &id, &path, recursive)
         })
         .await
     }
@@ -659,8 +708,14 @@ impl Inner {
         })
     }
 
-    fn restore(&self, s: Session, id: &str, target: &Path) -> Result<RestoreSummary, EngineError> {
-        let err = |ctx: &Ctx, e| self.err(ctx, "restore", e);
+    /// The snapshot's indexed repository and the directory node of its one path.
+    fn snapshot_root(
+        &self,
+        s: Session,
+        id: &str,
+        operation: &'static str,
+    ) -> Result<(rustic_core::Repository<rustic_core::IndexedFullStatus>, rustic_core::repofile::Node, Ctx), EngineError> {
+        let err = |ctx: &Ctx, e| self.err(ctx, operation, e);
         let snapshot_err = |reason: String| EngineError::Snapshot {
             repo: self.name.clone(),
             id: id.to_string(),
@@ -690,14 +745,32 @@ impl Inner {
         if !node.is_dir() {
             return Err(snapshot_err(format!("path {path} is not a directory")));
         }
-        let err = |e| self.err(&s.ctx, "restore", e);
+        Ok((repo, node, s.ctx))
+    }
+
+    fn list(&self, s: Session, id: &str, path: &Path, recursive: bool) -> Result<Vec<crate::listing::Entry>, EngineError> {
+        let (repo, root, ctx) = self.snapshot_root(s, id, "listing")?;
+        crate::listing::list(&repo, &root, path, recursive).map_err(|e| match e {
+            crate::listing::ListError::Rustic(e) => self.err(&ctx, "listing", e),
+            crate::listing::ListError::NotFound => EngineError::Snapshot {
+                repo: self.name.clone(),
+                id: id.to_string(),
+                reason: format!("holds no {:?}", format!("/{}", path.display())),
+            },
+        })
+    }
+
+    fn restore(&self, s: Session, id: &str, target: &Path, include: &[PathBuf]) -> Result<RestoreSummary, EngineError> {
+        let (repo, node, ctx) = self.snapshot_root(s, id, "restore")?;
+        let err = |e| self.err(&ctx, "restore", e);
         let restored = crate::restore::Restore {
             repo: &repo,
-            backend: &s.ctx.backend,
+            backend: &ctx.backend,
             key: &self.data_key,
-            cancel: &s.ctx.cancel,
+            cancel: &ctx.cancel,
             name: &self.name,
             err: &err,
+            include,
         }
         .run(&node, target)?;
         Ok(RestoreSummary {

@@ -90,6 +90,15 @@ pub(crate) struct Restore<'a> {
     pub(crate) name: &'a str,
     /// Turns a rustic_core error into ours (cancellation and storage errors first).
     pub(crate) err: &'a (dyn Fn(Box<RusticError>) -> EngineError + Sync),
+    /// Only these paths (relative to the snapshot's root, and what is beneath them) and the
+    /// directories leading to them; everything when empty.
+    pub(crate) include: &'a [PathBuf],
+}
+
+/// Whether `rel` is restored when only `include` is asked for: an included path, something
+/// beneath one, or a directory on the way to one.
+pub(crate) fn selected(include: &[PathBuf], rel: &Path) -> bool {
+    include.is_empty() || include.iter().any(|inc| rel.starts_with(inc) || inc.starts_with(rel))
 }
 
 /// One piece of a file: the blob at `location` of a pack goes to `file` at `at`.
@@ -214,6 +223,9 @@ impl Restore<'_> {
             let (rel, node) = item.map_err(self.err)?;
             self.check_inside(&rel, &node.name())?;
             self.check_unique(&mut seen, &rel)?;
+            if !selected(self.include, &rel) {
+                continue;
+            }
             let path = plan.target.path().join(&rel);
             let (dir_rel, name) = entries::split(&rel);
             let dir = dir_handle
@@ -493,6 +505,9 @@ impl Restore<'_> {
                 self.check_cancel()?;
             }
             let (rel, node) = item.map_err(self.err)?;
+            if !selected(self.include, &rel) {
+                continue;
+            }
             if let Some(canonical) = hardlink_key(&node).and_then(|k| plan.hardlinks.get(&k)) {
                 if *canonical != rel {
                     if lost.other_name(canonical, &rel) {

@@ -723,3 +723,52 @@ async fn a_tree_deeper_than_the_walk_goes_is_kept_to_its_depth_with_a_warning() 
     assert!(kept.join("d").is_dir(), "the deepest directory is there");
     assert_eq!(std::fs::read_dir(kept.join("d")).unwrap().count(), 0, "without its contents");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_a_snapshot_and_restores_only_the_paths_asked_for() {
+    let repo_dir = LocalRepo::new("ns1").await;
+    let repo = repo_dir.open_or_init().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("vol");
+    std::fs::create_dir(&volume).unwrap();
+    make_volume(&volume);
+    std::fs::create_dir_all(volume.join("var/log")).unwrap();
+    std::fs::write(volume.join("var/log/x.log"), b"the line a human deleted\n").unwrap();
+    std::fs::write(volume.join("var/log/y.log"), b"not asked for\n").unwrap();
+    let summary = back_up(&repo, &volume, "files").await;
+
+    let top = repo.list(&summary.snapshot_id, Path::new(""), false).await.unwrap();
+    let names: Vec<&str> = top.iter().map(|e| e.path.as_str()).collect();
+    assert!(names.contains(&"var") && names.contains(&"hello.txt") && !names.contains(&"var/log"), "{names:?}");
+    let logs = repo.list(&summary.snapshot_id, Path::new("var/log"), false).await.unwrap();
+    let x = logs.iter().find(|e| e.path == "var/log/x.log").expect("x.log is listed");
+    assert_eq!((x.kind.as_str(), x.size), ("file", 25));
+    assert!(x.mtime.is_some());
+    let all = repo.list(&summary.snapshot_id, Path::new(""), true).await.unwrap();
+    assert!(all.iter().any(|e| e.path == "var/log/y.log"));
+    let err = repo.list(&summary.snapshot_id, Path::new("nope"), false).await.unwrap_err().to_string();
+    assert!(err.contains("holds no \"/nope\""), "{err}");
+
+    let target = work.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let restored = repo
+        .restore_paths(&summary.snapshot_id, &target, &["/var/log/x.log".into()], Recorder::default().callback(), never())
+        .await
+        .unwrap();
+    assert_eq!(restored.files, 1);
+    assert_eq!(std::fs::read(target.join("var/log/x.log")).unwrap(), b"the line a human deleted\n");
+    assert!(!target.join("var/log/y.log").exists() && !target.join("hello.txt").exists(), "only what was asked for");
+
+    let err = repo
+        .restore_paths(&summary.snapshot_id, &target, &["/var/log/z.log".into()], Recorder::default().callback(), never())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no \"/var/log/z.log\"") && err.contains("stowage backup browse"), "{err}");
+    let err = repo
+        .restore_paths(&summary.snapshot_id, &target, &["../etc".into()], Recorder::default().callback(), never())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("leads out of the volume"), "{err}");
+}
