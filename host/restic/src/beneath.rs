@@ -259,6 +259,27 @@ impl Beneath {
         }
     }
 
+    /// The directory `rel` beneath this one, created name by name (each `mkdirat` relative to
+    /// its parent's handle) where missing, as a handle of its own: a restore into a
+    /// subdirectory of a volume (`.stowage-restored/<restore>`) that a symlink cannot redirect.
+    pub(crate) fn subdir(&self, rel: &Path) -> io::Result<Beneath> {
+        let names = plain_names(rel)?;
+        let mut done = PathBuf::new();
+        for name in names {
+            let parent = self.open_dir(&done)?;
+            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            done.push(name);
+        }
+        Ok(Beneath {
+            fd: self.open_at(&done, OFlags::RDONLY | OFlags::DIRECTORY)?,
+            path: self.path.join(&done),
+            resolve: self.resolve,
+        })
+    }
+
     /// A handle of directory `rel`, for the `*at` calls on its entries.
     pub(crate) fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         let fd = self.open_at(rel, OFlags::PATH | OFlags::DIRECTORY)?;

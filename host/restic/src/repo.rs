@@ -187,17 +187,19 @@ impl Repo {
         if !meta.is_dir() {
             return Err(target_err("not a directory".into()));
         }
-        self.restore_paths(snapshot_id, target, &[], progress, cancel).await
+        self.restore_paths(snapshot_id, target, &[], Path::new(""), progress, cancel).await
     }
 
     /// Like [`Repository::restore`], only the paths given (relative to the snapshot's root:
     /// files, or directories with everything beneath them) and the directories leading to
-    /// them. A path the snapshot does not hold is an error naming it.
+    /// them, into directory `into` beneath `target` (created, never through a symlink; empty
+    /// for `target` itself). A path the snapshot does not hold is an error naming it.
     pub async fn restore_paths(
         &self,
         snapshot_id: &str,
         target: &Path,
         include: &[PathBuf],
+        into: &Path,
         progress: ProgressFn,
         cancel: CancellationToken,
     ) -> Result<RestoreSummary, EngineError> {
@@ -213,6 +215,10 @@ impl Repo {
             return Err(target_err("not a directory".into()));
         }
         let include = crate::listing::relative_paths(&self.inner.name, snapshot_id, include)?;
+        let into = match into.as_os_str().is_empty() {
+            true => PathBuf::new(),
+            false => crate::listing::relative_paths(&self.inner.name, snapshot_id, &[into.to_path_buf()])?.remove(0),
+        };
         if !include.is_empty() {
             let listed = self.list(snapshot_id, Path::new(""), true).await?;
             for inc in &include {
@@ -228,7 +234,7 @@ impl Repo {
         let inner = self.inner.clone();
         let (id, target) = (snapshot_id.to_string(), target.to_path_buf());
         self.run("restore", progress, cancel, move |session| {
-            inner.restore(session, &id, &target, &include)
+            inner.restore(session, &id, &target, &include, &into)
         })
         .await
     }
@@ -760,7 +766,7 @@ impl Inner {
         })
     }
 
-    fn restore(&self, s: Session, id: &str, target: &Path, include: &[PathBuf]) -> Result<RestoreSummary, EngineError> {
+    fn restore(&self, s: Session, id: &str, target: &Path, include: &[PathBuf], into: &Path) -> Result<RestoreSummary, EngineError> {
         let (repo, node, ctx) = self.snapshot_root(s, id, "restore")?;
         let err = |e| self.err(&ctx, "restore", e);
         let restored = crate::restore::Restore {
@@ -771,6 +777,7 @@ impl Inner {
             name: &self.name,
             err: &err,
             include,
+            into,
         }
         .run(&node, target)?;
         Ok(RestoreSummary {

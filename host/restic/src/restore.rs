@@ -93,6 +93,9 @@ pub(crate) struct Restore<'a> {
     /// Only these paths (relative to the snapshot's root, and what is beneath them) and the
     /// directories leading to them; everything when empty.
     pub(crate) include: &'a [PathBuf],
+    /// A directory beneath the target (plain names) to restore into instead of the target
+    /// itself; created if missing.
+    pub(crate) into: &'a Path,
 }
 
 /// Whether `rel` is restored when only `include` is asked for: an included path, something
@@ -182,7 +185,10 @@ impl Restore<'_> {
     /// Restores the contents of directory node `root` into `target`.
     pub(crate) fn run(&self, root: &Node, target: &Path) -> Result<Restored, EngineError> {
         let warnings = MetaWarnings::default();
-        let target = Beneath::open(target).map_err(|e| self.io_err(target, "opening", e))?;
+        let mut target = Beneath::open(target).map_err(|e| self.io_err(target, "opening", e))?;
+        if !self.into.as_os_str().is_empty() {
+            target = target.subdir(self.into).map_err(|e| self.io_err(&target.path().join(self.into), "creating", e))?;
+        }
         let plan = self.plan(root, target, &warnings)?;
         let progress = self.repo.progress_bytes("restoring file contents...");
         progress.set_length(plan.restored.bytes);

@@ -752,7 +752,7 @@ async fn lists_a_snapshot_and_restores_only_the_paths_asked_for() {
     let target = work.path().join("target");
     std::fs::create_dir(&target).unwrap();
     let restored = repo
-        .restore_paths(&summary.snapshot_id, &target, &["/var/log/x.log".into()], Recorder::default().callback(), never())
+        .restore_paths(&summary.snapshot_id, &target, &["/var/log/x.log".into()], Path::new(""), Recorder::default().callback(), never())
         .await
         .unwrap();
     assert_eq!(restored.files, 1);
@@ -760,15 +760,32 @@ async fn lists_a_snapshot_and_restores_only_the_paths_asked_for() {
     assert!(!target.join("var/log/y.log").exists() && !target.join("hello.txt").exists(), "only what was asked for");
 
     let err = repo
-        .restore_paths(&summary.snapshot_id, &target, &["/var/log/z.log".into()], Recorder::default().callback(), never())
+        .restore_paths(&summary.snapshot_id, &target, &["/var/log/z.log".into()], Path::new(""), Recorder::default().callback(), never())
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("holds no \"/var/log/z.log\"") && err.contains("stowage backup browse"), "{err}");
     let err = repo
-        .restore_paths(&summary.snapshot_id, &target, &["../etc".into()], Recorder::default().callback(), never())
+        .restore_paths(&summary.snapshot_id, &target, &["../etc".into()], Path::new(""), Recorder::default().callback(), never())
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("leads out of the volume"), "{err}");
+
+    // Into a directory of the volume, created; a symlink there is not followed out.
+    let into = Path::new(".stowage-restored/r1");
+    repo.restore_paths(&summary.snapshot_id, &target, &["var/log".into()], into, Recorder::default().callback(), never())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(target.join(".stowage-restored/r1/var/log/y.log")).unwrap(), b"not asked for\n");
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join(".stowage-restored/r2")).unwrap();
+    let err = repo
+        .restore_paths(&summary.snapshot_id, &target, &["var".into()], Path::new(".stowage-restored/r2"), Recorder::default().callback(), never())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".stowage-restored/r2"), "{err}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the symlink");
 }
