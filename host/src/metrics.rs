@@ -121,8 +121,9 @@ impl Default for Metrics {
     }
 }
 
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    stowage_node_agent::metrics::serve_text(addr, move || metrics.render()).await
+/// `/metrics`, `/healthz`, `/readyz` and the routes given (downloads) on one port.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, more: axum::Router) -> anyhow::Result<()> {
+    stowage_node_agent::metrics::serve_text_with(addr, move || metrics.render(), more).await
 }
 
 #[cfg(test)]

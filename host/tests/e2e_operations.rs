@@ -52,18 +52,17 @@ async fn one_backup_is_deleted_among_others_and_logs_and_metrics_are_served() {
     assert_eq!(sample(&metrics, "stowage_backup_duration_seconds_count"), Some(2.0), "{metrics}");
     assert!(sample(&metrics, "stowage_backup_items").is_some_and(|n| n >= 3.0), "{metrics}");
 
-    // The backup's log, served through a DownloadRequest and a Secret: no bucket credentials.
-    // A Secret of that name is already there, as a server stopped half-way would leave it.
-    env.create::<Secret>(json!({"metadata": {"name": "nightly-2-log", "namespace": NS},
-        "data": {"part-0000": "c3RhbGU="}})).await;
+    // The backup's log, served through a DownloadRequest: no bucket credentials, nothing in
+    // etcd but the request. The server offers a pre-signed URL and its own stream.
     env.create::<DownloadRequest>(json!({"metadata": {"name": "nightly-2-log", "namespace": NS},
         "spec": {"target": {"kind": "BackupLog", "name": "nightly-2"}}})).await;
     let status = env.wait_processed::<DownloadRequest>("nightly-2-log").await;
-    assert_eq!(status["content"], json!({"secretName": "nightly-2-log", "key": "part-0000"}), "{status}");
-    let secret = env.get_in::<Secret>(NS, "nightly-2-log").await.expect("the content Secret");
-    use base64::Engine;
-    let part = base64::engine::general_purpose::STANDARD.decode(secret["data"]["part-0000"].as_str().unwrap()).unwrap();
-    let log = String::from_utf8(zstd::decode_all(&part[..]).expect("the log is zstd")).unwrap();
+    assert!(status["downloadURL"].as_str().is_some_and(|u| u.contains("nightly-2-logs.zst")), "{status}");
+    assert_eq!(status["stream"]["path"], "/downloads/nightly-2-log", "{status}");
+    assert_eq!(status["stream"]["token"].as_str().map(str::len), Some(64), "{status}");
+    assert!(status["expiration"].is_string(), "{status}");
+    assert!(env.get_in::<Secret>(NS, "nightly-2-log").await.is_none(), "no Secret holds the file");
+    let log = e2e::cli(&env, &["backup", "logs", "nightly-2"]);
     assert!(log.lines().count() >= 2, "{log}");
     assert!(log.lines().all(|l| l.contains("backup=nightly-2")), "every line names the backup:\n{log}");
     assert!(log.contains("backup Completed"), "{log}");

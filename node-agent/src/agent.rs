@@ -224,6 +224,16 @@ impl Agent {
             Some(n) if n != self.node => return Ok(Action::await_change()),
             Some(_) => {}
         }
+        if pvr.spec.is_file_restore() {
+            // Files into a running pod: no helper holds it, the pod's volume is live.
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if !running {
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            let pvr = pvr.clone();
+            self.start(key, move |agent, token| async move { agent.restore(pvr, pod, token).await });
+            return Ok(Action::await_change());
+        }
         if pvr.spec.pod.uid.is_some() && pod.metadata.uid != pvr.spec.pod.uid {
             let message = format!(
                 "pod {}/{} was replaced by another pod (uid {}) before its volume was restored; restore again",
@@ -432,6 +442,9 @@ impl Agent {
 
     async fn try_restore(&self, pvr: &PodVolumeRestore, pod: &Pod, cancel: CancellationToken) -> anyhow::Result<RestoreSummary> {
         let name = pvr.name_any();
+        if pvr.spec.is_file_restore() {
+            return self.restore_files(pvr, pod, cancel).await;
+        }
         let restore_uid = labels::RESTORE_UID
             .label(&pvr.metadata)
             .map(String::from)
@@ -451,6 +464,28 @@ impl Agent {
         if !summary.damaged.is_empty() {
             tracing::warn!("PodVolumeRestore {name}: {}", summary.damaged);
         }
+        Ok(summary)
+    }
+}
+
+impl Agent {
+    /// Chosen paths of a volume backup into a running pod's volume, under its target
+    /// directory; no restore helper is told (none runs).
+    async fn restore_files(&self, pvr: &PodVolumeRestore, pod: &Pod, cancel: CancellationToken) -> anyhow::Result<RestoreSummary> {
+        let name = pvr.name_any();
+        let path = self.volume_path(pod, &pvr.spec.volume).await?;
+        let attempts = pvr.status.as_ref().map_or(0, |s| s.attempts) + 1;
+        let into = pvr.spec.target_dir.clone().unwrap_or_default();
+        let shown = path.join(&into);
+        self.patch_restore(&name, json!({"phase": "InProgress", "startTimestamp": now(), "path": shown.display().to_string(), "attempts": attempts}))
+            .await?;
+        let repo = self.repository(&pvr.spec.backup_storage_location, &source_namespace(pvr)).await?;
+        let (progress, reporter) = self.reporter(name.clone(), false);
+        let include: Vec<std::path::PathBuf> = pvr.spec.include_paths.iter().map(Into::into).collect();
+        let summary = repo.restore_paths(&pvr.spec.snapshot_id, &path, &include, std::path::Path::new(&into), progress, cancel).await;
+        reporter.abort();
+        let summary = summary?;
+        tracing::info!("PodVolumeRestore {name}: {} files, {} bytes into {}", summary.files, summary.bytes, shown.display());
         Ok(summary)
     }
 }

@@ -66,7 +66,16 @@ pub async fn serve_text(
     addr: std::net::SocketAddr,
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new()
+    serve_text_with(addr, render, axum::Router::new()).await
+}
+
+/// Like [`serve_text`], with more routes on the same port (the server's downloads).
+pub async fn serve_text_with(
+    addr: std::net::SocketAddr,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    more: axum::Router,
+) -> anyhow::Result<()> {
+    let app = more
         .route(
             "/metrics",
             axum::routing::get(move || {

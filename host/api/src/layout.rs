@@ -106,7 +106,8 @@ impl StoreLayout {
             K::BackupContents => self.backup_file(name, BackupFile::Contents),
             K::BackupResults => self.backup_file(name, BackupFile::Results),
             K::BackupResourceList => self.backup_file(name, BackupFile::ResourceList),
-            K::BackupVolumeInfos => self.backup_file(name, BackupFile::PodVolumeBackups),
+            // A listing is computed from the repository the volume backups name.
+            K::BackupVolumeInfos | K::BackupVolumeListing => self.backup_file(name, BackupFile::PodVolumeBackups),
             K::BackupExtensions => self.backup_file(name, BackupFile::Extensions),
             K::RestoreLog => self.restore_file(name, RestoreFile::Log),
             K::RestoreResults => self.restore_file(name, RestoreFile::Results),

@@ -32,6 +32,8 @@ pub const NODE_AGENT_PODS_MOUNT: &str = "/host_pods";
 
 /// Prometheus metrics port of the server and node agents.
 pub const METRICS_PORT: u16 = 8085;
+/// The name of the server Service's port (metrics and downloads, on [`METRICS_PORT`]).
+pub const SERVER_HTTP_PORT_NAME: &str = "http";
 
 /// The field manager of Stowage's server-side applies.
 pub const FIELD_MANAGER: &str = "stowage";

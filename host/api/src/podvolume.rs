@@ -76,6 +76,22 @@ pub struct PodVolumeRestoreSpec {
     /// The namespace the volume was backed up from (its repository), when mapped elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    /// Only these paths of the volume (relative to it: files, or directories with what is
+    /// beneath them), restored into the volume of a running pod (`stowage restore files`);
+    /// the whole volume, into a pod held by the restore helper, when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_paths: Vec<String>,
+    /// With include paths: the directory of the volume they are restored under (e.g.
+    /// `.stowage-restored/<name>`); the volume's root, over what is there, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dir: Option<String>,
+}
+
+impl PodVolumeRestoreSpec {
+    /// A restore of chosen files into a running pod, not of a whole volume.
+    pub fn is_file_restore(&self) -> bool {
+        !self.include_paths.is_empty()
+    }
 }
 
 /// Where a pod volume operation is.

@@ -75,6 +75,22 @@ pub struct DownloadTarget {
     pub kind: DownloadTargetKind,
     /// The backup's or restore's name.
     pub name: String,
+    /// For `BackupVolumeListing`: which pod volume, and the path in it to list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumePath>,
+}
+
+/// A path in one pod volume of a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumePath {
+    /// The pod's namespace and name when it was backed up.
+    pub namespace: String,
+    pub pod: String,
+    pub volume: String,
+    /// Relative to the volume; empty for its root.
+    #[serde(default)]
+    pub path: String,
 }
 
 /// The files that can be downloaded (Velero's target kinds, plus extension provenance).
@@ -89,6 +105,8 @@ pub enum DownloadTargetKind {
     BackupExtensions,
     RestoreLog,
     RestoreResults,
+    /// The entries of a path in one of the backup's pod volumes, as JSON (`stowage backup browse`).
+    BackupVolumeListing,
 }
 
 /// Whether the server has served the request.
@@ -107,9 +125,13 @@ pub struct DownloadRequestStatus {
     /// A pre-signed URL to fetch the file from, for stores that support them.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "downloadURL")]
     pub download_url: Option<String>,
-    /// Where the server put the file when it cannot hand out a URL (e.g. `filesystem`).
+    /// Where the server put the file in Secrets (older servers; small files only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ServedContent>,
+    /// Where the server streams the file: through the API server's proxy to its Service, so
+    /// it reaches users the object store does not (filesystem locations, private endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<ServedStream>,
     /// When the URL or served content stops being available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<Time>,
@@ -126,6 +148,22 @@ pub struct ServedContent {
     pub secret_name: String,
     pub key: String,
 }
+
+/// A file the server streams: `GET /api/v1/namespaces/<ns>/services/<service>:<port>/proxy<path>`
+/// with the token in the `X-Stowage-Download-Token` header. Reaching it takes both the
+/// `services/proxy` permission and the token, which only readers of the request see.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedStream {
+    pub service: String,
+    /// The Service port's name.
+    pub port: String,
+    pub path: String,
+    pub token: String,
+}
+
+/// The header a streamed download's token travels in.
+pub const DOWNLOAD_TOKEN_HEADER: &str = "x-stowage-download-token";
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,10 @@
 //! Fetching a backup's or restore's files through the server, so the CLI needs no bucket
-//! credentials: create a DownloadRequest, wait until the server has processed it, read what it
-//! served (Secrets in the install namespace, or a pre-signed URL), clean up.
+//! credentials: create a DownloadRequest, wait until the server has processed it, fetch what it
+//! offers — a pre-signed URL straight from the object store, else (the store unreachable from
+//! here, or a filesystem location) a stream from the server through the API server's service
+//! proxy — and clean up. Large files go to disk as they arrive, never whole into memory.
 //!
-//! Served Secrets hold the object's bytes as stored (still zstd-compressed for `.zst` files).
+//! Older servers served files in Secrets: those hold the object's bytes as stored (still zstd-compressed for `.zst` files).
 //! An object too large for one Secret is split into keys `part-0000`, `part-0001`, ... spread
 //! over the Secret and its successors `<secret>-1`, `<secret>-2`, ...
 
@@ -17,7 +19,7 @@ use kube::runtime::wait::await_condition;
 use rand::Rng;
 use stowage_api::requests::{
     DownloadRequest, DownloadRequestPhase, DownloadRequestSpec, DownloadRequestStatus, DownloadTarget,
-    DownloadTargetKind, ServedContent,
+    DownloadTargetKind, ServedContent, ServedStream, DOWNLOAD_TOKEN_HEADER,
 };
 
 use super::{Context, Explain};
@@ -28,11 +30,55 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// The first key of a split object.
 const FIRST_PART: &str = "part-0000";
 
+/// Where a download goes: memory (logs, results) or a file (archives).
+pub enum Sink<'a> {
+    Memory(&'a mut Vec<u8>),
+    File(&'a mut tokio::fs::File),
+}
+
+impl Sink<'_> {
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Sink::Memory(v) => v.extend_from_slice(bytes),
+            Sink::File(f) => f.write_all(bytes).await.context("writing the download")?,
+        }
+        Ok(())
+    }
+
+    /// Drops what a failed attempt wrote, before the next one.
+    async fn reset(&mut self) -> anyhow::Result<()> {
+        use tokio::io::AsyncSeekExt;
+        match self {
+            Sink::Memory(v) => v.clear(),
+            Sink::File(f) => {
+                f.set_len(0).await?;
+                f.rewind().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Fetches the stored bytes of one file of a backup or restore.
 pub async fn fetch(ctx: &Context, kind: DownloadTargetKind, target: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fetch_into(ctx, kind, target, &mut Sink::Memory(&mut bytes)).await?;
+    Ok(bytes)
+}
+
+/// Fetches one file into `sink`; returns how many bytes it wrote.
+pub async fn fetch_into(ctx: &Context, kind: DownloadTargetKind, target: &str, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
+    fetch_target_into(ctx, DownloadTarget { kind, name: target.to_string(), volume: None }, sink).await
+}
+
+/// Fetches what a download target names into `sink`; returns how many bytes it wrote.
+pub async fn fetch_target_into(ctx: &Context, download: DownloadTarget, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
+    let (kind, target) = (download.kind, download.name.clone());
+    let target = target.as_str();
     let api = ctx.api::<DownloadRequest>();
     let name = request_name(target);
-    let spec = DownloadRequestSpec { target: DownloadTarget { kind, name: target.to_string() } };
+    let spec = DownloadRequestSpec { target: download };
     api.create(&PostParams::default(), &DownloadRequest::new(&name, spec))
         .await
         .explain(|| format!("creating download request {name:?}"), &ctx.namespace)?;
@@ -52,7 +98,7 @@ pub async fn fetch(ctx: &Context, kind: DownloadTargetKind, target: &str) -> any
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("waiting for download request {name:?}"))),
         Ok(Ok(request)) => {
             let status = request.and_then(|r| r.status).unwrap_or_default();
-            serve(ctx, &name, &status).await
+            serve(ctx, &name, &status, sink).await
         }
     };
     if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
@@ -61,22 +107,72 @@ pub async fn fetch(ctx: &Context, kind: DownloadTargetKind, target: &str) -> any
     result
 }
 
-/// Reads what the server served for a processed request.
-async fn serve(ctx: &Context, request: &str, status: &DownloadRequestStatus) -> anyhow::Result<Vec<u8>> {
+/// Fetches what the server offers for a processed request: the URL first (straight from the
+/// store), the stream through the API server when the URL cannot be fetched from here.
+async fn serve(ctx: &Context, request: &str, status: &DownloadRequestStatus, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
     if let Some(content) = &status.content {
         let (bytes, secrets) = read_secrets(ctx, request, content).await;
         delete_secrets(ctx, &secrets).await;
-        return bytes;
+        let bytes = bytes?;
+        sink.write(&bytes).await?;
+        return Ok(bytes.len() as u64);
     }
     if let Some(url) = &status.download_url {
-        return get_url(url).await.with_context(|| format!("downloading the file of download request {request:?}"));
+        match get_url(url, sink).await {
+            Ok(n) => return Ok(n),
+            Err(e) if status.stream.is_some() => {
+                tracing::info!("the object store's URL did not work from here ({e:#}); streaming through the API server instead");
+                sink.reset().await?;
+            }
+            Err(e) => return Err(e.context(format!("downloading the file of download request {request:?}"))),
+        }
+    }
+    if let Some(stream) = &status.stream {
+        return get_stream(ctx, stream, sink).await.with_context(|| {
+            format!(
+                "streaming download request {request:?} through the API server (services/{}:{}/proxy in namespace {})",
+                stream.service, stream.port, ctx.namespace
+            )
+        });
     }
     match &status.message {
         Some(message) => anyhow::bail!("the server could not serve download request {request:?}: {message}"),
         None => anyhow::bail!(
-            "download request {request:?} was processed but names no content and no URL; \
+            "download request {request:?} was processed but names no URL and no stream; \
              the server and this client may be of different versions"
         ),
+    }
+}
+
+/// GETs the file from the server through the API server's service proxy, with the request's
+/// token; the caller's own credentials (and RBAC: `get` on `services/proxy`) reach it.
+async fn get_stream(ctx: &Context, stream: &ServedStream, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
+    use futures::AsyncReadExt;
+    let path = format!(
+        "/api/v1/namespaces/{}/services/{}:{}/proxy{}",
+        ctx.namespace, stream.service, stream.port, stream.path
+    );
+    let request = hyper::Request::get(path)
+        .header(DOWNLOAD_TOKEN_HEADER, &stream.token)
+        .body(Vec::new())
+        .context("building the request")?;
+    let reader = ctx.client.request_stream(request).await.map_err(|e| match e {
+        kube::Error::Api(r) if r.code == 403 => anyhow::anyhow!(
+            "refused ({}); fetching needs `get` on services/proxy for service {} in namespace {} (or a pre-signed URL the object store answers from here)",
+            r.message, stream.service, ctx.namespace
+        ),
+        e => anyhow::Error::new(e),
+    })?;
+    let mut reader = std::pin::pin!(reader);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).await.context("reading the stream")?;
+        if n == 0 {
+            return Ok(total);
+        }
+        sink.write(&buf[..n]).await?;
+        total += n as u64;
     }
 }
 
@@ -174,8 +270,9 @@ pub fn decompress(bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// GETs a pre-signed URL with the HTTP stack the Kubernetes client already uses.
-async fn get_url(url: &str) -> anyhow::Result<Vec<u8>> {
+/// GETs a pre-signed URL with the HTTP stack the Kubernetes client already uses, writing the
+/// body as it arrives.
+async fn get_url(url: &str, sink: &mut Sink<'_>) -> anyhow::Result<u64> {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
     use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -199,12 +296,21 @@ async fn get_url(url: &str) -> anyhow::Result<Vec<u8>> {
     }
     .context("connecting to the object store")?;
     let status = response.status();
-    let body = response.into_body().collect().await.context("reading the response")?.to_bytes();
+    let mut body = response.into_body();
     if !status.is_success() {
+        let body = body.collect().await.context("reading the response")?.to_bytes();
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         anyhow::bail!("the object store answered {status}: {text}");
     }
-    Ok(body.to_vec())
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the response")?;
+        if let Some(data) = frame.data_ref() {
+            sink.write(data).await?;
+            total += data.len() as u64;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -272,9 +378,11 @@ mod tests {
                 socket.write_all(reply.as_bytes()).await.unwrap();
             }
         });
-        assert_eq!(get_url(&format!("http://{addr}/b.tar.zst?sig=x")).await.unwrap(), b"hello");
-        let err = get_url(&format!("http://{addr}/b")).await.unwrap_err().to_string();
+        let mut got = Vec::new();
+        assert_eq!(get_url(&format!("http://{addr}/b.tar.zst?sig=x"), &mut Sink::Memory(&mut got)).await.unwrap(), 5);
+        assert_eq!(got, b"hello");
+        let err = get_url(&format!("http://{addr}/b"), &mut Sink::Memory(&mut got)).await.unwrap_err().to_string();
         assert!(err.contains("403"), "{err}");
-        assert!(get_url("ftp://x/y").await.unwrap_err().to_string().contains("not http(s)"));
+        assert!(get_url("ftp://x/y", &mut Sink::Memory(&mut got)).await.unwrap_err().to_string().contains("not http(s)"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod download;
 pub mod extension;
+pub mod files;
 pub mod filters;
 pub mod location;
 pub mod migrate;

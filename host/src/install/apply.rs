@@ -77,6 +77,9 @@ async fn apply_one(client: &Client, object: &InstallObject, params: &PatchParams
         InstallObject::Deployment(o) => {
             patch(Api::<Deployment>::namespaced(client.clone(), ns), o.as_ref(), params).await
         }
+        InstallObject::Service(o) => {
+            patch(Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns), o.as_ref(), params).await
+        }
         InstallObject::PodDisruptionBudget(o) => {
             patch(Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), ns), o.as_ref(), params).await
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Secret, SecretKeySelector, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, SecretKeySelector, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -72,6 +72,7 @@ pub enum InstallObject {
     Secret(Secret),
     BackupStorageLocation(Box<BackupStorageLocation>),
     Deployment(Box<Deployment>),
+    Service(Box<Service>),
     PodDisruptionBudget(Box<k8s_openapi::api::policy::v1::PodDisruptionBudget>),
     DaemonSet(Box<DaemonSet>),
 }
@@ -89,6 +90,7 @@ impl InstallObject {
             InstallObject::Secret(_) => "Secret",
             InstallObject::BackupStorageLocation(_) => "BackupStorageLocation",
             InstallObject::Deployment(_) => "Deployment",
+            InstallObject::Service(_) => "Service",
             InstallObject::PodDisruptionBudget(_) => "PodDisruptionBudget",
             InstallObject::DaemonSet(_) => "DaemonSet",
         }
@@ -106,6 +108,7 @@ impl InstallObject {
             InstallObject::Secret(o) => &o.metadata,
             InstallObject::BackupStorageLocation(o) => &o.metadata,
             InstallObject::Deployment(o) => &o.metadata,
+            InstallObject::Service(o) => &o.metadata,
             InstallObject::PodDisruptionBudget(o) => &o.metadata,
             InstallObject::DaemonSet(o) => &o.metadata,
         }
@@ -147,6 +150,7 @@ impl Serialize for InstallObject {
             InstallObject::Secret(o) => o.serialize(s),
             InstallObject::BackupStorageLocation(o) => o.serialize(s),
             InstallObject::Deployment(o) => o.serialize(s),
+            InstallObject::Service(o) => o.serialize(s),
             InstallObject::PodDisruptionBudget(o) => o.serialize(s),
             InstallObject::DaemonSet(o) => o.serialize(s),
         }
@@ -180,6 +184,7 @@ pub fn build(plan: &InstallPlan, master_key: &MasterKey) -> Vec<InstallObject> {
         objects.push(InstallObject::BackupStorageLocation(Box::new(location)));
     }
     objects.push(InstallObject::Deployment(Box::new(workloads::server(plan))));
+    objects.push(InstallObject::Service(Box::new(workloads::server_service(plan))));
     if let Some(budget) = workloads::server_disruption_budget(plan) {
         objects.push(InstallObject::PodDisruptionBudget(Box::new(budget)));
     }

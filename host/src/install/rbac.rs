@@ -42,8 +42,8 @@ fn server_cluster_rules() -> Vec<PolicyRule> {
 /// The server's permissions inside the install namespace only.
 fn server_namespace_rules() -> Vec<PolicyRule> {
     vec![
-        // Served download content and credentials live in Secrets of the install namespace.
-        rule(&[""], &["secrets"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+        // (Secrets: read with everything else; downloads are streamed or pre-signed, never
+        // written into Secrets, so the server needs no delete on them.)
         // Leader election, so a second replica cannot run the controllers twice.
         rule(&["coordination.k8s.io"], &["leases"], &["get", "create", "update"]),
     ]

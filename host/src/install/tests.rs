@@ -91,6 +91,7 @@ fn dry_run_yaml_parses_back_with_every_kind() {
         ("Secret", 2),
         ("BackupStorageLocation", 1),
         ("Deployment", 1),
+        ("Service", 1),
         ("PodDisruptionBudget", 1),
         ("DaemonSet", 1),
     ];

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -77,6 +77,7 @@ pub fn targets(namespace: &str, keep_crds: bool, purge: bool, shared_kept: bool)
         Target::of::<DaemonSet>(ns, names::NODE_AGENT),
         Target::of::<PodDisruptionBudget>(ns, names::SERVER),
         Target::of::<Deployment>(ns, names::SERVER),
+        Target::of::<Service>(ns, names::SERVER),
         // Made by the servers, not by install: which replica leads.
         Target::of::<Lease>(ns, crate::server::leader::LEASE_NAME),
         Target::of::<BackupStorageLocation>(ns, names::DEFAULT_LOCATION),

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, Deploymen
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -81,6 +81,27 @@ pub fn server(plan: &InstallPlan) -> Deployment {
             }),
             selector: LabelSelector { match_labels: Some(selector_labels(Component::Server)), ..Default::default() },
             template: pod_template(Component::Server, names::SERVER, container, volumes),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The server's Service: `/metrics` for scraping, and the downloads the CLI fetches through
+/// the API server's service proxy (`services/stowage:http/proxy/downloads/...`). Any replica
+/// serves a download, leading or not.
+pub fn server_service(plan: &InstallPlan) -> Service {
+    Service {
+        metadata: meta(names::SERVER, Some(&plan.namespace), Component::Server),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(Component::Server)),
+            ports: Some(vec![ServicePort {
+                name: Some(names::SERVER_HTTP_PORT_NAME.into()),
+                port: names::METRICS_PORT.into(),
+                target_port: Some(IntOrString::String("metrics".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()

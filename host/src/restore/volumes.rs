@@ -275,6 +275,8 @@ impl Restorer {
                     repo_identifier: pvb.spec.repo_identifier.clone(),
                     snapshot_id: snapshot,
                     source_namespace: Some(source_namespace.to_string()),
+                    include_paths: Vec::new(),
+                    target_dir: None,
                 },
                 status: None,
             };

@@ -54,8 +54,8 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
     });
     // Every replica serves health and metrics, leading or not: a standby is ready too, or it
     // would stall rolling updates and node drains.
-    let serving = tokio::spawn(metrics::serve(args.metrics_address, ctx.metrics.clone()));
-    tracing::info!("serving /metrics, /healthz and /readyz on {}", args.metrics_address);
+    let serving = tokio::spawn(metrics::serve(args.metrics_address, ctx.metrics.clone(), downloads::router(ctx.clone())));
+    tracing::info!("serving /metrics, /healthz, /readyz and /downloads on {}", args.metrics_address);
     let mut elector = leader::Elector::new(client, lease.clone());
     tokio::select! {
         () = elector.acquire() => {}

@@ -84,6 +84,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Opens an object for streaming; [`StorageError::NotFound`] when it does not exist.
     async fn get_stream(&self, key: &str) -> Result<ObjectReader>;
 
+    /// A URL anyone holding it can GET the object from until `expires_in` has passed, for
+    /// stores that can sign one (S3); `None` for the others. Makes no request: the object may
+    /// not exist.
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
+        let _ = (key, expires_in);
+        Ok(None)
+    }
+
     /// Size and modification time; [`StorageError::NotFound`] when it does not exist.
     async fn head(&self, key: &str) -> Result<ObjectInfo>;
 

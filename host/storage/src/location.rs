@@ -17,7 +17,6 @@ const IGNORED_CONFIG: &[&str] = &[
     "kmsKeyId",
     "customerKeyEncryptionFile",
     "signatureVersion",
-    "publicUrl",
     "tagging",
     "checksumAlgorithm",
     "enableSharedConfig",
@@ -34,7 +33,8 @@ pub struct LocationSpec {
     /// The bucket, or for `filesystem` an absolute directory.
     pub bucket: String,
     pub prefix: Option<String>,
-    /// `spec.config`: `region`, `s3Url`, `s3ForcePathStyle`, `insecureSkipTLSVerify`, `profile`.
+    /// `spec.config`: `region`, `s3Url`, `publicUrl`, `s3ForcePathStyle`, `insecureSkipTLSVerify`,
+    /// `profile`.
     pub config: BTreeMap<String, String>,
     /// Text of the credential Secret's key (an AWS credentials file).
     pub credentials_file: Option<String>,
@@ -89,6 +89,7 @@ fn s3_config(spec: &LocationSpec) -> Result<S3Config> {
             "s3ForcePathStyle",
             "insecureSkipTLSVerify",
             "profile",
+            "publicUrl",
         ]
         .contains(&key.as_str())
         {
@@ -109,6 +110,7 @@ fn s3_config(spec: &LocationSpec) -> Result<S3Config> {
     config.prefix = spec.prefix.clone();
     config.region = setting("region").unwrap_or(DEFAULT_REGION).to_string();
     config.endpoint = setting("s3Url").map(str::to_string);
+    config.public_endpoint = setting("publicUrl").map(str::to_string);
     config.force_path_style = flag("s3ForcePathStyle")?;
     config.insecure_skip_tls_verify = flag("insecureSkipTLSVerify")?;
     config.credentials = credentials;

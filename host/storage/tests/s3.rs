@@ -333,3 +333,54 @@ async fn requests_ride_out_a_short_outage_and_the_location_check_reports_it_at_o
     let _proxy = ends.await.unwrap();
     assert_eq!(store.get("during").await.unwrap(), Bytes::from(vec![7u8; 100_000]));
 }
+
+/// A plain HTTP/1.1 GET (what a user's machine does with a download URL): status and body.
+async fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut plain = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            plain.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = plain;
+    }
+    (status, body)
+}
+
+#[tokio::test]
+async fn presigned_urls_fetch_the_object_without_credentials_and_name_the_public_endpoint() {
+    let store = fresh_store(Some("cluster-a")).await;
+    store.put("backups/b1/b1.tar.zst", Bytes::from_static(b"archive bytes")).await.unwrap();
+    let url = store.presigned_get("backups/b1/b1.tar.zst", std::time::Duration::from_secs(600)).await.unwrap().unwrap();
+    assert!(url.contains("cluster-a/backups/b1/b1.tar.zst") && url.contains("X-Amz-Expires=600"), "{url}");
+    let (status, body) = http_get(&url).await;
+    assert_eq!((status, body.as_slice()), (200, &b"archive bytes"[..]));
+
+    let server = S3Server::shared();
+    let mut public = config(server, store.bucket(), Some("cluster-a"));
+    public.public_endpoint = Some("https://backups.example.com".into());
+    let signed = S3Store::new(public).unwrap().presigned_get("k", std::time::Duration::from_secs(60)).await.unwrap().unwrap();
+    assert!(signed.starts_with("https://backups.example.com/"), "{signed}");
+    let mut bad = config(server, store.bucket(), None);
+    bad.public_endpoint = Some("backups.example.com".into());
+    let err = S3Store::new(bad).unwrap_err().to_string();
+    assert!(err.contains("spec.config.publicUrl"), "{err}");
+}

@@ -241,6 +241,28 @@ impl Env {
             "data": {stowage_api::names::MASTER_KEY_SECRET_KEY: base64_encode(&key)}})).unwrap();
         secrets.patch(stowage_api::names::MASTER_KEY_SECRET, &pp, &Patch::Apply(&master)).await.unwrap();
         self.apply_location("default", &self.bucket, true, access_mode).await;
+        if self.sim.is_some() {
+            self.route_server_service().await;
+        }
+    }
+
+    /// The server's Service, its endpoint this test's server process (`start_server*` serves
+    /// metrics and downloads on `metrics_address`): what a selector gives in a cluster, so the
+    /// API server's service proxy reaches the server.
+    async fn route_server_service(&self) {
+        let pp = PatchParams::apply("stowage-e2e").force();
+        let port = stowage_api::names::SERVER_HTTP_PORT_NAME;
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": stowage_api::names::SERVER},
+            "spec": {"ports": [{"name": port, "port": stowage_api::names::METRICS_PORT, "protocol": "TCP"}]}})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), NS)
+            .patch(stowage_api::names::SERVER, &pp, &Patch::Apply(&service)).await.unwrap();
+        let endpoints: k8s_openapi::api::core::v1::Endpoints = serde_json::from_value(json!({
+            "metadata": {"name": stowage_api::names::SERVER},
+            "subsets": [{"addresses": [{"ip": self.metrics_address.ip().to_string()}],
+                "ports": [{"name": port, "port": self.metrics_address.port(), "protocol": "TCP"}]}]})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(self.client.clone(), NS)
+            .patch(stowage_api::names::SERVER, &pp, &Patch::Apply(&endpoints)).await.unwrap();
     }
 
     pub async fn apply_location(&self, name: &str, bucket: &str, default: bool, access_mode: &str) {

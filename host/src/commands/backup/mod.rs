@@ -46,6 +46,8 @@ pub enum BackupCommand {
     Download(DownloadArgs),
     /// Delete backups with their stored data and volume snapshots.
     Delete(DeleteArgs),
+    /// List the files of one pod volume in a backup.
+    Browse(super::files::BrowseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +112,7 @@ pub async fn run(args: BackupArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
         BackupCommand::Logs(NameArg { name }) => run_logs(&ctx, &name).await,
         BackupCommand::Download(d) => run_download(&ctx, d).await,
         BackupCommand::Delete(d) => run_delete(&ctx, d).await,
+        BackupCommand::Browse(b) => super::files::browse(&ctx, b).await,
     }
 }
 
@@ -154,16 +157,22 @@ async fn run_download(ctx: &Context, args: DownloadArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} already exists; pass --force to overwrite it or -o to write elsewhere", path.display());
     }
     ctx.get::<Backup>("backup", &args.name, LIST_HINT).await?;
-    let bytes = download::fetch(ctx, DownloadTargetKind::BackupContents, &args.name).await?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
+    // Into a file beside the destination, renamed over it once whole: an interrupted download
+    // leaves no truncated archive under the name asked for.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let partial = tempfile::Builder::new().prefix(".stowage-download-").tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let mut file = tokio::fs::File::from_std(partial.reopen()?);
+    download::fetch_into(ctx, DownloadTargetKind::BackupContents, &args.name, &mut download::Sink::File(&mut file)).await?;
+    file.sync_all().await.with_context(|| format!("writing {}", path.display()))?;
+    drop(file);
     if args.force {
-        options.create(true).truncate(true);
+        partial.persist(&path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
     } else {
-        options.create_new(true);
+        partial.persist_noclobber(&path).map_err(|e| e.error).with_context(|| {
+            format!("writing {} (it appeared meanwhile; pass --force to overwrite it)", path.display())
+        })?;
     }
-    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))?;
     println!("Backup {} has been successfully downloaded to {}", args.name, path.display());
     Ok(())
 }

@@ -34,6 +34,8 @@ pub enum RestoreCommand {
     Describe(DescribeArgs),
     /// Print a restore's log.
     Logs { name: String },
+    /// Restore chosen files of a pod volume backup into a running pod, beside its live files.
+    Files(Box<super::files::FilesArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +84,7 @@ pub async fn run(args: RestoreArgs, cluster: &ClusterArgs) -> anyhow::Result<()>
             }
             output::print(&texts.join("\n"))
         }
+        RestoreCommand::Files(args) => super::files::restore_files(&ctx, *args).await,
         RestoreCommand::Logs { name } => {
             ctx.get::<Restore>("restore", &name, LIST_HINT).await?;
             let bytes = download::fetch(&ctx, DownloadTargetKind::RestoreLog, &name).await?;

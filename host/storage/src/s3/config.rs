@@ -37,6 +37,9 @@ pub struct S3Config {
     pub region: String,
     /// `s3Url`, for S3-compatible servers (MinIO, Ceph, ...). `None` means AWS.
     pub endpoint: Option<String>,
+    /// `publicUrl`: the endpoint pre-signed download URLs name, for users outside the network
+    /// the server reaches the store in (Velero's setting).
+    pub public_endpoint: Option<String>,
     pub force_path_style: bool,
     /// `None` sends unsigned requests (public buckets).
     pub credentials: Option<S3Credentials>,
@@ -56,6 +59,7 @@ impl S3Config {
             prefix: None,
             region: DEFAULT_REGION.to_string(),
             endpoint: None,
+            public_endpoint: None,
             force_path_style: false,
             credentials: None,
             insecure_skip_tls_verify: false,
@@ -84,6 +88,21 @@ impl S3Config {
             })?;
         }
         Ok(prefix.to_string())
+    }
+
+    /// The client that signs download URLs: the same as [`S3Config::build_client`]'s, aimed
+    /// at `publicUrl` when set.
+    pub(super) fn build_presign_client(&self) -> Result<aws_sdk_s3::Client> {
+        match &self.public_endpoint {
+            None => self.build_client(),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                S3Config { endpoint: Some(url.clone()), public_endpoint: None, ..self.clone() }.build_client()
+            }
+            Some(url) => Err(StorageError::config(
+                &self.location,
+                format!("publicUrl \"{url}\" must start with http:// or https://; fix spec.config.publicUrl"),
+            )),
+        }
     }
 
     pub(super) fn build_client(&self) -> Result<aws_sdk_s3::Client> {

@@ -10,12 +10,13 @@ use crate::error::{Result, StorageError};
 use crate::key::{dir_of, join, refuse_empty_prefix, validate_key, validate_prefix};
 use crate::{ObjectInfo, ObjectReader, ObjectStore};
 use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier,
 };
 use bytes::Bytes;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncRead;
 
 /// DeleteObjects takes at most this many keys per request.
@@ -24,6 +25,8 @@ const DELETE_BATCH: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    /// Signs download URLs (aimed at `publicUrl` when set).
+    presign_client: aws_sdk_s3::Client,
     location: String,
     bucket: String,
     /// Without surrounding slashes; empty for none.
@@ -40,6 +43,7 @@ impl S3Store {
     pub fn new(config: S3Config) -> Result<Self> {
         Ok(S3Store {
             client: config.build_client()?,
+            presign_client: config.build_presign_client()?,
             prefix: config.normalized_prefix()?,
             endpoint: config.endpoint_for_messages(),
             location: config.location,
@@ -197,6 +201,21 @@ impl ObjectStore for S3Store {
 
     async fn get_stream(&self, key: &str) -> Result<ObjectReader> {
         Ok(Box::new(self.get_object(key).await?.into_async_read()))
+    }
+
+    async fn presigned_get(&self, key: &str, expires_in: Duration) -> Result<Option<String>> {
+        let full = self.full_key(key)?;
+        let config = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StorageError::config(&self.location, format!("pre-signing {key}: {e}")))?;
+        let request = self
+            .presign_client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .presigned(config)
+            .await
+            .map_err(|e| self.map_err("GetObject (pre-signing)", Some(key), e))?;
+        Ok(Some(request.uri().to_string()))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
