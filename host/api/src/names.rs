@@ -32,6 +32,8 @@ pub const NODE_AGENT_PODS_MOUNT: &str = "/host_pods";
 
 /// Prometheus metrics port of the server and node agents.
 pub const METRICS_PORT: u16 = 8085;
+/// The server's read-only dashboard port (`stowage install --dashboard`).
+pub const DASHBOARD_PORT: u16 = 8087;
 
 /// The field manager of Stowage's server-side applies.
 pub const FIELD_MANAGER: &str = "stowage";
