@@ -30,6 +30,10 @@ if ! command -v promtool >/dev/null; then log "installing promtool (prometheus)"
 if ! PATH="$PATH:/usr/sbin" command -v mariadbd >/dev/null || ! command -v mariadb-install-db >/dev/null; then
     log "installing mariadb-server"; apt_install mariadb-server
 fi
+# Chromium (Debian's package): the dashboard's end-to-end test loads its pages in headless Chromium.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    log "installing chromium"; apt_install chromium
+fi
 # wasm32-wasip2: extensions are built as WASM components.
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then
     log "adding the wasm32-wasip2 target"; rustup target add wasm32-wasip2

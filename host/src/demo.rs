@@ -186,6 +186,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server_args = ServerArgs {
         namespace: NS.to_string(),
         metrics_address: "127.0.0.1:0".parse()?,
+        dashboard_address: None,
         default_volumes_to_fs_backup: false,
         location_check_period: Some(Duration::from_secs(1)),
         garbage_collection_frequency: crate::gc::DEFAULT_FREQUENCY,

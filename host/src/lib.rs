@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod commands;
 pub mod context;
 pub mod crdgen;
+pub mod dashboard;
 pub mod demo;
 pub mod discovery;
 pub mod extensions;

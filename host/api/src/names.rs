@@ -34,6 +34,8 @@ pub const NODE_AGENT_PODS_MOUNT: &str = "/host_pods";
 pub const METRICS_PORT: u16 = 8085;
 /// The name of the server Service's port (metrics and downloads, on [`METRICS_PORT`]).
 pub const SERVER_HTTP_PORT_NAME: &str = "http";
+/// The server's read-only dashboard port (`stowage install --dashboard`).
+pub const DASHBOARD_PORT: u16 = 8087;
 
 /// The field manager of Stowage's server-side applies.
 pub const FIELD_MANAGER: &str = "stowage";

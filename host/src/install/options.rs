@@ -96,6 +96,16 @@ pub struct InstallArgs {
     #[arg(long)]
     pub default_repo_maintain_frequency: Option<String>,
 
+    /// Serve the read-only web dashboard from the server (no login: reach it with
+    /// `kubectl -n <namespace> port-forward deploy/stowage <port>`).
+    #[arg(long)]
+    pub dashboard: bool,
+
+    /// The dashboard's container port.
+    #[arg(long, default_value_t = names::DASHBOARD_PORT, value_name = "PORT", requires = "dashboard",
+        value_parser = clap::value_parser!(u16).range(1..))]
+    pub dashboard_port: u16,
+
     /// Server replicas: one leads (a Lease), the others stand by to take over.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=10))]
     pub replicas: i32,
@@ -160,6 +170,8 @@ pub struct InstallPlan {
     pub replicas: i32,
     /// The server's `--default-repo-maintain-frequency`, checked.
     pub default_repo_maintain_frequency: Option<String>,
+    /// The dashboard's port, when the server serves one.
+    pub dashboard_port: Option<u16>,
     /// Things the user should know, printed before installing.
     pub warnings: Vec<String>,
 }
@@ -238,6 +250,7 @@ impl InstallArgs {
             namespaced_extension_capabilities,
             replicas: self.replicas,
             default_repo_maintain_frequency,
+            dashboard_port: self.dashboard.then_some(self.dashboard_port),
             warnings,
         })
     }

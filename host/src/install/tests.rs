@@ -403,3 +403,28 @@ fn the_repository_maintenance_frequency_goes_to_the_server_checked() {
     let err = error_of(&minio_args(&f, &["--default-repo-maintain-frequency", "weekly"]));
     assert!(err.contains("--default-repo-maintain-frequency \"weekly\"") && err.contains("168h"), "{err}");
 }
+
+#[test]
+fn the_dashboard_is_served_only_when_asked_for() {
+    let f = fixture(CREDENTIALS);
+    let server_container = |extra: &[&str]| {
+        let deployment: Deployment = find(&build_objects(&minio_args(&f, extra)), "Deployment", "stowage");
+        deployment.spec.unwrap().template.spec.unwrap().containers.remove(0)
+    };
+    let plain = server_container(&[]);
+    assert!(!plain.args.as_ref().unwrap().iter().any(|a| a.contains("dashboard")), "{:?}", plain.args);
+    assert_eq!(plain.ports.as_ref().unwrap().len(), 1, "only the metrics port: {:?}", plain.ports);
+
+    let with = server_container(&["--dashboard"]);
+    assert!(with.args.as_ref().unwrap().contains(&"--dashboard-address=0.0.0.0:8087".to_string()), "{:?}", with.args);
+    let port = with.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some("dashboard")).expect("a dashboard port");
+    assert_eq!(port.container_port, 8087);
+    assert_ne!(port.container_port, i32::from(stowage_api::names::METRICS_PORT));
+
+    let other = server_container(&["--dashboard", "--dashboard-port", "9000"]);
+    assert!(other.args.as_ref().unwrap().contains(&"--dashboard-address=0.0.0.0:9000".to_string()), "{:?}", other.args);
+    assert!(other.ports.as_ref().unwrap().iter().any(|p| p.name.as_deref() == Some("dashboard") && p.container_port == 9000));
+    // A port without the dashboard is a mistake, not silently ignored.
+    assert!(Cli::try_parse_from(["stowage", "install", "--dashboard-port", "9000"]).is_err());
+    assert!(Cli::try_parse_from(["stowage", "install", "--dashboard", "--dashboard-port", "0"]).is_err());
+}

@@ -39,7 +39,18 @@ pub fn server(plan: &InstallPlan) -> Deployment {
     if let Some(frequency) = &plan.default_repo_maintain_frequency {
         args.push(format!("--default-repo-maintain-frequency={frequency}"));
     }
+    if let Some(port) = plan.dashboard_port {
+        args.push(format!("--dashboard-address=0.0.0.0:{port}"));
+    }
     let mut container = base_container(plan, names::SERVER, "stowage", args);
+    if let Some(port) = plan.dashboard_port {
+        // Named, for `kubectl port-forward deploy/stowage dashboard`-style lookups and policies.
+        container.ports.get_or_insert_default().push(ContainerPort {
+            name: Some("dashboard".into()),
+            container_port: port.into(),
+            ..Default::default()
+        });
+    }
     // Its identity in the leader Lease.
     container.env.get_or_insert_default().push(field_env("POD_NAME", "metadata.name"));
     let probe = |path: &str| Probe {

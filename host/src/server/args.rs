@@ -12,6 +12,10 @@ pub struct ServerArgs {
     /// Where to serve Prometheus metrics.
     #[arg(long, default_value = "0.0.0.0:8085")]
     pub metrics_address: SocketAddr,
+    /// Where to serve the read-only web dashboard (e.g. 0.0.0.0:8087); none when unset. Every
+    /// replica serves it: it only reads from the API server and the storage locations.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard_address: Option<SocketAddr>,
     /// Back up every pod volume unless opted out, for backups that do not say.
     #[arg(long)]
     pub default_volumes_to_fs_backup: bool,
@@ -120,6 +124,10 @@ mod tests {
         assert_eq!(h.args.garbage_collection_frequency, std::time::Duration::from_secs(600));
         assert_eq!(h.args.namespace, "backup");
         assert_eq!(h.args.location_check_period, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(h.args.dashboard_address, None, "no dashboard unless asked for");
+        let h = Harness::try_parse_from(["server", "--dashboard-address", "127.0.0.1:8087"]).unwrap();
+        assert_eq!(h.args.dashboard_address, Some("127.0.0.1:8087".parse().unwrap()));
+        assert!(Harness::try_parse_from(["server", "--dashboard-address", "8087"]).is_err());
         assert!(Harness::try_parse_from(["server", "--location-check-period", "soon"]).is_err());
         let default = &h.args.namespaced_extension_capabilities;
         assert!(

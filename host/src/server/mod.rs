@@ -1,5 +1,6 @@
 //! `stowage server`: the controllers for backups, restores, schedules, garbage collection,
-//! storage locations, deletions, downloads and repository maintenance, and the metrics endpoint.
+//! storage locations, deletions, downloads and repository maintenance, the metrics endpoint and,
+//! when asked for, the read-only dashboard.
 
 mod args;
 pub mod deletions;
@@ -56,6 +57,17 @@ pub async fn run(args: ServerArgs, cluster: &ClusterArgs) -> anyhow::Result<()> 
     // would stall rolling updates and node drains.
     let serving = tokio::spawn(metrics::serve(args.metrics_address, ctx.metrics.clone(), downloads::router(ctx.clone())));
     tracing::info!("serving /metrics, /healthz, /readyz and /downloads on {}", args.metrics_address);
+    // The dashboard only reads, so standbys serve it too: a port-forward to any replica works.
+    if let Some(addr) = args.dashboard_address {
+        let listener = crate::dashboard::bind(addr).await?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::dashboard::serve(listener, ctx).await {
+                tracing::error!("the dashboard stopped: {e:#}");
+            }
+        });
+        tracing::info!("serving the dashboard on http://{addr}/");
+    }
     let mut elector = leader::Elector::new(client, lease.clone());
     tokio::select! {
         () = elector.acquire() => {}
