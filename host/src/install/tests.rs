@@ -416,13 +416,13 @@ fn the_dashboard_is_served_only_when_asked_for() {
     assert_eq!(plain.ports.as_ref().unwrap().len(), 1, "only the metrics port: {:?}", plain.ports);
 
     let with = server_container(&["--dashboard"]);
-    assert!(with.args.as_ref().unwrap().contains(&"--dashboard-address=0.0.0.0:8087".to_string()), "{:?}", with.args);
+    assert!(with.args.as_ref().unwrap().contains(&"--dashboard-address=127.0.0.1:8087".to_string()), "{:?}", with.args);
     let port = with.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some("dashboard")).expect("a dashboard port");
     assert_eq!(port.container_port, 8087);
     assert_ne!(port.container_port, i32::from(stowage_api::names::METRICS_PORT));
 
     let other = server_container(&["--dashboard", "--dashboard-port", "9000"]);
-    assert!(other.args.as_ref().unwrap().contains(&"--dashboard-address=0.0.0.0:9000".to_string()), "{:?}", other.args);
+    assert!(other.args.as_ref().unwrap().contains(&"--dashboard-address=127.0.0.1:9000".to_string()), "{:?}", other.args);
     assert!(other.ports.as_ref().unwrap().iter().any(|p| p.name.as_deref() == Some("dashboard") && p.container_port == 9000));
     // A port without the dashboard is a mistake, not silently ignored.
     assert!(Cli::try_parse_from(["stowage", "install", "--dashboard-port", "9000"]).is_err());

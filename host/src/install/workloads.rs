@@ -40,7 +40,9 @@ pub fn server(plan: &InstallPlan) -> Deployment {
         args.push(format!("--default-repo-maintain-frequency={frequency}"));
     }
     if let Some(port) = plan.dashboard_port {
-        args.push(format!("--dashboard-address=0.0.0.0:{port}"));
+        // Loopback in the pod: it has no login, so only `kubectl port-forward` (and the RBAC
+        // on pods/portforward behind it) reaches it, not every pod of the cluster.
+        args.push(format!("--dashboard-address=127.0.0.1:{port}"));
     }
     let mut container = base_container(plan, names::SERVER, "stowage", args);
     if let Some(port) = plan.dashboard_port {
