@@ -22,6 +22,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 401: the request's credentials name no user.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 503: a proxied Service has nothing to forward to, or its endpoint does not answer.
+    #[error("{0}")]
+    ServiceUnavailable(String),
 }
 
 impl ApiError {
@@ -39,6 +45,8 @@ impl ApiError {
             ApiError::Gone(_) => 410,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::ServiceUnavailable(_) => 503,
         }
     }
 
@@ -53,6 +61,8 @@ impl ApiError {
             ApiError::Gone(_) => "Expired",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            ApiError::Unauthorized(_) => "Unauthorized",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
         }
     }
 

@@ -8,6 +8,7 @@
 //! Tests talk to it through the API only; the kubelet root directory and the exec handlers are
 //! the two deliberate windows into the simulated nodes.
 
+pub mod auth;
 pub mod controllers;
 pub mod defaults;
 pub mod discovery;
@@ -17,6 +18,7 @@ pub mod kubelet;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod resources;
 pub mod selector;
 pub mod server;
@@ -57,6 +59,10 @@ pub struct SimConfig {
     pub exec_local_timeout: Duration,
     /// Whether to run the scheduler, kubelet, provisioner and workload controllers.
     pub run_controllers: bool,
+    /// Users known by bearer token: (token, user name). Their requests are authorized by the
+    /// RBAC objects stored in the simulator; the admin token [`auth::ADMIN_TOKEN`] and requests
+    /// without credentials may still do everything, and any other token is refused (401).
+    pub users: Vec<(String, String)>,
 }
 
 impl SimConfig {
@@ -69,7 +75,14 @@ impl SimConfig {
             exec_fallback: ExecFallback::Deny,
             exec_local_timeout: DEFAULT_EXEC_LOCAL_TIMEOUT,
             run_controllers: true,
+            users: Vec::new(),
         }
+    }
+
+    /// Adds a user authenticated by `token` and authorized by RBAC as `name`.
+    pub fn with_user(mut self, token: impl Into<String>, name: impl Into<String>) -> Self {
+        self.users.push((token.into(), name.into()));
+        self
     }
 }
 
@@ -138,13 +151,27 @@ impl KubeSim {
         self.state.store.compact();
     }
 
-    /// A kubeconfig (context `kube-sim`) pointing at this simulator.
+    /// A kubeconfig (context `kube-sim`) pointing at this simulator, as the admin.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(auth::ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig (context `kube-sim`) pointing at this simulator with a bearer token: one of
+    /// [`SimConfig::users`] to act as that user. For a configured user it also says `as: <name>`
+    /// (impersonation, which a user may do of themselves): kubectl sends no bearer token over
+    /// plain HTTP, but it does send `Impersonate-User`.
+    pub fn kubeconfig_yaml_for(&self, token: &str) -> String {
+        let quoted = |s: &str| serde_json::Value::from(s).to_string();
+        let act_as = match self.config.users.iter().find(|(t, _)| t == token) {
+            Some((_, name)) => format!("    as: {}\n", quoted(name)),
+            None => String::new(),
+        };
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n\
              contexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\n\
-             current-context: kube-sim\nusers:\n- name: kube-sim\n  user:\n    token: kube-sim\n",
-            url = self.url()
+             current-context: kube-sim\nusers:\n- name: kube-sim\n  user:\n    token: {token}\n{act_as}",
+            url = self.url(),
+            token = quoted(token),
         )
     }
 
@@ -152,9 +179,19 @@ impl KubeSim {
         std::fs::write(path, self.kubeconfig_yaml())
     }
 
-    /// A kube-rs client for this simulator.
+    /// Writes [`KubeSim::kubeconfig_yaml_for`] the token to `path`.
+    pub fn write_kubeconfig_for(&self, path: &Path, token: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml_for(token))
+    }
+
+    /// A kube-rs client for this simulator, as the admin.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())?;
+        self.client_for(auth::ADMIN_TOKEN).await
+    }
+
+    /// A kube-rs client for this simulator with a bearer token (one of [`SimConfig::users`]).
+    pub async fn client_for(&self, token: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml_for(token))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }

@@ -33,6 +33,17 @@ struct Args {
     /// Serve the API only: no scheduler, kubelet, provisioner or workload controllers.
     #[arg(long)]
     no_controllers: bool,
+    /// A user authenticated by a bearer token and authorized by the stored RBAC objects:
+    /// TOKEN=NAME (repeatable). The admin token `kube-sim` keeps full access.
+    #[arg(long = "user", value_parser = parse_user)]
+    users: Vec<(String, String)>,
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((token, name)) if !token.is_empty() && !name.is_empty() => Ok((token.to_string(), name.to_string())),
+        _ => Err(format!("expected TOKEN=NAME (e.g. alice-token=alice), got {s:?}")),
+    }
 }
 
 fn parse_image(s: &str) -> Result<(String, PathBuf), String> {
@@ -53,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     config.exec_fallback = if args.exec_local { ExecFallback::RunLocal } else { ExecFallback::Deny };
     config.exec_local_timeout = args.exec_local_timeout;
     config.run_controllers = !args.no_controllers;
+    config.users = args.users;
     let sim = KubeSim::start(config).await?;
     if let Some(path) = &args.kubeconfig_out {
         sim.write_kubeconfig(path)?;
@@ -74,5 +86,13 @@ mod tests {
         let args = Args::try_parse_from(["kube-sim", "--kubelet-root", "/x"]).unwrap();
         assert_eq!(args.exec_local_timeout, kube_sim::DEFAULT_EXEC_LOCAL_TIMEOUT);
         assert!(Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--exec-local-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn users_are_token_equals_name_and_repeatable() {
+        let args = Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--user", "t1=alice", "--user", "t2=bob"]).unwrap();
+        assert_eq!(args.users, vec![("t1".to_string(), "alice".to_string()), ("t2".to_string(), "bob".to_string())]);
+        assert!(Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--user", "alice"]).is_err());
+        assert!(Args::try_parse_from(["kube-sim", "--kubelet-root", "/x", "--user", "=alice"]).is_err());
     }
 }

@@ -13,7 +13,7 @@ pub struct ResourceType {
     pub namespaced: bool,
     pub short_names: Vec<String>,
     pub categories: Vec<String>,
-    /// Subresources served under `<plural>/<name>/<sub>`: status, scale, exec, log, binding.
+    /// Subresources served under `<plural>/<name>/<sub>`: status, scale, exec, log, binding, proxy.
     pub subresources: Vec<String>,
     /// `.spec.replicas`-style paths for the scale subresource (CRDs may set their own).
     pub scale: Option<ScalePaths>,
@@ -87,6 +87,7 @@ impl ResourceType {
                 "log" => ("Pod", vec!["get"], None, None),
                 "binding" => ("Binding", vec!["create"], None, None),
                 "finalize" => ("Namespace", vec!["update"], None, None),
+                "proxy" => ("ServiceProxyOptions", vec!["create", "delete", "get", "patch", "update"], None, None),
                 _ => continue,
             };
             let mut e = json!({
@@ -140,7 +141,7 @@ const CLUSTER: bool = false;
 const BUILTINS: &[Builtin<'static>] = &[
     b("v1", "namespaces", "Namespace", CLUSTER, &["ns"], &["status", "finalize"]),
     b("v1", "pods", "Pod", NS, &["po"], &["status", "exec", "log", "binding"]),
-    b("v1", "services", "Service", NS, &["svc"], &["status"]),
+    b("v1", "services", "Service", NS, &["svc"], &["status", "proxy"]),
     b("v1", "endpoints", "Endpoints", NS, &["ep"], &[]),
     b("v1", "configmaps", "ConfigMap", NS, &["cm"], &[]),
     b("v1", "secrets", "Secret", NS, &[], &[]),

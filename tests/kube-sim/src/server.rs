@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::auth::{self, Attributes, Identity};
 use crate::error::{ApiError, ApiResult};
 use crate::exec::ExecRegistry;
 use crate::patch::PatchKind;
@@ -16,7 +17,7 @@ use crate::resources::{json_path, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, Propagation, Store, WriteOpts};
 use crate::table::{self, IncludeObject};
-use crate::{discovery, openapi, watch, SimConfig};
+use crate::{discovery, openapi, proxy, watch, SimConfig};
 
 const MAX_BODY: usize = 64 << 20;
 
@@ -118,6 +119,16 @@ struct Target {
 }
 
 async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let who = match auth::authenticate(&state.config, req.headers())
+        .and_then(|who| auth::impersonate(&state.store, who, req.headers()))
+    {
+        Ok(who) => who,
+        Err(e) => return error_response(&e),
+    };
+    // Before the resource paths: a proxied path has any number of segments after `proxy`.
+    if let Some(p) = proxy::parse_path(req.uri().path()) {
+        return proxy_service(&state, &who, p, req).await.unwrap_or_else(|e| error_response(&e));
+    }
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = Query(serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default());
     let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
@@ -170,10 +181,44 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     }
     let target = Target { rt, namespace, name, subresource: sub };
     let watching = legacy_watch || query.flag("watch");
+    if let Err(e) = auth::authorize(&state.store, &who, &attributes(&target, req.method(), watching)) {
+        return error_response(&e);
+    }
     match dispatch(&state, target, query, watching, req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
+}
+
+/// A resource request in RBAC's terms. A namespace's own path is in that namespace, so a
+/// RoleBinding there can grant reading it.
+fn attributes(t: &Target, method: &Method, watching: bool) -> Attributes {
+    let own_namespace = (t.rt.group.is_empty() && t.rt.plural == "namespaces").then(|| t.name.clone()).flatten();
+    Attributes {
+        verb: auth::verb(method.as_str(), t.name.is_some(), watching),
+        group: t.rt.group.clone(),
+        resource: t.rt.plural.clone(),
+        subresource: t.subresource.clone(),
+        name: t.name.clone(),
+        namespace: t.namespace.clone().or(own_namespace),
+    }
+}
+
+/// `services/{id}/proxy/...`: authorized as the method's verb on `services/proxy` (the name is
+/// the id as written, port included, as the API server has it), then forwarded to an endpoint.
+async fn proxy_service(state: &AppState, who: &Identity, p: proxy::ProxyPath, req: Request) -> ApiResult<Response> {
+    let attrs = Attributes {
+        verb: auth::verb(req.method().as_str(), true, false),
+        group: String::new(),
+        resource: "services".into(),
+        subresource: Some("proxy".into()),
+        name: Some(p.service.clone()),
+        namespace: Some(p.namespace.clone()),
+    };
+    auth::authorize(&state.store, who, &attrs)?;
+    let id = proxy::split_service_id(&p.service)?;
+    let upstream = proxy::resolve(&state.store, &p.namespace, &id)?;
+    proxy::forward(req, upstream, &p.rest).await
 }
 
 async fn body_json(req: Request) -> ApiResult<(HeaderMap, Vec<u8>)> {
