@@ -99,3 +99,87 @@ async fn a_200_mib_archive_downloads_from_a_pre_signed_url_and_through_the_serve
     assert!(peak_mib < 100, "the CLI writes the stream as it arrives: peak {peak_mib} MiB");
     no_download_leftovers(&env).await;
 }
+
+/// Runs the CLI as the test user; returns (success, stdout, stderr).
+fn cli_as_user(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(kubeconfig).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_takes_the_users_proxy_permission_and_the_requests_token() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    if e2e::skipped_on_real_cluster("the test user is kube-sim's") {
+        return;
+    }
+    let mut env = Env::start().await;
+    env.create_namespace("shop").await;
+    env.create_in::<ConfigMap>("shop", json!({"metadata": {"name": "settings"}, "data": {"mode": "prod"}})).await;
+    env.start_server();
+    let status = env.backup("small", json!({"includedNamespaces": ["shop"]})).await;
+    assert_eq!(status["phase"], "Completed", "{status}");
+    // The store's URL does not answer from here: downloads go through the server.
+    let closed = e2e::free_port();
+    let patch = json!({"spec": {"config": {"publicUrl": format!("http://{closed}")}}});
+    Api::<BackupStorageLocation>::namespaced(env.client.clone(), NS)
+        .patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    // A user who may use DownloadRequests but not the service proxy is refused, and told why.
+    let rules = json!([
+        {"apiGroups": ["stowage.io"], "resources": ["downloadrequests"], "verbs": ["create", "get", "list", "watch", "delete"]},
+        {"apiGroups": ["stowage.io"], "resources": ["backups"], "verbs": ["get"]}]);
+    env.create_in::<Role>(NS, json!({"metadata": {"name": "downloader"}, "rules": rules})).await;
+    env.create_in::<RoleBinding>(NS, json!({"metadata": {"name": "downloader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "downloader"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": e2e::TEST_USER}]})).await;
+    let user = env.user_kubeconfig();
+    let (ok, _, err) = cli_as_user(&user, &["backup", "logs", "small"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("refused") && err.contains("services/proxy for service stowage"), "{err}");
+
+    // Granted the proxy, the same user gets the log.
+    let mut with_proxy = rules.as_array().unwrap().clone();
+    with_proxy.push(json!({"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["get"]}));
+    Api::<Role>::namespaced(env.client.clone(), NS)
+        .patch("downloader", &PatchParams::default(), &Patch::Merge(json!({"rules": with_proxy})))
+        .await
+        .unwrap();
+    let (ok, log, err) = cli_as_user(&user, &["backup", "logs", "small"]);
+    assert!(ok, "{err}");
+    assert!(log.contains("backup Completed"), "{log}");
+
+    // Without access to DownloadRequests there is nothing to fetch.
+    Api::<Role>::namespaced(env.client.clone(), NS)
+        .patch("downloader", &PatchParams::default(), &Patch::Merge(json!({"rules": [with_proxy[1], with_proxy[2]]})))
+        .await
+        .unwrap();
+    let (ok, _, err) = cli_as_user(&user, &["backup", "logs", "small"]);
+    assert!(!ok && err.to_lowercase().contains("forbidden"), "{err}");
+
+    // The proxy alone is not enough: the server wants the request's token.
+    env.create::<DownloadRequest>(json!({"metadata": {"name": "by-hand", "namespace": NS},
+        "spec": {"target": {"kind": "BackupLog", "name": "small"}}})).await;
+    let status = env.wait_processed::<DownloadRequest>("by-hand").await;
+    let token = status["stream"]["token"].as_str().unwrap().to_string();
+    let get = |token: String| {
+        let client = env.client.clone();
+        async move {
+            use futures::AsyncReadExt;
+            let request = hyper::Request::get(format!("/api/v1/namespaces/{NS}/services/stowage:http/proxy/downloads/by-hand"))
+                .header("x-stowage-download-token", token)
+                .body(Vec::new())
+                .unwrap();
+            let mut body = Vec::new();
+            let mut reader = Box::pin(client.request_stream(request).await?);
+            reader.read_to_end(&mut body).await.unwrap();
+            Ok::<_, kube::Error>(body)
+        }
+    };
+    let refused = get("0".repeat(64)).await.unwrap_err().to_string();
+    assert!(refused.contains("token does not match"), "{refused}");
+    let log = get(token).await.unwrap();
+    let text = String::from_utf8(zstd::decode_all(&log[..]).unwrap()).unwrap();
+    assert!(text.contains("backup Completed"), "the right token gets the log: {text}");
+}

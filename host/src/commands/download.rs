@@ -27,6 +27,9 @@ use super::{Context, Explain};
 /// How long the server has to process a request.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the server has to start answering a streamed download.
+const STREAM_ANSWER: Duration = Duration::from_secs(60);
+
 /// The first key of a split object.
 const FIRST_PART: &str = "part-0000";
 
@@ -156,7 +159,14 @@ async fn get_stream(ctx: &Context, stream: &ServedStream, sink: &mut Sink<'_>) -
         .header(DOWNLOAD_TOKEN_HEADER, &stream.token)
         .body(Vec::new())
         .context("building the request")?;
-    let reader = ctx.client.request_stream(request).await.map_err(|e| match e {
+    // The client retries a 503 (no ready server behind the Service) for minutes: bound it.
+    let answered = tokio::time::timeout(STREAM_ANSWER, ctx.client.request_stream(request)).await.map_err(|_| {
+        anyhow::anyhow!(
+            "no answer within {}s; is a server pod ready behind service {}? (`kubectl -n {} get endpoints {}`)",
+            STREAM_ANSWER.as_secs(), stream.service, ctx.namespace, stream.service
+        )
+    })?;
+    let reader = answered.map_err(|e| match e {
         kube::Error::Api(r) if r.code == 403 => anyhow::anyhow!(
             "refused ({}); fetching needs `get` on services/proxy for service {} in namespace {} (or a pre-signed URL the object store answers from here)",
             r.message, stream.service, ctx.namespace

@@ -106,11 +106,17 @@ async fn start_sim(dir: &Path, exec_local: bool, images: &[(&str, PathBuf)], nod
     }
     // Restored pods' init container runs as the real helper binary.
     config.images.insert("stowage/restore-helper".into(), workspace_binary("stowage-restore-helper"));
+    // A user with only the permissions a test's RBAC grants (see `Env::user_kubeconfig`).
+    config.users.push((TEST_USER_TOKEN.into(), TEST_USER.into()));
     let sim = KubeSim::start(config).await.unwrap();
     let path = dir.join("kubeconfig");
     sim.write_kubeconfig(&path).unwrap();
     (sim, path)
 }
+
+/// The user kube-sim knows besides its admin: RBAC decides what it may do.
+pub const TEST_USER: &str = "e2e-user";
+const TEST_USER_TOKEN: &str = "e2e-user-token";
 
 async fn client_for(kubeconfig: &Path) -> Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
@@ -405,6 +411,14 @@ impl Env {
 
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A kubeconfig acting as [`TEST_USER`] (kube-sim only).
+    pub fn user_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("user-kubeconfig");
+        let sim = self.sim.as_ref().expect("users are kube-sim's");
+        sim.write_kubeconfig_for(&path, TEST_USER_TOKEN).unwrap();
+        path
     }
 
     pub fn path(&self) -> &Path {
