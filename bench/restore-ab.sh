@@ -3,6 +3,10 @@
 # restic restoring the same data, alternating RUNS times with a `sync` before each restore;
 # prints each round and the medians. Build the two engines as bench/engine-ab.sh says.
 #
+# Every restore goes into a directory of its own, and none is removed before the end (see
+# bench/settle.sh: on ext4 without a journal, a restore right after `rm -rf` of another's files
+# pays for the removal).
+#
 #   RUNS=5 SIZE=512 FILES=5000 bench/restore-ab.sh /tmp/engine-a /tmp/engine-b
 set -euo pipefail
 
@@ -11,7 +15,8 @@ RUNS=${RUNS:-5}
 WORK=${WORK:-/var/tmp/stowage-bench-restore-ab}
 RESTIC=${RESTIC:-/usr/bin/restic}
 cd "$(dirname "$0")/.."
-rm -rf "$WORK"
+source bench/settle.sh
+remove_and_settle "$WORK"
 mkdir -p "$WORK/results"
 echo stowage-bench > "$WORK/password"
 export RESTIC_PASSWORD=stowage-bench
@@ -22,10 +27,12 @@ snap=$("$A" --repo "$WORK/repo" --password-file "$WORK/password" backup "$WORK/d
 "$RESTIC" -r "$WORK/restic-repo" --no-cache init > /dev/null
 "$RESTIC" -r "$WORK/restic-repo" --no-cache backup "$WORK/data" > /dev/null
 
-# restore NAME CMD... : times CMD restoring into an empty $WORK/out, appends to results/NAME
+# restore NAME CMD... : times CMD restoring into the empty directory $out (made new for each
+# run and tool below), appends to results/NAME
 restore() {
     local name=$1; shift
-    rm -rf "$WORK/out"; mkdir "$WORK/out"; sync
+    sync
+    case $name in restic) warm "$WORK/restic-repo" ;; *) warm "$WORK/repo" ;; esac
     /usr/bin/time -f %e -o "$WORK/time" "$@" > /dev/null 2> "$WORK/err" || {
         echo "FAILED: $*" >&2; cat "$WORK/err" >&2; exit 1; }
     cat "$WORK/time" >> "$WORK/results/$name"
@@ -33,12 +40,15 @@ restore() {
 }
 
 for run in $(seq "$RUNS"); do
-    a=$(restore a "$A" --repo "$WORK/repo" --password-file "$WORK/password" restore "$snap" "$WORK/out")
-    b=$(restore b "$B" --repo "$WORK/repo" --password-file "$WORK/password" restore "$snap" "$WORK/out")
-    r=$(restore restic "$RESTIC" -r "$WORK/restic-repo" --no-cache restore latest --target "$WORK/out")
+    out=$WORK/out-$run-a; mkdir "$out"
+    a=$(restore a "$A" --repo "$WORK/repo" --password-file "$WORK/password" restore "$snap" "$out")
+    out=$WORK/out-$run-b; mkdir "$out"
+    b=$(restore b "$B" --repo "$WORK/repo" --password-file "$WORK/password" restore "$snap" "$out")
+    out=$WORK/out-$run-restic; mkdir "$out"
+    r=$(restore restic "$RESTIC" -r "$WORK/restic-repo" --no-cache restore latest --target "$out")
     echo "run $run/$RUNS: A $a s, B $b s, restic $r s (load $(cut -d' ' -f1-3 /proc/loadavg))"
 done
-rm -rf "$WORK/out"
+rm -rf "$WORK"/out*
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 ma=$(median < "$WORK/results/a"); mb=$(median < "$WORK/results/b"); mr=$(median < "$WORK/results/restic")

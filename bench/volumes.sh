@@ -8,8 +8,10 @@
 # Data sets: A = one file of SIZE MiB of random data; B = SIZE MiB in FILES files (20,000).
 # Cases: first backup, unchanged re-backup, re-backup after appending 1 byte to A, restore.
 # Both tools run without a local cache (restic --no-cache; the engine has none) and with
-# compression on at their defaults. The data is freshly written, so it is in the page cache
-# for every tool alike.
+# compression on at their defaults. Each case first reads the data set and its tool's
+# repository, so that both are in the page cache for every tool alike.
+# Every copy and restore writes a directory of its own and nothing is removed until the end
+# (bench/settle.sh says why), so the run needs about SIZE * 2 * (1 + 3 * RUNS) MiB of disk.
 set -euo pipefail
 
 SIZE=${SIZE:-2048}
@@ -23,8 +25,15 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p stowage-restic --example engine
 ENGINE=$TARGET/release/examples/engine
 
-rm -rf "$WORK"
-mkdir -p "$WORK"/{data/A,data/B,results}
+source bench/settle.sh
+remove_and_settle "$WORK"
+mkdir -p "$WORK"/{data/A,data/B,results,out}
+need=$(( SIZE * 2 * (1 + 3 * RUNS) / 1024 + 1 ))
+free=$(df -Pk "$WORK" | awk 'NR == 2 { print int($4 / 1024 / 1024) }')
+if [ "$free" -lt "$need" ]; then
+    echo "$WORK has $free GiB free; the data, the copies and the restores need about $need GiB (kept until the end, see bench/settle.sh)" >&2
+    exit 1
+fi
 echo "stowage-bench" > "$WORK/password"
 export RESTIC_PASSWORD=stowage-bench
 
@@ -37,8 +46,16 @@ sync
 measure() {
     local name=$1; shift
     # Write back what the previous case left dirty first, so that no case pays for another's
-    # writes (on a slow disk that swung a 2 GiB restore from 8 s to 83 s).
+    # writes (on a slow disk that swung a 2 GiB restore from 8 s to 83 s); then read the
+    # data set and the tool's repository into the page cache (bench/settle.sh).
     sync
+    local repo
+    case $name in
+        *-engine) repo=$WORK/repo-engine-$set ;;
+        *-restic) repo=$WORK/repo-restic-$set ;;
+        *) repo= ;;
+    esac
+    warm "$WORK/data/$set" ${repo:+"$repo"}
     /usr/bin/time -v -o "$WORK/time.txt" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
         echo "FAILED: $*" >&2; cat "$WORK/err.txt" >&2; exit 1; }
     local wall rss
@@ -72,15 +89,17 @@ export PATH="$WORK:$PATH"
 for run in $(seq "$RUNS"); do
     echo "run $run/$RUNS" >&2
     for set in A B; do
-        rm -rf "$WORK"/repo-* "$WORK/copy" "$WORK/restore"
+        rm -rf "$WORK"/repo-*
+        out=$WORK/out/$run-$set
         engine "$set" init > /dev/null
         restic_ "$set" init > /dev/null
         src="$WORK/data/$set"
 
         measure "$set-first-engine" engine "$set" backup "$src"
         measure "$set-first-restic" restic_ "$set" backup "$src"
-        measure "$set-first-copy" cp -r "$src" "$WORK/copy"
-        rm -rf "$WORK/copy"
+        # The copy ceiling of both the backup and the restore rows: `cp -r` reads the data as a
+        # backup does and writes it as a restore does.
+        measure "$set-copy" cp -r "$src" "$out-copy"
 
         measure "$set-unchanged-engine" engine "$set" backup "$src"
         measure "$set-unchanged-restic" restic_ "$set" backup "$src"
@@ -92,13 +111,10 @@ for run in $(seq "$RUNS"); do
         fi
 
         snap=$(engine "$set" backup "$src" | awk '{print $2}')
-        mkdir -p "$WORK/restore"
-        measure "$set-restore-engine" engine "$set" restore "$snap" "$WORK/restore"
-        rm -rf "$WORK/restore"; mkdir -p "$WORK/restore"
-        measure "$set-restore-restic" restic_ "$set" restore latest --target "$WORK/restore"
-        rm -rf "$WORK/restore"
-        measure "$set-restore-copy" cp -r "$src" "$WORK/copy"
-        rm -rf "$WORK/copy"
+        # Each into a directory of its own, none removed before the end (bench/settle.sh).
+        mkdir -p "$out-engine" "$out-restic"
+        measure "$set-restore-engine" engine "$set" restore "$snap" "$out-engine"
+        measure "$set-restore-restic" restic_ "$set" restore latest --target "$out-restic"
     done
 done
 
@@ -111,7 +127,8 @@ echo
 echo "| case | engine s | restic s | copy s | engine/restic | engine/copy | engine RSS MiB | engine RSS after open MiB | restic RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for c in A-first B-first A-unchanged B-unchanged A-append A-restore B-restore; do
-    e=$(col "$c-engine" 1); r=$(col "$c-restic" 1); k=$(col "$c-copy" 1)
+    e=$(col "$c-engine" 1); r=$(col "$c-restic" 1)
+    case $c in *-first | *-restore) k=$(col "${c%%-*}-copy" 1) ;; *) k="" ;; esac
     em=$(col "$c-engine" 2); rm_=$(col "$c-restic" 2); eo=$(col "$c-engine-op" 1)
     awk -v c="$c" -v e="$e" -v r="$r" -v k="$k" -v em="$em" -v rm="$rm_" -v eo="$eo" 'BEGIN {
         printf "| %s | %.2f | %.2f | %s | %.2f | %s | %.0f | %s | %.0f |\n", c, e, r,
@@ -119,3 +136,4 @@ for c in A-first B-first A-unchanged B-unchanged A-append A-restore B-restore; d
             (k == "" ? "" : sprintf("%.2f", e / k)), em / 1024,
             (eo == "" ? "" : sprintf("%.0f", eo / 1024)), rm / 1024 }'
 done
+rm -rf "$WORK/out"
