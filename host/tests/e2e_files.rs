@@ -4,20 +4,11 @@
 
 mod e2e;
 
-use std::process::Command;
-
-use e2e::{claim_dir, running_pods, Env, NS};
+use e2e::{claim_dir, cli_fails, running_pods, Env, NS};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use stowage_api::PodVolumeRestore;
-
-/// Runs the CLI expecting it to fail; returns its stderr.
-fn cli_fails(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
-    assert!(!out.status.success(), "stowage {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_file_comes_back_beside_the_live_ones_and_a_changed_one_over_it() {

@@ -176,17 +176,6 @@ impl Repo {
         progress: ProgressFn,
         cancel: CancellationToken,
     ) -> Result<RestoreSummary, EngineError> {
-        let target_err = |reason: String| EngineError::Target {
-            repo: self.inner.name.clone(),
-            path: target.to_path_buf(),
-            reason,
-        };
-        let meta = tokio::fs::metadata(target)
-            .await
-            .map_err(|e| target_err(e.to_string()))?;
-        if !meta.is_dir() {
-            return Err(target_err("not a directory".into()));
-        }
         self.restore_paths(snapshot_id, target, &[], Path::new(""), progress, cancel).await
     }
 

@@ -601,9 +601,20 @@ pub async fn apply_extension(env: &Env, cm: &Value) {
 
 /// Runs the `stowage` CLI against this cluster, in Stowage's namespace; returns stdout.
 pub fn cli(env: &Env, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap();
+    let out = cli_output(env, args);
     assert!(out.status.success(), "stowage {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the CLI expecting it to fail; returns its stderr.
+pub fn cli_fails(env: &Env, args: &[&str]) -> String {
+    let out = cli_output(env, args);
+    assert!(!out.status.success(), "stowage {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn cli_output(env: &Env, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stowage")).args(args).args(["-n", NS, "--kubeconfig"]).arg(&env.kubeconfig).output().unwrap()
 }
 
 /// The PodVolumeBackups of a backup.
